@@ -1,0 +1,391 @@
+//! The admin HTTP API (contract.md): JSON under `/api/v1`, bearer-token auth, bounded and
+//! validated bodies, and one error shape: `{"error": {"code", "message", "field"?}}`.
+
+use std::sync::Arc;
+
+use amphi_protocol::OrgPath;
+use amphi_protocol::casefile::{
+    ActivityInput, IdentityPatch, NewMember, ResidenceInput, ReviewInput,
+};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::members::{self, OpError};
+use crate::repo::{Repo, WriteError};
+use crate::status::Status;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The documents.
+    pub repo: Arc<Repo>,
+    /// Sync status.
+    pub status: Arc<Status>,
+    /// The admin token.
+    pub token: Arc<str>,
+    /// This node's short id.
+    pub node_id: Arc<str>,
+    /// When this node's certificate expires (RFC 3339).
+    pub cert_expires: Arc<str>,
+}
+
+/// An API error: HTTP status, stable code, message, and the field when one is to blame.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+    fn bad_field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError {
+            field: Some(field.into()),
+            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(f) = self.field {
+            error["field"] = Value::String(f);
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::Invalid(f) => ApiError::bad_field(f.field.clone(), f.to_string()),
+            OpError::Write(w) => w.into(),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        let message = e.to_string();
+        match e {
+            WriteError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", message),
+            WriteError::Exists(_) | WriteError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            WriteError::Forbidden(_) | WriteError::LeavesScope => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            WriteError::Store(_) | WriteError::Doc(_) => {
+                tracing::error!("internal error: {message}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
+/// A JSON body, bounded by [`MAX_BODY`] (413) and validated into `T` (400 naming the field).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("request body exceeds {MAX_BODY} bytes"),
+                )
+            } else {
+                ApiError::bad_field("body", e.body_text())
+            }
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(de)
+            .map(JsonBody)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.inner().to_string();
+                let field = if path != "." {
+                    path
+                } else {
+                    // "missing field `x`", "unknown field `x`": name x.
+                    inner.split('`').nth(1).unwrap_or("body").to_owned()
+                };
+                ApiError::bad_field(field, format!("invalid request body: {inner}"))
+            })
+    }
+}
+
+async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), state.token.as_bytes()));
+    if !ok {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong admin token: send Authorization: Bearer <DATA_DIR/admin.token>",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The router: `/healthz` and `/metrics` open, `/api/v1/*` behind the token.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/status", get(status))
+        .route("/members", post(create_member).get(list_members))
+        .route("/members/{id}", get(get_member).patch(patch_member))
+        .route(
+            "/members/{id}/residence",
+            axum::routing::put(put_residence).delete(delete_residence),
+        )
+        .route("/members/{id}/report-in", post(report_in))
+        .route("/members/{id}/activities", post(add_activity))
+        .route("/members/{id}/activities/{aid}/comments", post(add_comment))
+        .route("/members/{id}/reviews", post(add_review))
+        .route("/orgs/{*org}", get(org_roster))
+        .route("/refused", get(refused))
+        .route("/conflicts", get(conflicts))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API path")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .nest("/api/v1", api)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let summaries = s.repo.store().summaries().map_err(WriteError::from)?;
+    let members = summaries.iter().filter(|(_, x)| x.kind == "member").count();
+    let orgs = summaries.len() - members;
+    let refused = s.status.refused();
+    Ok(Json(json!({
+        "org": s.repo.me(),
+        "node_id": &*s.node_id,
+        "peers": s.status.peers(),
+        "docs": {"members": members, "orgs": orgs},
+        "conflicts": 0,
+        "refused": refused,
+        "refused_total": refused.values().sum::<u64>(),
+        "cert_expires": &*s.cert_expires,
+    })))
+}
+
+async fn create_member(
+    State(s): State<ApiState>,
+    JsonBody(m): JsonBody<NewMember>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((StatusCode::CREATED, Json(members::create(&s.repo, &m)?)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    org: Option<String>,
+    two_dwelling: Option<bool>,
+}
+
+async fn list_members(
+    State(s): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let org = q
+        .org
+        .as_deref()
+        .map(|o| OrgPath::parse(o).map_err(|e| ApiError::bad_field("org", e.to_string())))
+        .transpose()?;
+    let list = members::list(&s.repo, org.as_ref(), q.two_dwelling.unwrap_or(false))?;
+    Ok(Json(json!({ "members": list })))
+}
+
+async fn get_member(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(members::get(&s.repo, &id)?))
+}
+
+async fn patch_member(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(p): JsonBody<IdentityPatch>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(members::patch(&s.repo, &id, &p)?))
+}
+
+async fn put_residence(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(r): JsonBody<ResidenceInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(members::set_residence(&s.repo, &id, &r)?))
+}
+
+async fn delete_residence(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(members::end_residence(&s.repo, &id)?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReportIn {
+    date: Option<String>,
+}
+
+async fn report_in(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    // The body is optional: `{}` or nothing records today.
+    let r: ReportIn = if body.iter().all(u8::is_ascii_whitespace) {
+        ReportIn::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_field("date", e.to_string()))?
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(members::report_in(&s.repo, &id, r.date.as_deref())?),
+    ))
+}
+
+async fn add_activity(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(a): JsonBody<ActivityInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(members::add_activity(&s.repo, &id, &a)?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentInput {
+    text: String,
+}
+
+async fn add_comment(
+    State(s): State<ApiState>,
+    Path((id, aid)): Path<(String, String)>,
+    JsonBody(c): JsonBody<CommentInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(members::comment(&s.repo, &id, &aid, &c.text)?),
+    ))
+}
+
+async fn add_review(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(r): JsonBody<ReviewInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(members::add_review(&s.repo, &id, &r)?),
+    ))
+}
+
+async fn org_roster(
+    State(s): State<ApiState>,
+    Path(rest): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(org) = rest.strip_suffix("/roster") else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "use /api/v1/orgs/{org}/roster",
+        ));
+    };
+    let org = OrgPath::parse(org).map_err(|e| ApiError::bad_field("org", e.to_string()))?;
+    Ok(Json(members::roster_of(&s.repo, &org)?))
+}
+
+async fn refused(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let log = s.repo.store().refused().map_err(WriteError::from)?;
+    Ok(Json(json!({ "refused": log })))
+}
+
+/// Conflicts arise from concurrent transfers (not built yet); none are recorded today.
+async fn conflicts() -> Json<Value> {
+    Json(json!({ "conflicts": [] }))
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    let peers = s.status.peers();
+    let connected = peers
+        .iter()
+        .filter(|p| p.state == crate::status::PeerState::Connected)
+        .count();
+    let mut out = String::new();
+    out.push_str("# HELP amphi_peers_connected Peers with a live sync session.\n# TYPE amphi_peers_connected gauge\n");
+    out.push_str(&format!("amphi_peers_connected {connected}\n"));
+    out.push_str("# HELP amphi_sync_messages_total Sync messages exchanged, by direction.\n# TYPE amphi_sync_messages_total counter\n");
+    let (mi, mo, bi, bo) = peers.iter().fold((0, 0, 0, 0), |a, p| {
+        (
+            a.0 + p.messages_in,
+            a.1 + p.messages_out,
+            a.2 + p.bytes_in,
+            a.3 + p.bytes_out,
+        )
+    });
+    out.push_str(&format!("amphi_sync_messages_total{{direction=\"in\"}} {mi}\namphi_sync_messages_total{{direction=\"out\"}} {mo}\n"));
+    out.push_str("# HELP amphi_sync_bytes_total Bytes exchanged with peers, by direction.\n# TYPE amphi_sync_bytes_total counter\n");
+    out.push_str(&format!("amphi_sync_bytes_total{{direction=\"in\"}} {bi}\namphi_sync_bytes_total{{direction=\"out\"}} {bo}\n"));
+    out.push_str("# HELP amphi_changes_refused_total Incoming changes refused, by reason.\n# TYPE amphi_changes_refused_total counter\n");
+    for (reason, n) in s.status.refused() {
+        out.push_str(&format!(
+            "amphi_changes_refused_total{{reason=\"{reason}\"}} {n}\n"
+        ));
+    }
+    if let Ok(summaries) = s.repo.store().summaries() {
+        let members = summaries.iter().filter(|(_, x)| x.kind == "member").count();
+        out.push_str(
+            "# HELP amphi_documents Documents held, by kind.\n# TYPE amphi_documents gauge\n",
+        );
+        out.push_str(&format!(
+            "amphi_documents{{kind=\"member\"}} {members}\namphi_documents{{kind=\"org\"}} {}\n",
+            summaries.len() - members
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

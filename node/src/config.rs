@@ -1,0 +1,177 @@
+//! The TOML config of `amphi run` (contract.md, "Running a node").
+//!
+//! ```toml
+//! data_dir = "data"            # relative to the config file
+//! listen   = "127.0.0.1:7401"  # QUIC (UDP)
+//! admin    = "127.0.0.1:8401"  # HTTP: admin API, dashboard, /metrics
+//! cert = "node.crt"
+//! key  = "node.key"
+//! ca   = "ca.crt"
+//! [[peers]]
+//! addr = "127.0.0.1:7400"          # host:port; a DNS name is resolved at each dial
+//! org  = "hoboksar/hoboksar-town"  # expected; checked against the peer's certificate
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use amphi_protocol::OrgPath;
+use serde::Deserialize;
+
+/// A node's configuration, with paths already resolved against the config file's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the store and the admin token live.
+    pub data_dir: PathBuf,
+    /// QUIC listen address (UDP).
+    pub listen: SocketAddr,
+    /// Admin HTTP listen address.
+    pub admin: SocketAddr,
+    /// This node's certificate (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+    /// The county CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Offices this node dials (normally its parent).
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Longest wait between redials of a peer, in milliseconds (default 30 000).
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+
+/// One office this node dials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// `host:port` of the peer's QUIC listener.
+    pub addr: String,
+    /// The org the peer's certificate must name.
+    pub org: OrgPath,
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or a field is wrong.
+    #[error("config {path} is invalid: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What toml said (it names the line and field).
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths are taken from its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses config text, resolving relative paths against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        for p in [
+            &mut config.data_dir,
+            &mut config.cert,
+            &mut config.key,
+            &mut config.ca,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        for peer in &config.peers {
+            if !peer.addr.contains(':') {
+                return Err(format!(
+                    "peer address {:?} needs a port, e.g. \"10.0.0.1:7400\"",
+                    peer.addr
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The config text for the given values (used by `amphi demo` and the tests).
+    pub fn render(
+        listen: SocketAddr,
+        admin: SocketAddr,
+        peers: &[PeerConfig],
+        reconnect_max_ms: Option<u64>,
+    ) -> String {
+        let mut s = format!(
+            "data_dir = \"data\"\nlisten = \"{listen}\"\nadmin = \"{admin}\"\ncert = \"node.crt\"\nkey = \"node.key\"\nca = \"ca.crt\"\n"
+        );
+        if let Some(ms) = reconnect_max_ms {
+            s.push_str(&format!("reconnect_max_ms = {ms}\n"));
+        }
+        for p in peers {
+            s.push_str(&format!(
+                "\n[[peers]]\naddr = \"{}\"\norg = \"{}\"\n",
+                p.addr, p.org
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_against_the_config_folder() {
+        let text = Config::render(
+            "127.0.0.1:7401".parse().unwrap(),
+            "127.0.0.1:8401".parse().unwrap(),
+            &[PeerConfig {
+                addr: "127.0.0.1:7400".into(),
+                org: OrgPath::parse("hoboksar").unwrap(),
+            }],
+            Some(1000),
+        );
+        let c = Config::parse(&text, Path::new("/etc/amphi")).unwrap();
+        assert_eq!(c.data_dir, Path::new("/etc/amphi/data"));
+        assert_eq!(c.cert, Path::new("/etc/amphi/node.crt"));
+        assert_eq!(c.peers[0].org.as_str(), "hoboksar");
+        assert_eq!(c.reconnect_max_ms, 1000);
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        let base = Path::new(".");
+        let bad_org = "data_dir='d'\nlisten='127.0.0.1:1'\nadmin='127.0.0.1:2'\ncert='c'\nkey='k'\nca='a'\n[[peers]]\naddr='x:1'\norg='Bad Org'\n";
+        assert!(
+            Config::parse(bad_org, base)
+                .unwrap_err()
+                .contains("segment")
+        );
+        let no_port = bad_org.replace("Bad Org", "hoboksar").replace("x:1", "x");
+        assert!(Config::parse(&no_port, base).unwrap_err().contains("port"));
+        let unknown = "colour='red'\n";
+        assert!(Config::parse(unknown, base).unwrap_err().contains("colour"));
+    }
+}

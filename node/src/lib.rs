@@ -1,0 +1,24 @@
+//! The Amphi node: one per office.
+//!
+//! - [`config`]: the TOML config of `amphi run`.
+//! - [`pki`], [`tls`]: the county CA, node certificates, mutual TLS for QUIC.
+//! - [`store`]: the embedded crash-safe store.
+//! - [`repo`]: documents on top of the store, every write through the gate.
+//! - [`peer`], [`transport`]: QUIC connections to parent and children, one sync session each.
+//! - [`status`]: what admins see of sync.
+//! - [`api`]: the admin HTTP API.
+//! - [`node`]: starting and stopping a whole node.
+//! - [`demo`]: a complete local county for trying Amphi.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod members;
+pub mod node;
+pub mod peer;
+pub mod pki;
+pub mod repo;
+pub mod status;
+pub mod store;
+pub mod tls;
+pub mod transport;

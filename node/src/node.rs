@@ -1,0 +1,225 @@
+//! Starting and stopping a whole node: identity, store, QUIC endpoint, dialers, admin API.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use amphi_protocol::OrgPath;
+use automerge::ActorId;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::pki::{NodeIdentity, PkiError};
+use crate::repo::{Repo, WriteError};
+use crate::status::Status;
+use crate::store::{Store, StoreError};
+use crate::transport::{self, Shared, TransportError};
+
+/// The admin token's file name inside the data dir.
+pub const TOKEN_FILE: &str = "admin.token";
+/// The store's file name inside the data dir.
+pub const STORE_FILE: &str = "amphi.redb";
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Certificate, key or CA could not be loaded or do not fit together.
+    #[error(transparent)]
+    Identity(#[from] PkiError),
+    /// The data dir or token could not be prepared.
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The first write (this office's roster) failed.
+    #[error("cannot initialise the store: {0}")]
+    Init(#[from] WriteError),
+    /// QUIC could not start.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The admin port could not be bound.
+    #[error("cannot listen on {addr} (admin HTTP): {source}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+pub struct Node {
+    /// This office.
+    pub org: OrgPath,
+    /// The bound QUIC address.
+    pub quic_addr: SocketAddr,
+    /// The bound admin HTTP address.
+    pub admin_addr: SocketAddr,
+    /// The admin token.
+    pub token: String,
+    /// The node's short id.
+    pub node_id: String,
+    shutdown: watch::Sender<bool>,
+    endpoint: quinn::Endpoint,
+    tasks: Vec<JoinHandle<()>>,
+    repo: Arc<Repo>,
+}
+
+/// Reads the admin token, creating it (mode 0600) on first start.
+pub fn admin_token(data_dir: &Path) -> Result<String, std::io::Error> {
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+impl Node {
+    /// Starts a node from its config.
+    pub async fn start(config: &Config) -> Result<Node, StartError> {
+        let identity = NodeIdentity::load(&config.cert, &config.key, &config.ca)?;
+        let org = identity.org.clone();
+        let data_err = |source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
+            .map_err(data_err)?;
+        let token = admin_token(&config.data_dir).map_err(data_err)?;
+        let store = Store::open(&config.data_dir.join(STORE_FILE), org.as_str())?;
+        let status = Arc::new(Status::default());
+        let repo = Arc::new(Repo::new(
+            store,
+            org.clone(),
+            ActorId::from(identity.actor_id()),
+            status.clone(),
+        ));
+        repo.ensure_own_roster()?;
+
+        let endpoint = transport::endpoint(&identity, config.listen)?;
+        let quic_addr = endpoint
+            .local_addr()
+            .map_err(|source| TransportError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Shared {
+            repo: repo.clone(),
+            status: status.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let mut tasks = vec![tokio::spawn(transport::accept_loop(
+            endpoint.clone(),
+            shared.clone(),
+        ))];
+        let max_backoff = Duration::from_millis(config.reconnect_max_ms.max(250));
+        for peer in &config.peers {
+            tasks.push(tokio::spawn(transport::dial_loop(
+                endpoint.clone(),
+                peer.clone(),
+                max_backoff,
+                shared.clone(),
+            )));
+        }
+
+        let listener = tokio::net::TcpListener::bind(config.admin)
+            .await
+            .map_err(|source| StartError::Admin {
+                addr: config.admin,
+                source,
+            })?;
+        let admin_addr = listener.local_addr().map_err(|source| StartError::Admin {
+            addr: config.admin,
+            source,
+        })?;
+        let cert_expires = identity
+            .not_after
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let state = ApiState {
+            repo: repo.clone(),
+            status,
+            token: token.clone().into(),
+            node_id: identity.node_id().into(),
+            cert_expires: cert_expires.into(),
+        };
+        let mut stop = shutdown_rx;
+        tasks.push(tokio::spawn(async move {
+            let serve =
+                axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                });
+            if let Err(e) = serve.await {
+                tracing::error!("admin API stopped: {e}");
+            }
+        }));
+        tracing::info!(%org, %quic_addr, %admin_addr, "node started");
+        Ok(Node {
+            org,
+            quic_addr,
+            admin_addr,
+            token,
+            node_id: identity.node_id(),
+            shutdown,
+            endpoint,
+            tasks,
+            repo,
+        })
+    }
+
+    /// The node's documents (for in-process callers such as the demo).
+    pub fn repo(&self) -> &Arc<Repo> {
+        &self.repo
+    }
+
+    /// Stops the node: sessions end, the endpoint closes, and the store is released (so the
+    /// same data dir can be opened again in this process).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        self.endpoint.close(0u32.into(), b"shutting down");
+        for task in self.tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        // Session tasks hold the repo; wait for them to let go of the store.
+        for _ in 0..100 {
+            if Arc::strong_count(&self.repo) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! One sync session with one peer over a QUIC connection: the IO around
+//! [`amphi_protocol::session::PeerSession`].
+//!
+//! A session runs three tasks: a reader that turns stream bytes into frames (bounded,
+//! validated), a writer that drains a bounded queue of frames (backpressure), and the loop
+//! here, which feeds frames and local change notifications to the session and the repo.
+
+use std::sync::Arc;
+
+use amphi_protocol::session::{PeerSession, SessionError, Step};
+use amphi_protocol::wire::{DecodeError, Frame};
+use amphi_protocol::{DocId, OrgPath};
+use tokio::sync::{broadcast, mpsc, watch};
+use tracing::{debug, info};
+
+use crate::repo::Repo;
+use crate::status::{PeerState, Status, now_rfc3339};
+use crate::store::StoreError;
+
+/// Frames queued for sending before the session waits (backpressure).
+const SEND_QUEUE: usize = 256;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    /// The connection or stream failed.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The peer sent an invalid frame.
+    #[error("peer sent an invalid frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// The peer broke the session protocol.
+    #[error(transparent)]
+    Protocol(#[from] SessionError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a session's peer is and how it came to be connected.
+#[derive(Clone)]
+pub struct PeerLink {
+    /// The peer's org, verified from its certificate.
+    pub org: OrgPath,
+    /// Its address.
+    pub addr: String,
+    /// `dialed` or `accepted`.
+    pub direction: &'static str,
+}
+
+async fn read_frames(
+    mut recv: quinn::RecvStream,
+    frames: mpsc::Sender<Result<(Frame, usize), SessionEnd>>,
+) {
+    loop {
+        let mut prefix = [0u8; 4];
+        let result = async {
+            if let Err(e) = recv.read_exact(&mut prefix).await {
+                return Err(SessionEnd::Connection(e.to_string()));
+            }
+            let len = Frame::body_len(prefix)?;
+            let mut body = vec![0u8; len];
+            recv.read_exact(&mut body)
+                .await
+                .map_err(|e| SessionEnd::Connection(e.to_string()))?;
+            Ok((Frame::decode_body(&body)?, len + 4))
+        }
+        .await;
+        let failed = result.is_err();
+        if frames.send(result).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+async fn write_frames(
+    mut send: quinn::SendStream,
+    mut frames: mpsc::Receiver<Frame>,
+    status: Arc<Status>,
+    link: PeerLink,
+) {
+    while let Some(frame) = frames.recv().await {
+        let bytes = frame.encode();
+        if send.write_all(&bytes).await.is_err() {
+            return;
+        }
+        let is_sync = matches!(frame, Frame::Sync { .. });
+        status.update(link.org.as_str(), "", link.direction, |p| {
+            p.bytes_out += bytes.len() as u64;
+            if is_sync {
+                p.messages_out += 1;
+            }
+        });
+    }
+    let _ = send.finish();
+}
+
+/// Runs a session on an established, authenticated connection until it fails, the peer
+/// leaves, or `shutdown` fires.
+pub async fn run(
+    conn: quinn::Connection,
+    link: PeerLink,
+    repo: Arc<Repo>,
+    status: Arc<Status>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), SessionEnd> {
+    let (send, recv) = if link.direction == "dialed" {
+        conn.open_bi().await
+    } else {
+        conn.accept_bi().await
+    }
+    .map_err(|e| SessionEnd::Connection(e.to_string()))?;
+    let (out, out_rx) = mpsc::channel(SEND_QUEUE);
+    let (in_tx, mut incoming) = mpsc::channel(SEND_QUEUE);
+    let reader = tokio::spawn(read_frames(recv, in_tx));
+    let writer = tokio::spawn(write_frames(send, out_rx, status.clone(), link.clone()));
+    let _abort = AbortOnDrop(vec![reader, writer]);
+
+    let peer = link.org.clone();
+    let mut session = PeerSession::new(peer.clone());
+    let mut changes = repo.subscribe();
+    let sent = |f: Frame| {
+        let out = out.clone();
+        async move {
+            out.send(f)
+                .await
+                .map_err(|_| SessionEnd::Connection("writer stopped".into()))
+        }
+    };
+    sent(PeerSession::hello(repo.me())).await?;
+    for f in PeerSession::inventory(&repo.inventory_for(&peer)?) {
+        sent(f).await?;
+    }
+    status.update(peer.as_str(), &link.addr, link.direction, |p| {
+        p.state = PeerState::Connected;
+        p.connected_since = Some(now_rfc3339());
+        p.last_error = None;
+    });
+    info!("session started");
+
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            frame = incoming.recv() => {
+                let Some(frame) = frame else { break };
+                let (frame, size) = frame?;
+                let is_sync = matches!(frame, Frame::Sync { .. });
+                status.update(peer.as_str(), "", link.direction, |p| {
+                    p.last_seen = Some(now_rfc3339());
+                    p.bytes_in += size as u64;
+                    if is_sync { p.messages_in += 1; }
+                });
+                let step = session.on_frame(frame, || repo.inventory_for(&peer).unwrap_or_default())?;
+                match step {
+                    Step::Nothing => {}
+                    Step::Start(docs) => {
+                        debug!(count = docs.len(), "starting sync of differing documents");
+                        for doc in docs {
+                            offer(&repo, &mut session, &doc, &out).await?;
+                        }
+                    }
+                    Step::Sync { doc, message } => {
+                        let ds = session.doc_sync(&doc, || repo.store().sync_state(&doc, peer.as_str()).ok().flatten());
+                        let received = repo.receive(&doc, &peer, &message, ds)?;
+                        session.mark(&doc, received.in_sync);
+                        if let Some(reply) = received.reply {
+                            sent(Frame::Sync { doc, message: reply }).await?;
+                        }
+                    }
+                }
+            }
+            changed = changes.recv() => match changed {
+                Ok(doc) => {
+                    if repo.visible_to_peer(&doc, &peer)? {
+                        offer(&repo, &mut session, &doc, &out).await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    debug!(missed, "missed change notifications; sending a fresh inventory");
+                    for f in PeerSession::inventory(&repo.inventory_for(&peer)?) {
+                        sent(f).await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        }
+        let pending = session.pending();
+        status.update(peer.as_str(), "", link.direction, |p| {
+            p.docs_pending = pending;
+            if pending == 0 {
+                p.last_sync_at = Some(now_rfc3339());
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Generates and sends the next sync message for `doc`, if any.
+async fn offer(
+    repo: &Repo,
+    session: &mut PeerSession,
+    doc: &DocId,
+    out: &mpsc::Sender<Frame>,
+) -> Result<(), SessionEnd> {
+    let peer = session.peer().clone();
+    let ds = session.doc_sync(doc, || {
+        repo.store().sync_state(doc, peer.as_str()).ok().flatten()
+    });
+    let (message, in_sync) = repo.generate(doc, &peer, ds)?;
+    session.mark(doc, in_sync);
+    if let Some(message) = message {
+        out.send(Frame::Sync {
+            doc: doc.clone(),
+            message,
+        })
+        .await
+        .map_err(|_| SessionEnd::Connection("writer stopped".into()))?;
+    }
+    Ok(())
+}
+
+/// Aborts the tasks when dropped, so a session never leaves orphans behind.
+pub struct AbortOnDrop(pub Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! What admins see of sync: per-peer state, pending documents, refusals.
+//!
+//! Peer sessions and the repo report here; the API and `/metrics` read from here.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// Connection state of a peer, as the contract names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// A session is up.
+    Connected,
+    /// Dialing (or waiting to redial).
+    Connecting,
+    /// Not connected and not dialing (an inbound peer that went away).
+    Disconnected,
+}
+
+/// One peer as shown in `GET /api/v1/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// The peer's org.
+    pub org: String,
+    /// Its address.
+    pub addr: String,
+    /// `connected`, `connecting`, `disconnected`.
+    pub state: PeerState,
+    /// `dialed` (configured) or `accepted` (it dialed us).
+    pub direction: &'static str,
+    /// When the current session started.
+    pub connected_since: Option<String>,
+    /// When anything was last heard from the peer.
+    pub last_seen: Option<String>,
+    /// When the peer was last known to be fully in sync.
+    pub last_sync_at: Option<String>,
+    /// Documents not yet known to be in sync with the peer.
+    pub docs_pending: usize,
+    /// Sync messages received.
+    pub messages_in: u64,
+    /// Sync messages sent.
+    pub messages_out: u64,
+    /// Bytes received.
+    pub bytes_in: u64,
+    /// Bytes sent.
+    pub bytes_out: u64,
+    /// Changes from this peer refused, by reason.
+    pub refused: BTreeMap<String, u64>,
+    /// Last connection error, if any.
+    pub last_error: Option<String>,
+}
+
+impl PeerStatus {
+    fn new(org: &str, addr: &str, direction: &'static str) -> PeerStatus {
+        PeerStatus {
+            org: org.to_owned(),
+            addr: addr.to_owned(),
+            state: PeerState::Disconnected,
+            direction,
+            connected_since: None,
+            last_seen: None,
+            last_sync_at: None,
+            docs_pending: 0,
+            messages_in: 0,
+            messages_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            refused: BTreeMap::new(),
+            last_error: None,
+        }
+    }
+}
+
+/// The node's live sync status.
+#[derive(Debug, Default)]
+pub struct Status {
+    peers: Mutex<BTreeMap<String, PeerStatus>>,
+    refused: Mutex<BTreeMap<String, u64>>,
+}
+
+/// The current time, RFC 3339, UTC.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("time formats")
+}
+
+impl Status {
+    /// Runs `f` on the entry for `org`, creating it if needed.
+    pub fn update(
+        &self,
+        org: &str,
+        addr: &str,
+        direction: &'static str,
+        f: impl FnOnce(&mut PeerStatus),
+    ) {
+        let mut peers = self.peers.lock().expect("status lock");
+        let entry = peers
+            .entry(org.to_owned())
+            .or_insert_with(|| PeerStatus::new(org, addr, direction));
+        if !addr.is_empty() {
+            entry.addr = addr.to_owned();
+        }
+        f(entry);
+    }
+
+    /// Records refusals by reason code (node-wide and for `peer`).
+    pub fn count_refused(&self, peer: Option<&str>, codes: &[&str]) {
+        if codes.is_empty() {
+            return;
+        }
+        let mut all = self.refused.lock().expect("status lock");
+        for c in codes {
+            *all.entry((*c).to_owned()).or_default() += 1;
+        }
+        drop(all);
+        if let Some(peer) = peer {
+            self.update(peer, "", "accepted", |p| {
+                for c in codes {
+                    *p.refused.entry((*c).to_owned()).or_default() += 1;
+                }
+            });
+        }
+    }
+
+    /// A snapshot of every peer.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.peers
+            .lock()
+            .expect("status lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Refused changes since start, by reason.
+    pub fn refused(&self) -> BTreeMap<String, u64> {
+        self.refused.lock().expect("status lock").clone()
+    }
+}

@@ -1,0 +1,213 @@
+//! QUIC between offices: one endpoint per node, accepting children and dialing parents.
+//!
+//! Child offices dial their parent (so a village behind NAT works) and redial forever with
+//! capped, jittered backoff: offices go offline for days. Every connection is mutual TLS
+//! against the county CA; the peer's org comes from its verified certificate, and a dialed
+//! peer must be the org the config expects.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amphi_protocol::OrgPath;
+use tokio::sync::watch;
+use tracing::{Instrument, info, warn};
+
+use crate::config::PeerConfig;
+use crate::peer::{self, PeerLink};
+use crate::pki::NodeIdentity;
+use crate::repo::Repo;
+use crate::status::{PeerState, Status};
+use crate::tls;
+
+/// First wait before redialing.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// A session that lasted this long resets the backoff.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr} (UDP): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Everything a session needs from the node.
+#[derive(Clone)]
+pub struct Shared {
+    /// The documents.
+    pub repo: Arc<Repo>,
+    /// Sync status.
+    pub status: Arc<Status>,
+    /// Fires on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Binds the node's QUIC endpoint (server and client in one).
+pub fn endpoint(
+    identity: &NodeIdentity,
+    listen: SocketAddr,
+) -> Result<quinn::Endpoint, TransportError> {
+    let mut endpoint =
+        quinn::Endpoint::server(tls::server_config(identity)?, listen).map_err(|source| {
+            TransportError::Bind {
+                addr: listen,
+                source,
+            }
+        })?;
+    endpoint.set_default_client_config(tls::client_config(identity)?);
+    Ok(endpoint)
+}
+
+/// Accepts connections from other offices until shutdown.
+pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.changed() => return,
+            i = endpoint.accept() => match i { Some(i) => i, None => return },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(%remote, "refused connection: {e}");
+                    return;
+                }
+            };
+            let org = match tls::peer_org(&conn) {
+                Ok(org) => org,
+                Err(e) => {
+                    warn!(%remote, "refused connection: {e}");
+                    conn.close(1u32.into(), b"no valid certificate");
+                    return;
+                }
+            };
+            let link = PeerLink {
+                org: org.clone(),
+                addr: remote.to_string(),
+                direction: "accepted",
+            };
+            let span = tracing::error_span!("conn", peer = %org);
+            serve_session(conn, link, shared).instrument(span).await;
+        });
+    }
+}
+
+async fn serve_session(conn: quinn::Connection, link: PeerLink, shared: Shared) {
+    let org = link.org.to_string();
+    let direction = link.direction;
+    let result = peer::run(
+        conn.clone(),
+        link,
+        shared.repo,
+        shared.status.clone(),
+        shared.shutdown,
+    )
+    .await;
+    let error = result.err().map(|e| e.to_string());
+    match &error {
+        Some(e) => warn!("session ended: {e}"),
+        None => info!("session ended"),
+    }
+    conn.close(0u32.into(), b"bye");
+    shared.status.update(&org, "", direction, |p| {
+        p.state = if direction == "dialed" {
+            PeerState::Connecting
+        } else {
+            PeerState::Disconnected
+        };
+        p.connected_since = None;
+        if error.is_some() {
+            p.last_error = error;
+        }
+    });
+}
+
+/// Dials `peer` and keeps a session with it until shutdown, redialing after any failure
+/// with backoff from 250 ms up to `max_backoff`.
+pub async fn dial_loop(
+    endpoint: quinn::Endpoint,
+    peer: PeerConfig,
+    max_backoff: Duration,
+    shared: Shared,
+) {
+    let span = tracing::error_span!("conn", peer = %peer.org);
+    async move {
+        let mut shutdown = shared.shutdown.clone();
+        let mut backoff = BACKOFF_MIN;
+        shared
+            .status
+            .update(peer.org.as_str(), &peer.addr, "dialed", |p| {
+                p.state = PeerState::Connecting
+            });
+        loop {
+            let started = Instant::now();
+            match dial(&endpoint, &peer).await {
+                Ok(conn) => {
+                    let link = PeerLink {
+                        org: peer.org.clone(),
+                        addr: peer.addr.clone(),
+                        direction: "dialed",
+                    };
+                    serve_session(conn, link, shared.clone()).await;
+                }
+                Err(e) => {
+                    shared
+                        .status
+                        .update(peer.org.as_str(), &peer.addr, "dialed", |p| {
+                            p.state = PeerState::Connecting;
+                            p.last_error = Some(e.clone());
+                        });
+                    tracing::debug!("dial failed: {e}");
+                }
+            }
+            if started.elapsed() > STABLE_SESSION {
+                backoff = BACKOFF_MIN;
+            }
+            let jitter = rand::random_range(0.8..1.2);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+            }
+            backoff = (backoff * 2).min(max_backoff);
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dial(endpoint: &quinn::Endpoint, peer: &PeerConfig) -> Result<quinn::Connection, String> {
+    let addr = tokio::net::lookup_host(&peer.addr)
+        .await
+        .map_err(|e| format!("cannot resolve {}: {e}", peer.addr))?
+        .next()
+        .ok_or_else(|| format!("{} resolves to no address", peer.addr))?;
+    let connecting = endpoint
+        .connect(addr, &peer.org.dns_name())
+        .map_err(|e| format!("cannot dial {addr}: {e}"))?;
+    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .map_err(|_| format!("{addr} did not answer within 10 s"))?
+        .map_err(|e| format!("handshake with {addr} failed: {e}"))?;
+    let org: OrgPath = tls::peer_org(&conn).map_err(|e| e.to_string())?;
+    if org != peer.org {
+        conn.close(1u32.into(), b"unexpected org");
+        return Err(format!(
+            "{addr} is {org}, but the config expects {}",
+            peer.org
+        ));
+    }
+    Ok(conn)
+}

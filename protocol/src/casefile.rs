@@ -1,0 +1,677 @@
+//! The member case file (黨員檔案) as an automerge document.
+//!
+//! Layout (root map):
+//! ```text
+//! kind = "member", id = "m-…", home_org = "<org>"         written once, at creation
+//! identity   { name, gender, ethnicity, birth_date, joined_at, id_number, phone,
+//!              education, categories: [..] }                home org and ancestors
+//! residence  { org, since, until,                            home org and ancestors
+//!              reports { <residence org>: date } }           residence org and ancestors (報到)
+//! activities { <a-id>: { id, date, kind, description, points, recorded_by,
+//!                        comments: [{ by, at, text }] } }    recorder / residence org (comments)
+//! reviews    { <period>: { period, rating, comment, reviewed_by } }   home org and ancestors
+//! transfers  { <t-id>: { id, from_org, to_org, reason, state, … } }
+//! ```
+//! Every container exists from the first change, so two offices never race to create the
+//! same map, and each office writes under keys no other office writes: entries merge
+//! without loss. Stamps (`recorded_by`, `reviewed_by`, `by`) must equal the author's org.
+
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ROOT};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::DocId;
+use crate::org::OrgPath;
+use crate::reader::Reader;
+use crate::validate::{self, FieldError};
+
+/// Root keys of a case file.
+pub mod keys {
+    /// Document kind marker.
+    pub const KIND: &str = "kind";
+    /// The case file's own id.
+    pub const ID: &str = "id";
+    /// 組織關係所在黨組織: the one org the member belongs to.
+    pub const HOME_ORG: &str = "home_org";
+    /// Identity fields.
+    pub const IDENTITY: &str = "identity";
+    /// Two-dwelling residence assignment.
+    pub const RESIDENCE: &str = "residence";
+    /// Report-ins by residence org, under residence.
+    pub const REPORTS: &str = "reports";
+    /// Activity entries by id.
+    pub const ACTIVITIES: &str = "activities";
+    /// Half-yearly reviews by period.
+    pub const REVIEWS: &str = "reviews";
+    /// Transfers of affiliation by id.
+    pub const TRANSFERS: &str = "transfers";
+    /// Stamp on an activity.
+    pub const RECORDED_BY: &str = "recorded_by";
+    /// Stamp on a review.
+    pub const REVIEWED_BY: &str = "reviewed_by";
+    /// Stamp on a comment.
+    pub const BY: &str = "by";
+    /// Comments on an activity.
+    pub const COMMENTS: &str = "comments";
+}
+use keys::*;
+
+/// The value of the `kind` key of a case file.
+pub const KIND_MEMBER: &str = "member";
+
+/// Body of `POST /api/v1/members`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMember {
+    /// Full name.
+    pub name: String,
+    /// `female` or `male`.
+    pub gender: String,
+    /// 民族, e.g. `Mongol`.
+    pub ethnicity: String,
+    /// YYYY-MM-DD.
+    pub birth_date: String,
+    /// 入黨日期, YYYY-MM-DD.
+    pub joined_at: String,
+    /// 組織關係所在黨組織.
+    pub home_org: OrgPath,
+    /// 身份證號 (sensitive).
+    #[serde(default)]
+    pub id_number: Option<String>,
+    /// Phone number.
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Education level, free text.
+    #[serde(default)]
+    pub education: Option<String>,
+    /// Categories, from [`validate::CATEGORIES`].
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+/// Body of `PATCH /api/v1/members/{id}`: only the fields present are changed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityPatch {
+    /// Full name.
+    pub name: Option<String>,
+    /// `female` or `male`.
+    pub gender: Option<String>,
+    /// 民族.
+    pub ethnicity: Option<String>,
+    /// YYYY-MM-DD.
+    pub birth_date: Option<String>,
+    /// YYYY-MM-DD.
+    pub joined_at: Option<String>,
+    /// 身份證號.
+    pub id_number: Option<String>,
+    /// Phone number.
+    pub phone: Option<String>,
+    /// Education.
+    pub education: Option<String>,
+    /// Replaces the categories.
+    pub categories: Option<Vec<String>>,
+}
+
+/// Body of `PUT /api/v1/members/{id}/residence`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidenceInput {
+    /// The residence community's org.
+    pub org: OrgPath,
+    /// Start of the assignment, YYYY-MM-DD.
+    pub since: String,
+    /// Planned end, YYYY-MM-DD.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// Body of `POST /api/v1/members/{id}/activities`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityInput {
+    /// YYYY-MM-DD.
+    pub date: String,
+    /// One of [`validate::ACTIVITY_KINDS`].
+    pub kind: String,
+    /// What was done.
+    pub description: String,
+    /// 積分, 0 to 100.
+    #[serde(default)]
+    pub points: Option<i64>,
+}
+
+/// Body of `POST /api/v1/members/{id}/reviews`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewInput {
+    /// Half-year, e.g. `2026H1`.
+    pub period: String,
+    /// One of [`validate::RATINGS`].
+    pub rating: String,
+    /// The reviewer's comment.
+    #[serde(default)]
+    pub comment: String,
+}
+
+const NAME_MAX: usize = 100;
+const SHORT_MAX: usize = 40;
+const DESCRIPTION_MAX: usize = 2000;
+
+fn check_categories(field: &str, categories: &[String]) -> Result<(), FieldError> {
+    if categories.len() > validate::CATEGORIES.len() {
+        return Err(FieldError::new(field, "too many categories"));
+    }
+    categories
+        .iter()
+        .try_for_each(|c| validate::one_of(field, c, validate::CATEGORIES))
+}
+
+impl NewMember {
+    /// Checks every field; the first bad one is named.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        IdentityPatch {
+            name: Some(self.name.clone()),
+            gender: Some(self.gender.clone()),
+            ethnicity: Some(self.ethnicity.clone()),
+            birth_date: Some(self.birth_date.clone()),
+            joined_at: Some(self.joined_at.clone()),
+            id_number: self.id_number.clone(),
+            phone: self.phone.clone(),
+            education: self.education.clone(),
+            categories: Some(self.categories.clone()),
+        }
+        .validate()
+    }
+}
+
+impl IdentityPatch {
+    /// Checks the fields present.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if let Some(v) = &self.name {
+            validate::text("name", v, NAME_MAX, false)?;
+        }
+        if let Some(v) = &self.gender {
+            validate::one_of("gender", v, validate::GENDERS)?;
+        }
+        if let Some(v) = &self.ethnicity {
+            validate::text("ethnicity", v, SHORT_MAX, false)?;
+        }
+        if let Some(v) = &self.birth_date {
+            validate::date("birth_date", v)?;
+        }
+        if let Some(v) = &self.joined_at {
+            validate::date("joined_at", v)?;
+        }
+        if let Some(v) = &self.id_number {
+            validate::id_number("id_number", v)?;
+        }
+        if let Some(v) = &self.phone {
+            validate::phone("phone", v)?;
+        }
+        if let Some(v) = &self.education {
+            validate::text("education", v, SHORT_MAX, true)?;
+        }
+        if let Some(v) = &self.categories {
+            check_categories("categories", v)?;
+        }
+        Ok(())
+    }
+
+    /// True when no field is present.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.gender.is_none()
+            && self.ethnicity.is_none()
+            && self.birth_date.is_none()
+            && self.joined_at.is_none()
+            && self.id_number.is_none()
+            && self.phone.is_none()
+            && self.education.is_none()
+            && self.categories.is_none()
+    }
+}
+
+impl ResidenceInput {
+    /// Checks the dates and their order.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate::date("since", &self.since)?;
+        if let Some(until) = &self.until {
+            validate::date("until", until)?;
+            if until < &self.since {
+                return Err(FieldError::new("until", "must not be before since"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ActivityInput {
+    /// Checks date, kind, description and points.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate::date("date", &self.date)?;
+        validate::one_of("kind", &self.kind, validate::ACTIVITY_KINDS)?;
+        validate::text("description", &self.description, DESCRIPTION_MAX, false)?;
+        if let Some(p) = self.points
+            && !(0..=100).contains(&p)
+        {
+            return Err(FieldError::new("points", "must be between 0 and 100"));
+        }
+        Ok(())
+    }
+}
+
+impl ReviewInput {
+    /// Checks period, rating and comment.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        validate::period("period", &self.period)?;
+        validate::one_of("rating", &self.rating, validate::RATINGS)?;
+        validate::text("comment", &self.comment, DESCRIPTION_MAX, true)
+    }
+}
+
+/// Writes a new case file into an empty document. The caller commits with the author's org.
+pub fn create(doc: &mut AutoCommit, id: &DocId, member: &NewMember) -> Result<(), AutomergeError> {
+    doc.put(ROOT, KIND, KIND_MEMBER)?;
+    doc.put(ROOT, ID, id.as_str())?;
+    doc.put(ROOT, HOME_ORG, member.home_org.as_str())?;
+    doc.put_object(ROOT, IDENTITY, ObjType::Map)?;
+    let residence = doc.put_object(ROOT, RESIDENCE, ObjType::Map)?;
+    doc.put_object(&residence, REPORTS, ObjType::Map)?;
+    doc.put_object(ROOT, ACTIVITIES, ObjType::Map)?;
+    doc.put_object(ROOT, REVIEWS, ObjType::Map)?;
+    doc.put_object(ROOT, TRANSFERS, ObjType::Map)?;
+    update_identity(
+        doc,
+        &IdentityPatch {
+            name: Some(member.name.clone()),
+            gender: Some(member.gender.clone()),
+            ethnicity: Some(member.ethnicity.clone()),
+            birth_date: Some(member.birth_date.clone()),
+            joined_at: Some(member.joined_at.clone()),
+            id_number: member.id_number.clone(),
+            phone: member.phone.clone(),
+            education: member.education.clone(),
+            categories: Some(member.categories.clone()),
+        },
+    )
+}
+
+fn container(doc: &AutoCommit, key: &str) -> Result<ObjId, AutomergeError> {
+    Reader::now(doc)
+        .obj(&ROOT, key)
+        .ok_or_else(|| AutomergeError::InvalidObjId(format!("case file has no {key}")))
+}
+
+/// Applies the fields present in `patch` to the identity map.
+pub fn update_identity(doc: &mut AutoCommit, patch: &IdentityPatch) -> Result<(), AutomergeError> {
+    let identity = container(doc, IDENTITY)?;
+    let scalars = [
+        ("name", &patch.name),
+        ("gender", &patch.gender),
+        ("ethnicity", &patch.ethnicity),
+        ("birth_date", &patch.birth_date),
+        ("joined_at", &patch.joined_at),
+        ("id_number", &patch.id_number),
+        ("phone", &patch.phone),
+        ("education", &patch.education),
+    ];
+    for (key, value) in scalars {
+        if let Some(v) = value {
+            doc.put(&identity, key, v.as_str())?;
+        }
+    }
+    if let Some(categories) = &patch.categories {
+        let list = doc.put_object(&identity, "categories", ObjType::List)?;
+        for (i, c) in categories.iter().enumerate() {
+            doc.insert(&list, i, c.as_str())?;
+        }
+    }
+    Ok(())
+}
+
+/// Issues or changes the two-dwelling assignment (兩棲黨員活動證).
+pub fn set_residence(
+    doc: &mut AutoCommit,
+    residence: &ResidenceInput,
+) -> Result<(), AutomergeError> {
+    let obj = container(doc, RESIDENCE)?;
+    doc.put(&obj, "org", residence.org.as_str())?;
+    doc.put(&obj, "since", residence.since.as_str())?;
+    match &residence.until {
+        Some(u) => doc.put(&obj, "until", u.as_str())?,
+        None => doc.put(&obj, "until", automerge::ScalarValue::Null)?,
+    }
+    Ok(())
+}
+
+/// Ends the two-dwelling assignment: the member is no longer resident anywhere.
+pub fn end_residence(doc: &mut AutoCommit) -> Result<(), AutomergeError> {
+    let obj = container(doc, RESIDENCE)?;
+    for key in ["org", "since", "until"] {
+        doc.put(&obj, key, automerge::ScalarValue::Null)?;
+    }
+    Ok(())
+}
+
+/// Records the member's report-in (報到) at `org`, the current residence org.
+pub fn report_in(doc: &mut AutoCommit, org: &OrgPath, date: &str) -> Result<(), AutomergeError> {
+    let residence = container(doc, RESIDENCE)?;
+    let reports = Reader::now(doc)
+        .obj(&residence, REPORTS)
+        .ok_or_else(|| AutomergeError::InvalidObjId("case file has no residence reports".into()))?;
+    doc.put(&reports, org.as_str(), date)?;
+    Ok(())
+}
+
+/// Adds an activity entry stamped with the recording org.
+pub fn add_activity(
+    doc: &mut AutoCommit,
+    activity_id: &str,
+    activity: &ActivityInput,
+    recorded_by: &OrgPath,
+) -> Result<(), AutomergeError> {
+    let activities = container(doc, ACTIVITIES)?;
+    let entry = doc.put_object(&activities, activity_id, ObjType::Map)?;
+    doc.put(&entry, "id", activity_id)?;
+    doc.put(&entry, "date", activity.date.as_str())?;
+    doc.put(&entry, "kind", activity.kind.as_str())?;
+    doc.put(&entry, "description", activity.description.as_str())?;
+    if let Some(p) = activity.points {
+        doc.put(&entry, "points", p)?;
+    }
+    doc.put(&entry, RECORDED_BY, recorded_by.as_str())?;
+    doc.put_object(&entry, COMMENTS, ObjType::List)?;
+    Ok(())
+}
+
+/// Adds a comment (所在地黨組織加注意見) to an activity; `None` if there is no such activity.
+pub fn comment_activity(
+    doc: &mut AutoCommit,
+    activity_id: &str,
+    by: &OrgPath,
+    at: &str,
+    text: &str,
+) -> Result<Option<()>, AutomergeError> {
+    let activities = container(doc, ACTIVITIES)?;
+    let reader = Reader::now(doc);
+    let Some(entry) = reader.obj(&activities, activity_id) else {
+        return Ok(None);
+    };
+    let Some(comments) = reader.obj(&entry, COMMENTS) else {
+        return Ok(None);
+    };
+    let len = reader.list(&comments).len();
+    let comment = doc.insert_object(&comments, len, ObjType::Map)?;
+    doc.put(&comment, BY, by.as_str())?;
+    doc.put(&comment, "at", at)?;
+    doc.put(&comment, "text", text)?;
+    Ok(Some(()))
+}
+
+/// Writes the half-yearly review (發證黨組織審核) for a period.
+pub fn add_review(
+    doc: &mut AutoCommit,
+    review: &ReviewInput,
+    reviewed_by: &OrgPath,
+) -> Result<(), AutomergeError> {
+    let reviews = container(doc, REVIEWS)?;
+    let entry = doc.put_object(&reviews, review.period.as_str(), ObjType::Map)?;
+    doc.put(&entry, "period", review.period.as_str())?;
+    doc.put(&entry, "rating", review.rating.as_str())?;
+    doc.put(&entry, "comment", review.comment.as_str())?;
+    doc.put(&entry, REVIEWED_BY, reviewed_by.as_str())?;
+    Ok(())
+}
+
+/// A member's case file as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CaseFile {
+    /// `m-…`.
+    pub id: String,
+    /// Full name.
+    pub name: String,
+    /// `female` / `male`.
+    pub gender: String,
+    /// 民族.
+    pub ethnicity: String,
+    /// YYYY-MM-DD.
+    pub birth_date: String,
+    /// 入黨日期.
+    pub joined_at: String,
+    /// 身份證號.
+    pub id_number: Option<String>,
+    /// Phone.
+    pub phone: Option<String>,
+    /// Education.
+    pub education: Option<String>,
+    /// Categories.
+    pub categories: Vec<String>,
+    /// The one home org.
+    pub home_org: String,
+    /// The two-dwelling assignment, if any.
+    pub residence: Option<Residence>,
+    /// Activity entries, oldest first.
+    pub activities: Vec<Activity>,
+    /// Reviews, by period.
+    pub reviews: Vec<Review>,
+    /// Transfers of affiliation.
+    pub transfers: Vec<Transfer>,
+}
+
+/// The two-dwelling residence assignment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Residence {
+    /// The residence org.
+    pub org: String,
+    /// Start date.
+    pub since: Option<String>,
+    /// Planned end.
+    pub until: Option<String>,
+    /// When the member reported in (報到) at this org.
+    pub reported_in_at: Option<String>,
+}
+
+/// One activity entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Activity {
+    /// `a-…`.
+    pub id: String,
+    /// Date.
+    pub date: String,
+    /// Kind.
+    pub kind: String,
+    /// What was done.
+    pub description: String,
+    /// 積分.
+    pub points: Option<i64>,
+    /// The org that recorded it.
+    pub recorded_by: String,
+    /// Comments from the residence org.
+    pub comments: Vec<Comment>,
+}
+
+/// A comment on an activity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comment {
+    /// The commenting org.
+    pub by: String,
+    /// When.
+    pub at: String,
+    /// Text.
+    pub text: String,
+}
+
+/// One half-yearly review.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Review {
+    /// `2026H1`.
+    pub period: String,
+    /// Rating.
+    pub rating: String,
+    /// Comment.
+    pub comment: String,
+    /// The reviewing org.
+    pub reviewed_by: String,
+}
+
+/// One transfer of affiliation (組織關係轉接).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Transfer {
+    /// `t-…`.
+    pub id: String,
+    /// The home org when opened.
+    pub from_org: String,
+    /// The target org.
+    pub to_org: String,
+    /// `open`, `accepted`, `rejected`, `cancelled`, `superseded`.
+    pub state: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The essentials of a case file that decide scope and authority.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberFacts {
+    /// Home org, once created.
+    pub home_org: Option<OrgPath>,
+    /// Current residence org, if two-dwelling.
+    pub residence_org: Option<OrgPath>,
+    /// Target orgs of open transfers.
+    pub open_transfer_targets: Vec<OrgPath>,
+}
+
+impl MemberFacts {
+    /// Reads the facts through `reader`.
+    pub fn read(reader: &Reader<'_>) -> MemberFacts {
+        let org = |s: Option<String>| s.and_then(|s| OrgPath::parse(&s).ok());
+        let residence_org = reader
+            .obj(&ROOT, RESIDENCE)
+            .and_then(|r| org(reader.str(&r, "org")));
+        let open_transfer_targets = reader
+            .obj(&ROOT, TRANSFERS)
+            .map(|t| {
+                reader
+                    .keys(&t)
+                    .iter()
+                    .filter_map(|k| reader.obj(&t, k))
+                    .filter(|e| reader.str(e, "state").as_deref() == Some("open"))
+                    .filter_map(|e| org(reader.str(&e, "to_org")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        MemberFacts {
+            home_org: org(reader.str(&ROOT, HOME_ORG)),
+            residence_org,
+            open_transfer_targets,
+        }
+    }
+
+    /// The document's scope: home, residence, open transfer targets.
+    pub fn scope(&self) -> Vec<OrgPath> {
+        self.home_org
+            .iter()
+            .chain(self.residence_org.iter())
+            .chain(self.open_transfer_targets.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// Who recorded activity `activity_id`, as seen by `reader`.
+pub fn activity_recorder(reader: &Reader<'_>, activity_id: &str) -> Option<String> {
+    let activities = reader.obj(&ROOT, ACTIVITIES)?;
+    let entry = reader.obj(&activities, activity_id)?;
+    reader.str(&entry, RECORDED_BY)
+}
+
+impl CaseFile {
+    /// Reads the case file; `None` if the document is not (yet) a case file.
+    pub fn read(doc: &AutoCommit) -> Option<CaseFile> {
+        let r = Reader::now(doc);
+        if r.str(&ROOT, KIND).as_deref() != Some(KIND_MEMBER) {
+            return None;
+        }
+        let identity = r.obj(&ROOT, IDENTITY)?;
+        let text = |key: &str| r.str(&identity, key).unwrap_or_default();
+        let residence = r.obj(&ROOT, RESIDENCE).and_then(|res| {
+            let org = r.str(&res, "org")?;
+            let reported_in_at = r.obj(&res, REPORTS).and_then(|rep| r.str(&rep, &org));
+            Some(Residence {
+                since: r.str(&res, "since"),
+                until: r.str(&res, "until"),
+                reported_in_at,
+                org,
+            })
+        });
+        let entries = |key: &str| -> Vec<ObjId> {
+            r.obj(&ROOT, key)
+                .map(|m| r.keys(&m).iter().filter_map(|k| r.obj(&m, k)).collect())
+                .unwrap_or_default()
+        };
+        let mut activities: Vec<Activity> = entries(ACTIVITIES)
+            .iter()
+            .map(|e| Activity {
+                id: r.str(e, "id").unwrap_or_default(),
+                date: r.str(e, "date").unwrap_or_default(),
+                kind: r.str(e, "kind").unwrap_or_default(),
+                description: r.str(e, "description").unwrap_or_default(),
+                points: r.int(e, "points"),
+                recorded_by: r.str(e, RECORDED_BY).unwrap_or_default(),
+                comments: r
+                    .obj(e, COMMENTS)
+                    .map(|c| {
+                        r.list(&c)
+                            .into_iter()
+                            .map(|(_, c)| Comment {
+                                by: r.str(&c, BY).unwrap_or_default(),
+                                at: r.str(&c, "at").unwrap_or_default(),
+                                text: r.str(&c, "text").unwrap_or_default(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
+        activities.sort_by(|a, b| (&a.date, &a.id).cmp(&(&b.date, &b.id)));
+        let reviews = entries(REVIEWS)
+            .iter()
+            .map(|e| Review {
+                period: r.str(e, "period").unwrap_or_default(),
+                rating: r.str(e, "rating").unwrap_or_default(),
+                comment: r.str(e, "comment").unwrap_or_default(),
+                reviewed_by: r.str(e, REVIEWED_BY).unwrap_or_default(),
+            })
+            .collect();
+        let transfers = entries(TRANSFERS)
+            .iter()
+            .map(|e| Transfer {
+                id: r.str(e, "id").unwrap_or_default(),
+                from_org: r.str(e, "from_org").unwrap_or_default(),
+                to_org: r.str(e, "to_org").unwrap_or_default(),
+                state: r.str(e, "state").unwrap_or_default(),
+                reason: r.str(e, "reason").unwrap_or_default(),
+            })
+            .collect();
+        Some(CaseFile {
+            id: r.str(&ROOT, ID)?,
+            name: text("name"),
+            gender: text("gender"),
+            ethnicity: text("ethnicity"),
+            birth_date: text("birth_date"),
+            joined_at: text("joined_at"),
+            id_number: r.str(&identity, "id_number"),
+            phone: r.str(&identity, "phone"),
+            education: r.str(&identity, "education"),
+            categories: r
+                .obj(&identity, "categories")
+                .map(|c| r.strings(&c))
+                .unwrap_or_default(),
+            home_org: r.str(&ROOT, HOME_ORG)?,
+            residence,
+            activities,
+            reviews,
+            transfers,
+        })
+    }
+}

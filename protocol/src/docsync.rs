@@ -1,0 +1,96 @@
+//! Syncing one document with one peer: automerge's sync protocol behind the gate.
+//!
+//! [`DocSync`] wraps automerge's per-peer [`sync::State`] with two things the plain
+//! protocol lacks once changes can be refused: it never asks the peer again for a change
+//! it refused (it drops those hashes from `need`), and it does not repeat a message that
+//! says exactly what its previous one said (with heads that differ forever because of a
+//! refused change, plain automerge would ping-pong without end).
+
+use std::collections::HashSet;
+
+use automerge::sync::{self, SyncDoc};
+use automerge::{AutoCommit, ChangeHash};
+
+use crate::authority::Refusal;
+use crate::gate::{self, Admission, RefusedChange};
+use crate::ids::DocId;
+use crate::org::OrgPath;
+
+/// Sync progress of one document with one peer.
+#[derive(Debug, Default)]
+pub struct DocSync {
+    state: sync::State,
+    last_sent: Option<Vec<u8>>,
+    refused: HashSet<ChangeHash>,
+}
+
+impl DocSync {
+    /// Starts from a persisted state (see [`DocSync::persisted`]), or fresh when `None` or
+    /// unreadable.
+    pub fn resume(persisted: Option<&[u8]>) -> DocSync {
+        let state = persisted
+            .and_then(|b| sync::State::decode(b).ok())
+            .unwrap_or_default();
+        DocSync {
+            state,
+            ..DocSync::default()
+        }
+    }
+
+    /// The part of the state worth keeping across connections (the shared heads, ~34 bytes).
+    pub fn persisted(&self) -> Vec<u8> {
+        self.state.encode()
+    }
+
+    /// Tells this sync about changes refused earlier (e.g. kept in quarantine), so they are
+    /// never asked for again.
+    pub fn remember_refused(&mut self, hashes: impl IntoIterator<Item = ChangeHash>) {
+        self.refused.extend(hashes);
+    }
+
+    /// The next message to send for this document, encoded, or `None` if there is nothing
+    /// new to say.
+    pub fn generate(&mut self, doc: &mut AutoCommit) -> Option<Vec<u8>> {
+        let mut message = doc.sync().generate_sync_message(&mut self.state)?;
+        message.need.retain(|h| !self.refused.contains(h));
+        let encoded = message.encode();
+        if self.last_sent.as_deref() == Some(&encoded[..]) {
+            return None;
+        }
+        self.last_sent = Some(encoded.clone());
+        Some(encoded)
+    }
+
+    /// Receives an encoded message from `peer` through the gate, as office `me`.
+    pub fn receive(
+        &mut self,
+        doc: &mut AutoCommit,
+        id: &DocId,
+        bytes: &[u8],
+        peer: &OrgPath,
+        me: &OrgPath,
+    ) -> Admission {
+        let message = match sync::Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                return Admission {
+                    applied: 0,
+                    refused: vec![RefusedChange {
+                        hash: None,
+                        author: None,
+                        reason: Refusal::Malformed(e.to_string()),
+                    }],
+                };
+            }
+        };
+        let admission = gate::receive(doc, &mut self.state, id, message, peer, me);
+        self.refused
+            .extend(admission.refused.iter().filter_map(|r| r.hash));
+        admission
+    }
+
+    /// True when, as far as we know, the peer has exactly our heads.
+    pub fn in_sync(&self, our_heads: &[ChangeHash]) -> bool {
+        self.state.their_heads.as_deref() == Some(our_heads)
+    }
+}

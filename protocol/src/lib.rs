@@ -1,0 +1,31 @@
+//! Amphi's sans-IO core.
+//!
+//! Everything here is pure: no tokio, no sockets, no disk, no clock. Time and randomness
+//! come in as arguments; the node crate owns IO and drives these types.
+//!
+//! - [`org`]: org paths, the names of offices.
+//! - [`ids`]: document and entry ids.
+//! - [`casefile`], [`roster`]: the two document layouts.
+//! - [`visibility`], [`authority`]: who sees what, who may write what (contract.md).
+//! - [`gate`]: judging every incoming change before it reaches a document.
+//! - [`wire`]: the framed wire format between nodes.
+//! - [`docsync`]: syncing one document with one peer behind the gate.
+//! - [`inventory`]: which shared documents differ (the reconciliation seam).
+//! - [`session`]: one sync session with one peer, as a state machine.
+
+pub mod authority;
+pub mod casefile;
+pub mod docsync;
+pub mod gate;
+pub mod ids;
+pub mod inventory;
+pub mod org;
+pub mod reader;
+pub mod roster;
+pub mod session;
+pub mod validate;
+pub mod visibility;
+pub mod wire;
+
+pub use ids::{DocId, DocKind};
+pub use org::{OrgPath, OrgPathError};
