@@ -131,7 +131,7 @@ fn demo_member(n: usize, home: &str, two_dwelling: bool) -> NewMember {
     if two_dwelling {
         categories.push("two-dwelling".into());
     }
-    if n % 5 == 0 {
+    if n.is_multiple_of(5) {
         categories.push("elderly".into());
     }
     NewMember {
@@ -243,7 +243,7 @@ impl DemoCounty {
     /// Where to look: each office's admin URL and token, and a first request to try.
     pub fn describe(&self) -> String {
         let mut s = format!("Amphi demo county in {}\n\n", self.dir.display());
-        let _ = writeln!(s, "{:<32} {:<24} {}", "office", "admin API", "token");
+        let _ = writeln!(s, "{:<32} {:<24} token", "office", "admin API");
         for n in &self.nodes {
             let _ = writeln!(
                 s,

@@ -252,11 +252,10 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(REFUSED)?;
-            let mut next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
-            for r in records {
+            let first = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for (seq, r) in (first..).zip(records) {
                 let json = serde_json::to_vec(r).expect("record serialises");
-                table.insert(next, json.as_slice())?;
-                next += 1;
+                table.insert(seq, json.as_slice())?;
             }
         }
         txn.commit()?;

@@ -1,1 +1,285 @@
+//! A county of real Amphi nodes for tests: each office a real node (store on disk, QUIC on
+//! loopback with certificates from a real CA, admin API over HTTP), started in this process.
+//!
+//! Tests read as stories: `county.start("bayin")`, `bayin.create_member(..)`,
+//! `eventually(|| xingfu.has(id))`.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use amphi_node::config::{Config, PeerConfig};
+use amphi_node::demo;
+use amphi_node::node::Node;
+use amphi_protocol::OrgPath;
+use serde_json::{Value, json};
+
+pub use amphi_node::demo::OFFICES;
+
+/// The demo county's tree: short name → (org, parent short name).
+pub fn tree() -> BTreeMap<&'static str, (&'static str, Option<&'static str>)> {
+    OFFICES
+        .iter()
+        .map(|(name, org, parent)| (*name, (*org, parent.map(|p| OFFICES[p].0))))
+        .collect()
+}
+
+/// One office in a test county.
+pub struct Office {
+    /// Its org.
+    pub org: OrgPath,
+    /// Its folder (certificate, config, data).
+    pub dir: PathBuf,
+    /// Its config (with the ports it bound on first start).
+    pub config: Config,
+    node: Option<Node>,
+    admin: SocketAddr,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// A response: status code and JSON body.
+pub type Reply = (u16, Value);
+
+impl Office {
+    /// The running node.
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().expect("office is running")
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("http://{}{path}", self.admin))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin API answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// GET an API path.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+    /// POST JSON.
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+    /// PATCH JSON.
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+    /// PUT JSON.
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Creates a member whose home is this office; returns the id.
+    pub async fn create_member(&self, name: &str) -> String {
+        let (code, body) = self
+            .post(
+                "/api/v1/members",
+                json!({"name": name, "gender": "female", "ethnicity": "Mongol", "birth_date": "1971-03-02",
+                       "joined_at": "1996-07-01", "home_org": self.org.as_str(), "categories": ["farmer-herder"]}),
+            )
+            .await;
+        assert_eq!(code, 201, "create member: {body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Records an activity for a member; returns the HTTP status.
+    pub async fn record_activity(&self, id: &str, description: &str) -> u16 {
+        let (code, body) = self
+            .post(&format!("/api/v1/members/{id}/activities"), json!({"date": "2026-11-02", "kind": "study", "description": description, "points": 2}))
+            .await;
+        assert!(code == 201 || code >= 400, "{body}");
+        code
+    }
+
+    /// The member's case file, if this office holds it.
+    pub async fn case_file(&self, id: &str) -> Option<Value> {
+        match self.get(&format!("/api/v1/members/{id}")).await {
+            (200, v) => Some(v),
+            (404, _) => None,
+            (code, v) => panic!("unexpected {code}: {v}"),
+        }
+    }
+
+    /// Descriptions of the member's activities with their recording org, as this office sees them.
+    pub async fn activities(&self, id: &str) -> Vec<(String, String)> {
+        let Some(case) = self.case_file(id).await else {
+            return vec![];
+        };
+        let mut out: Vec<(String, String)> = case["activities"]
+            .as_array()
+            .expect("activities")
+            .iter()
+            .map(|a| {
+                (
+                    a["description"].as_str().unwrap_or_default().to_owned(),
+                    a["recorded_by"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// `GET /api/v1/status`.
+    pub async fn status(&self) -> Value {
+        self.get("/api/v1/status").await.1
+    }
+
+    /// The status entry of peer `org`, if any.
+    pub async fn peer_status(&self, org: &str) -> Option<Value> {
+        self.status().await["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["org"] == org)
+            .cloned()
+    }
+}
+
+/// A county of offices under one test CA.
+pub struct County {
+    /// Temporary folder holding everything.
+    pub root: tempfile::TempDir,
+    ca: PathBuf,
+    offices: BTreeMap<String, Office>,
+}
+
+impl Default for County {
+    fn default() -> Self {
+        County::new()
+    }
+}
+
+impl County {
+    /// A new county with a CA for `hoboksar`.
+    pub fn new() -> County {
+        let root = tempfile::tempdir().expect("temp dir");
+        let ca = demo::create_ca(root.path(), &OrgPath::parse("hoboksar").unwrap()).expect("CA");
+        County {
+            root,
+            ca,
+            offices: BTreeMap::new(),
+        }
+    }
+
+    /// The CA folder.
+    pub fn ca(&self) -> &Path {
+        &self.ca
+    }
+
+    /// Starts office `name` of the demo tree; its parent must be running (first start) and
+    /// is dialed. Restarts reuse the office's ports and data.
+    pub async fn start(&mut self, name: &str) -> &Office {
+        let (org, parent) = tree()[name];
+        let peers: Vec<PeerConfig> = parent
+            .map(|p| {
+                let parent = &self.offices[p];
+                vec![PeerConfig {
+                    addr: parent.config.listen.to_string(),
+                    org: parent.org.clone(),
+                }]
+            })
+            .unwrap_or_default();
+        let ca = self.ca.clone();
+        self.start_office(name, org, &peers, &ca).await
+    }
+
+    /// Starts an office with any org, peers and CA (for tests of misconfigured or hostile
+    /// nodes). Restarts reuse the office's config, ports and data.
+    pub async fn start_office(
+        &mut self,
+        name: &str,
+        org: &str,
+        peers: &[PeerConfig],
+        ca: &Path,
+    ) -> &Office {
+        let org = OrgPath::parse(org).unwrap();
+        let config = match self.offices.get(name) {
+            Some(o) => o.config.clone(),
+            None => {
+                let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+                demo::prepare_office(ca, &self.root.path().join(name), &org, any, any, peers, 500)
+                    .expect("office prepared")
+            }
+        };
+        let node = Node::start(&config).await.expect("node starts");
+        let mut config = config;
+        config.listen = node.quic_addr;
+        config.admin = node.admin_addr;
+        let office = Office {
+            org,
+            dir: self.root.path().join(name),
+            admin: node.admin_addr,
+            token: node.token.clone(),
+            config,
+            node: Some(node),
+            http: reqwest::Client::new(),
+        };
+        self.offices.insert(name.to_owned(), office);
+        &self.offices[name]
+    }
+
+    /// Starts several offices in order.
+    pub async fn start_all(&mut self, names: &[&str]) {
+        for n in names {
+            self.start(n).await;
+        }
+    }
+
+    /// Stops office `name` (its data stays).
+    pub async fn stop(&mut self, name: &str) {
+        let office = self.offices.get_mut(name).expect("office");
+        if let Some(node) = office.node.take() {
+            node.shutdown().await;
+        }
+    }
+
+    /// Office `name`.
+    pub fn office(&self, name: &str) -> &Office {
+        &self.offices[name]
+    }
+
+    /// Stops every office.
+    pub async fn shutdown(mut self) {
+        let names: Vec<String> = self.offices.keys().cloned().collect();
+        for n in names {
+            self.stop(&n).await;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
