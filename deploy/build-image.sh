@@ -13,6 +13,7 @@
 #   AMPHI_BIN=PATH       use this prebuilt binary, skip cargo
 #   SKIP_BUILD=1         skip cargo, use target/release/amphi as it is
 #   SKIP_SMOKE=1         skip the `--help` run after building
+#   KEEP_DEBUG=1         keep the binary's debug line tables (image ~60 MB larger)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -43,6 +44,11 @@ trap 'rm -rf "$ctx"' EXIT
 rootfs=$ctx/rootfs
 mkdir -p "$rootfs/etc" "$ctx/data"
 install -m 0755 "$bin" "$rootfs/amphi"
+# The release profile keeps line tables (~60 MB of the ~75 MB binary). Drop them in the image
+# unless KEEP_DEBUG=1; symbols stay, so a backtrace still names functions.
+if [[ ${KEEP_DEBUG:-0} != 1 ]] && command -v objcopy >/dev/null; then
+    objcopy --strip-debug "$rootfs/amphi"
+fi
 
 # Shared libraries, e.g.
 #   libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)

@@ -276,3 +276,63 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+
+    fn summary() -> DocSummary {
+        DocSummary {
+            kind: "member".into(),
+            name: String::new(),
+            home_org: None,
+            residence_org: None,
+            scope: vec![],
+            digest: String::new(),
+        }
+    }
+
+    #[test]
+    fn many_small_writes_are_compacted_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), "hoboksar").unwrap();
+        let id = DocId::new_member([1; 8]);
+        let mut doc = AutoCommit::new();
+        for n in 0..(COMPACT_AFTER * 2 + 5) {
+            let before = doc.get_heads();
+            doc.put(automerge::ROOT, format!("k{n}"), n as i64).unwrap();
+            doc.commit();
+            store
+                .save(&id, &mut doc, &before, &summary(), None)
+                .unwrap();
+        }
+        let txn = store.db.begin_read().unwrap();
+        let chunks = txn
+            .open_table(DOC_CHUNKS)
+            .unwrap()
+            .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))
+            .unwrap()
+            .count() as u64;
+        assert!(
+            chunks < COMPACT_AFTER,
+            "{chunks} chunks: compaction did not run"
+        );
+        let mut loaded = store.load(&id).unwrap().unwrap();
+        assert_eq!(loaded.get_heads(), doc.get_heads());
+        assert_eq!(
+            automerge::ReadDoc::keys(&loaded, automerge::ROOT).count(),
+            (COMPACT_AFTER * 2 + 5) as usize
+        );
+    }
+
+    #[test]
+    fn a_data_dir_belongs_to_one_office() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(&dir.path().join("s.redb"), "hoboksar/t1").unwrap());
+        let err = Store::open(&dir.path().join("s.redb"), "hoboksar/t2")
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("separate data_dir"), "{err}");
+    }
+}
