@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use amphi_protocol::OrgPath;
+use amphi_protocol::attest::Revocation;
 use amphi_protocol::casefile::{
     ActivityInput, IdentityPatch, NewMember, ResidenceInput, ReviewInput,
 };
@@ -176,7 +177,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/members/{id}/activities/{aid}/comments", post(add_comment))
         .route("/members/{id}/reviews", post(add_review))
         .route("/orgs/{*org}", get(org_roster))
-        .route("/refused", get(refused))
+        .route("/quarantine", get(quarantine))
+        .route("/certificates", get(certificates))
+        .route(
+            "/revocations",
+            get(list_revocations).post(import_revocation),
+        )
         .route("/conflicts", get(conflicts))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API path")
@@ -192,9 +198,18 @@ pub fn router(state: ApiState) -> Router {
 
 async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let summaries = s.repo.store().summaries().map_err(WriteError::from)?;
-    let members = summaries.iter().filter(|(_, x)| x.kind == "member").count();
-    let orgs = summaries.len() - members;
+    let members = summaries
+        .iter()
+        .filter(|(_, x)| x.kind == "member" && !x.leaving)
+        .count();
+    let orgs = summaries.iter().filter(|(_, x)| x.kind == "org").count();
     let refused = s.status.refused();
+    let quarantined = s
+        .repo
+        .store()
+        .quarantined()
+        .map_err(WriteError::from)?
+        .len();
     Ok(Json(json!({
         "org": s.repo.me(),
         "node_id": &*s.node_id,
@@ -203,6 +218,8 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
         "conflicts": 0,
         "refused": refused,
         "refused_total": refused.values().sum::<u64>(),
+        "quarantine": quarantined,
+        "revoked_certificates": s.repo.trust().revocations().len(),
         "cert_expires": &*s.cert_expires,
     })))
 }
@@ -340,9 +357,53 @@ async fn org_roster(
     Ok(Json(members::roster_of(&s.repo, &org)?))
 }
 
-async fn refused(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let log = s.repo.store().refused().map_err(WriteError::from)?;
-    Ok(Json(json!({ "refused": log })))
+async fn quarantine(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let mut records = s.repo.store().quarantined().map_err(WriteError::from)?;
+    for r in &mut records {
+        r.change_bytes = None; // evidence stays in the store; the list stays readable
+        r.attestation = None;
+    }
+    let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
+    for r in &records {
+        *by_reason.entry(r.reason.clone()).or_default() += 1;
+    }
+    Ok(Json(
+        json!({ "total": records.len(), "by_reason": by_reason, "quarantine": records }),
+    ))
+}
+
+async fn certificates(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let trust = s.repo.trust();
+    let mut known = Vec::new();
+    for der in s.repo.store().certificates().map_err(WriteError::from)? {
+        let id = crate::trust::cert_id(&der);
+        known.push(json!({
+            "cert": hex::encode(id),
+            "org": trust.org_of(&id),
+            "revoked": trust.revoked_at(&id).is_some(),
+        }));
+    }
+    Ok(Json(json!({ "certificates": known })))
+}
+
+async fn list_revocations(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "revocations": s.repo.revocations().map_err(WriteError::from)? }),
+    ))
+}
+
+async fn import_revocation(
+    State(s): State<ApiState>,
+    JsonBody(r): JsonBody<Revocation>,
+) -> Result<impl IntoResponse, ApiError> {
+    s.repo.import_revocation(&r).map_err(|e| match e {
+        WriteError::Forbidden(refusal) => ApiError::bad_field("signature", refusal.to_string()),
+        other => other.into(),
+    })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "revoked": r.org, "cert": r.cert, "revoked_at": r.revoked_at })),
+    ))
 }
 
 /// Conflicts arise from concurrent transfers (not built yet); none are recorded today.
@@ -378,13 +439,19 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         ));
     }
     if let Ok(summaries) = s.repo.store().summaries() {
-        let members = summaries.iter().filter(|(_, x)| x.kind == "member").count();
+        let count = |kind: &str| {
+            summaries
+                .iter()
+                .filter(|(_, x)| x.kind == kind && !x.leaving)
+                .count()
+        };
         out.push_str(
             "# HELP amphi_documents Documents held, by kind.\n# TYPE amphi_documents gauge\n",
         );
         out.push_str(&format!(
-            "amphi_documents{{kind=\"member\"}} {members}\namphi_documents{{kind=\"org\"}} {}\n",
-            summaries.len() - members
+            "amphi_documents{{kind=\"member\"}} {}\namphi_documents{{kind=\"org\"}} {}\n",
+            count("member"),
+            count("org")
         ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the TOML config of `amphi run`.
 //! - [`pki`], [`tls`]: the county CA, node certificates, mutual TLS for QUIC.
+//! - [`trust`]: signing this node's changes, verifying everyone's, revocations.
 //! - [`store`]: the embedded crash-safe store.
 //! - [`repo`]: documents on top of the store, every write through the gate.
 //! - [`peer`], [`transport`]: QUIC connections to parent and children, one sync session each.
@@ -10,6 +11,7 @@
 //! - [`node`]: starting and stopping a whole node.
 //! - [`demo`]: a complete local county for trying Amphi.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod demo;
@@ -22,3 +24,4 @@ pub mod status;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod trust;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use amphi_node::config::Config;
 use amphi_node::node::Node;
-use amphi_node::{demo, pki};
+use amphi_node::{admin, demo, pki};
 use amphi_protocol::OrgPath;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -38,6 +38,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Revocation records: load one into a running node, from where it reaches every office.
+    #[command(subcommand)]
+    Revocations(RevocationsCommand),
     /// Starts a complete local county (6 offices) with demo data and prints where to look.
     Demo {
         /// Where to put certificates, configs and data (default: a new temporary folder).
@@ -46,6 +49,19 @@ enum Command {
         /// First port: QUIC ports are BASE.., admin ports BASE+1000..
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum RevocationsCommand {
+    /// Imports a CA-signed revocation (from `amphi ca revoke`) into the node of CONFIG,
+    /// which must be running; it then replicates to every office.
+    Import {
+        /// The node's TOML config (for its admin address and token).
+        #[arg(long)]
+        config: PathBuf,
+        /// The revocation file.
+        revocation: PathBuf,
     },
 }
 
@@ -74,6 +90,21 @@ enum CaCommand {
         /// Validity in days.
         #[arg(long, default_value_t = 825)]
         days: u32,
+    },
+    /// Revokes a node certificate: writes a CA-signed revocation record.
+    Revoke {
+        /// The CA folder.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The certificate to revoke (PEM, e.g. the office's node.crt).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Why (kept in the record, shown to every office).
+        #[arg(long)]
+        reason: String,
+        /// Where to write the record (default: revocation-<org>.json here).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -110,6 +141,37 @@ fn main() -> anyhow::Result<()> {
                 issued.cert_path.display(),
                 issued.not_after.date()
             );
+        }
+        Command::Ca(CaCommand::Revoke {
+            ca,
+            cert,
+            reason,
+            out,
+        }) => {
+            let record = pki::ca_revoke(&ca, &cert, &reason)?;
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from(format!("revocation-{}.json", record.org.replace('/', "_")))
+            });
+            std::fs::write(&out, serde_json::to_string_pretty(&record)? + "\n")
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "revoked {} (certificate {}…) at {}; record written to {}\nimport it at any office: amphi revocations import --config CONFIG {}",
+                record.org,
+                &record.cert[..16],
+                record.revoked_at,
+                out.display(),
+                out.display()
+            );
+        }
+        Command::Revocations(RevocationsCommand::Import { config, revocation }) => {
+            let config = Config::load(&config)?;
+            let text = std::fs::read_to_string(&revocation)
+                .with_context(|| format!("reading {}", revocation.display()))?;
+            let record: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a revocation record", revocation.display()))?;
+            let reply =
+                runtime()?.block_on(admin::post(&config, "/api/v1/revocations", &record))?;
+            println!("imported: {reply}");
         }
         Command::Run { config } => {
             let config = Config::load(&config)?;

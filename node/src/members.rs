@@ -184,7 +184,7 @@ pub fn list(
         .store()
         .summaries()?
         .into_iter()
-        .filter(|(_, s)| s.kind == "member")
+        .filter(|(_, s)| s.kind == "member" && !s.leaving)
         .filter(|(_, s)| !two_dwelling_only || s.residence_org.is_some())
         .filter(|(_, s)| under(&s.home_org) || under(&s.residence_org))
         .map(|(id, s)| MemberLine {
@@ -224,7 +224,7 @@ pub struct RosterView {
 pub fn roster_of(repo: &Repo, org: &OrgPath) -> Result<RosterView, OpError> {
     let mut members = Vec::new();
     for (id, s) in repo.store().summaries()? {
-        if s.kind != "member" {
+        if s.kind != "member" || s.leaving {
             continue;
         }
         if s.home_org.as_deref() == Some(org.as_str()) {

@@ -19,6 +19,7 @@ use crate::repo::{Repo, WriteError};
 use crate::status::Status;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, Shared, TransportError};
+use crate::trust::{Signer, Trust, TrustError};
 
 /// The admin token's file name inside the data dir.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -39,6 +40,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The CA or this node's key could not be used for signing and verifying.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// This node's certificate could not be recorded.
+    #[error("cannot record this node's certificate: {0}")]
+    RecordCertificate(String),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -114,12 +121,20 @@ impl Node {
         let token = admin_token(&config.data_dir).map_err(data_err)?;
         let store = Store::open(&config.data_dir.join(STORE_FILE), org.as_str())?;
         let status = Arc::new(Status::default());
+        let trust = Arc::new(Trust::new(&identity.ca_der)?);
+        let signer = Signer::new(&identity)?;
+        trust.admit(&identity.cert_der)?;
         let repo = Arc::new(Repo::new(
             store,
             org.clone(),
             ActorId::from(identity.actor_id()),
+            signer,
+            trust,
             status.clone(),
         ));
+        repo.load_trust()?;
+        repo.learn_certificate(&identity.cert_der)
+            .map_err(StartError::RecordCertificate)?;
         repo.ensure_own_roster()?;
 
         let endpoint = transport::endpoint(&identity, config.listen)?;

@@ -7,13 +7,14 @@
 
 use std::sync::Arc;
 
+use amphi_protocol::attest::CertId;
 use amphi_protocol::session::{PeerSession, SessionError, Step};
 use amphi_protocol::wire::{DecodeError, Frame};
 use amphi_protocol::{DocId, OrgPath};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::{debug, info};
 
-use crate::repo::Repo;
+use crate::repo::{Notice, Outbound, Repo};
 use crate::status::{PeerState, Status, now_rfc3339};
 use crate::store::StoreError;
 
@@ -35,6 +36,9 @@ pub enum SessionEnd {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The peer's certificate was revoked.
+    #[error("the peer's certificate was revoked")]
+    Revoked,
 }
 
 /// Where a session's peer is and how it came to be connected.
@@ -46,6 +50,8 @@ pub struct PeerLink {
     pub addr: String,
     /// `dialed` or `accepted`.
     pub direction: &'static str,
+    /// The peer's certificate id.
+    pub cert: CertId,
 }
 
 async fn read_frames(
@@ -153,27 +159,46 @@ pub async fn run(
                 let step = session.on_frame(frame, || repo.inventory_for(&peer).unwrap_or_default())?;
                 match step {
                     Step::Nothing => {}
-                    Step::Start(docs) => {
-                        debug!(count = docs.len(), "starting sync of differing documents");
-                        for doc in docs {
+                    Step::Start { to_start, peer_lacks } => {
+                        debug!(count = to_start.len(), "starting sync of differing documents");
+                        for doc in to_start {
+                            // A document the peer left and no longer holds: nothing to tell it.
+                            if peer_lacks.contains(&doc) && repo.exited_for(&doc, &peer)? {
+                                repo.peer_left(&doc, &peer)?;
+                                session.forget(&doc);
+                                continue;
+                            }
                             offer(&repo, &mut session, &doc, &out).await?;
                         }
                     }
-                    Step::Sync { doc, message } => {
-                        let ds = session.doc_sync(&doc, || repo.store().sync_state(&doc, peer.as_str()).ok().flatten());
-                        let received = repo.receive(&doc, &peer, &message, ds)?;
+                    Step::Left(doc) => repo.peer_left(&doc, &peer)?,
+                    Step::Sync { doc, message, attestations } => {
+                        let ds = session.doc_sync(&doc, || repo.resume_sync(&doc, &peer));
+                        let received = repo.receive(&doc, &peer, &message, &attestations, ds)?;
                         session.mark(&doc, received.in_sync);
                         if let Some(reply) = received.reply {
-                            sent(Frame::Sync { doc, message: reply }).await?;
+                            send_sync(&repo, &mut session, &out, doc, reply).await?;
+                        }
+                    }
+                    Step::Certificate(der) => {
+                        if let Err(e) = repo.learn_certificate(&der) {
+                            tracing::warn!("peer sent a certificate this node does not trust: {e}");
                         }
                     }
                 }
             }
             changed = changes.recv() => match changed {
-                Ok(doc) => {
-                    if repo.visible_to_peer(&doc, &peer)? {
+                Ok(Notice::Changed(doc)) => {
+                    if doc == DocId::revocations() && repo.trust().revoked_at(&link.cert).is_some() {
+                        return Err(SessionEnd::Revoked);
+                    }
+                    if repo.offers_to(&doc, &peer)? {
                         offer(&repo, &mut session, &doc, &out).await?;
                     }
+                }
+                Ok(Notice::Left(doc)) => {
+                    session.forget(&doc);
+                    sent(Frame::Left { doc }).await?;
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     debug!(missed, "missed change notifications; sending a fresh inventory");
@@ -203,20 +228,41 @@ async fn offer(
     out: &mpsc::Sender<Frame>,
 ) -> Result<(), SessionEnd> {
     let peer = session.peer().clone();
-    let ds = session.doc_sync(doc, || {
-        repo.store().sync_state(doc, peer.as_str()).ok().flatten()
-    });
+    let ds = session.doc_sync(doc, || repo.resume_sync(doc, &peer));
     let (message, in_sync) = repo.generate(doc, &peer, ds)?;
     session.mark(doc, in_sync);
     if let Some(message) = message {
-        out.send(Frame::Sync {
-            doc: doc.clone(),
-            message,
-        })
-        .await
-        .map_err(|_| SessionEnd::Connection("writer stopped".into()))?;
+        send_sync(repo, session, out, doc.clone(), message).await?;
     }
     Ok(())
+}
+
+/// Sends a sync message, preceded by any author certificate the peer has not been sent in
+/// this session (so it can verify changes from offices it never met).
+async fn send_sync(
+    repo: &Repo,
+    session: &mut PeerSession,
+    out: &mpsc::Sender<Frame>,
+    doc: DocId,
+    outbound: Outbound,
+) -> Result<(), SessionEnd> {
+    let Outbound {
+        message,
+        attestations,
+    } = outbound;
+    let closed = |_| SessionEnd::Connection("writer stopped".into());
+    for cert in session.certificates_to_send(&attestations) {
+        if let Some(der) = repo.trust().certificate(&cert) {
+            out.send(Frame::Certificate { der }).await.map_err(closed)?;
+        }
+    }
+    out.send(Frame::Sync {
+        doc,
+        message,
+        attestations,
+    })
+    .await
+    .map_err(closed)
 }
 
 /// Aborts the tasks when dropped, so a session never leaves orphans behind.

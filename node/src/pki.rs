@@ -24,6 +24,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use amphi_protocol::attest::Revocation;
 use amphi_protocol::{OrgPath, OrgPathError};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
@@ -265,6 +266,12 @@ pub enum PkiError {
         ca: PathBuf,
         /// What rustls said.
         reason: String,
+    },
+    /// A revocation reason was empty, too long or not a single line of text ([`ca_revoke`]).
+    #[error("the revocation reason {problem}; give a short single-line --reason")]
+    BadReason {
+        /// What is wrong with it.
+        problem: &'static str,
     },
 }
 
@@ -813,7 +820,7 @@ fn verify_against_ca(
     Ok(())
 }
 
-fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
+pub(crate) fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
     match x509_parser::parse_x509_certificate(der) {
         Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(PkiError::BadCert {
@@ -916,6 +923,82 @@ fn general_names<'a>(x509: &'a X509Certificate<'_>) -> Result<&'a [GeneralName<'
 pub fn spki_sha256(der: &[u8]) -> Result<[u8; 32], PkiError> {
     let x509 = parse_x509(der)?;
     Ok(Sha256::digest(x509.public_key().raw).into())
+}
+
+/// Longest revocation reason accepted by [`ca_revoke`], in characters.
+pub const MAX_REVOCATION_REASON: usize = 500;
+
+/// `amphi ca revoke --ca DIR --cert FILE --reason TEXT`: a CA-signed revocation of the node
+/// certificate in `cert_pem_path` (PEM).
+///
+/// Refuses a certificate that does not chain to this CA (checked as
+/// [`crate::trust::Trust::admit`] does, so an expired certificate can be revoked too) and a
+/// reason that is empty, longer than [`MAX_REVOCATION_REASON`] characters or holds control
+/// characters. `revoked_at` is now (RFC 3339, UTC, whole seconds); the signature is ECDSA
+/// P-256 SHA-256 (ASN.1 DER) by the CA key over [`Revocation::signing_bytes`], hex-encoded.
+/// Nothing is written: the caller publishes the record in the revocation document.
+pub fn ca_revoke(
+    ca_dir: &Path,
+    cert_pem_path: &Path,
+    reason: &str,
+) -> Result<Revocation, PkiError> {
+    use crate::trust::{Trust, TrustError};
+    use rcgen::SigningKey as _;
+
+    if reason.trim().is_empty() {
+        return Err(PkiError::BadReason {
+            problem: "is empty",
+        });
+    }
+    if reason.chars().count() > MAX_REVOCATION_REASON {
+        return Err(PkiError::BadReason {
+            problem: "is longer than 500 characters",
+        });
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(PkiError::BadReason {
+            problem: "contains control characters (line breaks, tabs, ...)",
+        });
+    }
+    let ca = load_ca(ca_dir)?;
+    let ca_path = ca_dir.join(CA_CERT_FILE);
+    let key_path = ca_dir.join(CA_KEY_FILE);
+    if ca.key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+        return Err(PkiError::BadKey {
+            path: key_path,
+            reason: "the CA key is not an ECDSA P-256 key".to_owned(),
+        });
+    }
+    let pem = fs::read(cert_pem_path).map_err(PkiError::io("read", cert_pem_path))?;
+    let der = first_cert_from_pem(&pem, cert_pem_path)?;
+    let org = org_of_node_cert(&der).map_err(PkiError::in_file(cert_pem_path))?;
+    let trust = Trust::new(&ca.der).map_err(|e| PkiError::Verifier {
+        ca: ca_path.clone(),
+        reason: e.to_string(),
+    })?;
+    let id = trust.admit(&der).map_err(|e| PkiError::NotFromCa {
+        cert: cert_pem_path.to_owned(),
+        ca: ca_path.clone(),
+        reason: match e {
+            TrustError::NotFromCa(reason) => reason,
+            other => other.to_string(),
+        },
+    })?;
+    let now = OffsetDateTime::now_utc();
+    let now = now - Duration::nanoseconds(i64::from(now.nanosecond()));
+    let mut revocation = Revocation {
+        cert: hex::encode(id),
+        org: org.to_string(),
+        revoked_at: fmt_time(now),
+        reason: reason.to_owned(),
+        signature: String::new(),
+    };
+    let signature = ca
+        .key
+        .sign(&revocation.signing_bytes())
+        .map_err(PkiError::generate("sign the revocation"))?;
+    revocation.signature = hex::encode(signature);
+    Ok(revocation)
 }
 
 #[cfg(test)]

@@ -1,28 +1,34 @@
 //! Documents on top of the store: loading, writing through the gate, receiving from peers.
 //!
 //! Every change to a document passes [`amphi_protocol::gate`]: the node's own writes are
-//! judged exactly like a peer's (so a 403 at the API and a refusal on the wire agree), and
-//! nothing is acknowledged before it is durable. Writers to one document are serialised by
-//! a sharded lock; documents are loaded from the store on demand and not kept in memory.
+//! signed and judged exactly like a peer's (so a 403 at the API and a refusal on the wire
+//! agree), incoming changes are authenticated against the county CA first, and nothing is
+//! acknowledged before it is durable. Writers to one document are serialised by a sharded
+//! lock; documents are loaded from the store on demand and not kept in memory. A document
+//! that leaves this office's scope is purged, leaving a line in the office's roster history.
 
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
+use amphi_protocol::attest::{Attestation, Authenticator, Revocation};
 use amphi_protocol::authority::Refusal;
 use amphi_protocol::casefile::{CaseFile, MemberFacts};
 use amphi_protocol::docsync::DocSync;
 use amphi_protocol::gate::{self, RefusedChange};
 use amphi_protocol::inventory::heads_digest;
 use amphi_protocol::reader::Reader;
-use amphi_protocol::visibility::{scope, visible_to};
+use amphi_protocol::roster::{self, HistoryLine};
+use amphi_protocol::visibility::{may_hold, scope};
 use amphi_protocol::wire::Digest;
-use amphi_protocol::{DocId, DocKind, OrgPath, roster};
-use automerge::{ActorId, AutoCommit};
+use amphi_protocol::{DocId, DocKind, OrgPath};
+use automerge::transaction::Transactable;
+use automerge::{ActorId, AutoCommit, ChangeHash, ROOT};
 use tokio::sync::broadcast;
 
 use crate::status::{Status, now_rfc3339};
-use crate::store::{DocSummary, RefusedRecord, Store, StoreError};
+use crate::store::{DocSummary, Exit, QuarantineRecord, Store, StoreError};
+use crate::trust::{Signer, Trust};
 
 const LOCK_SHARDS: usize = 64;
 
@@ -53,11 +59,29 @@ pub enum WriteError {
     Doc(#[from] automerge::AutomergeError),
 }
 
+/// What sessions are told about documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The document changed here (a local write or from a peer): offer it.
+    Changed(DocId),
+    /// The document left this office's scope and was purged: tell peers.
+    Left(DocId),
+}
+
+/// A sync message to send, with the attestations of the changes it carries.
+#[derive(Debug)]
+pub struct Outbound {
+    /// Encoded automerge sync message.
+    pub message: Vec<u8>,
+    /// Signatures of the changes in it.
+    pub attestations: Vec<Attestation>,
+}
+
 /// What receiving one sync message from a peer did.
 #[derive(Debug)]
 pub struct Received {
-    /// The reply to send, if any.
-    pub reply: Option<Vec<u8>>,
+    /// The reply to send, if any, with the attestations of the changes it carries.
+    pub reply: Option<Outbound>,
     /// Changes applied.
     pub applied: usize,
     /// Reason codes of refused changes.
@@ -71,8 +95,10 @@ pub struct Repo {
     store: Store,
     me: OrgPath,
     actor: ActorId,
+    signer: Signer,
+    trust: Arc<Trust>,
     locks: Vec<Mutex<()>>,
-    changed: broadcast::Sender<DocId>,
+    changed: broadcast::Sender<Notice>,
     status: Arc<Status>,
 }
 
@@ -80,46 +106,124 @@ fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+fn parse_scope(scope: &[String]) -> Vec<OrgPath> {
+    scope
+        .iter()
+        .filter_map(|o| OrgPath::parse(o).ok())
+        .collect()
+}
+
 /// The summary the store keeps of a document (kind, names, scope, digest).
 pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
     let digest = hex::encode(heads_digest(&doc.get_heads()));
     let scope: Vec<String> = scope(id, doc).iter().map(ToString::to_string).collect();
-    match id.kind() {
+    let (kind, name, home_org, residence_org) = match id.kind() {
         DocKind::Member => {
             let facts = MemberFacts::read(&Reader::now(doc));
             let name = CaseFile::read(doc).map(|c| c.name).unwrap_or_default();
-            DocSummary {
-                kind: "member".into(),
+            (
+                "member",
                 name,
-                home_org: facts.home_org.map(|o| o.to_string()),
-                residence_org: facts.residence_org.map(|o| o.to_string()),
-                scope,
-                digest,
-            }
+                facts.home_org.map(|o| o.to_string()),
+                facts.residence_org.map(|o| o.to_string()),
+            )
         }
-        DocKind::OrgRoster => DocSummary {
-            kind: "org".into(),
-            name: roster::read(doc)
+        DocKind::OrgRoster => {
+            let name = roster::read(doc)
                 .profile
                 .get("name")
                 .cloned()
-                .unwrap_or_default(),
-            home_org: id.roster_org().map(|o| o.to_string()),
-            residence_org: None,
-            scope,
-            digest,
-        },
+                .unwrap_or_default();
+            ("org", name, id.roster_org().map(|o| o.to_string()), None)
+        }
+        DocKind::Revocations => ("revocations", String::new(), None, None),
+    };
+    DocSummary {
+        kind: kind.into(),
+        name,
+        home_org,
+        residence_org,
+        scope,
+        digest,
+        exits: Vec::new(),
+        leaving: false,
+        confirmed: Vec::new(),
     }
 }
 
+/// The summary after a change, carrying forward who left the scope (and where) from the
+/// summary before it.
+pub fn summarise_after(
+    id: &DocId,
+    doc: &mut AutoCommit,
+    before: Option<&DocSummary>,
+) -> DocSummary {
+    let mut after = summarise(id, doc);
+    let Some(before) = before else { return after };
+    let heads: Vec<String> = doc.get_heads().iter().map(ToString::to_string).collect();
+    let mut exits: Vec<Exit> = before
+        .exits
+        .iter()
+        .filter(|e| !after.scope.contains(&e.org))
+        .cloned()
+        .collect();
+    for org in before.scope.iter().filter(|o| !after.scope.contains(o)) {
+        exits.retain(|e| &e.org != org);
+        exits.push(Exit {
+            org: org.clone(),
+            heads: heads.clone(),
+        });
+    }
+    after.exits = exits;
+    after
+}
+
+/// What a peer may receive of a document.
+#[derive(Debug, PartialEq, Eq)]
+enum View {
+    /// The document as it is.
+    Holds,
+    /// The document up to these heads, where the peer's org left its scope.
+    Exited(Vec<ChangeHash>),
+    /// Nothing.
+    Nothing,
+    /// This node does not hold the document.
+    Unknown,
+}
+
+fn view_of(id: &DocId, summary: Option<&DocSummary>, peer: &OrgPath) -> View {
+    let Some(s) = summary else {
+        return View::Unknown;
+    };
+    if may_hold(id, &parse_scope(&s.scope), peer) {
+        return View::Holds;
+    }
+    s.exits
+        .iter()
+        .find(|e| OrgPath::parse(&e.org).is_ok_and(|o| peer.is_at_or_above(&o)))
+        .map_or(View::Nothing, |e| {
+            View::Exited(e.heads.iter().filter_map(|h| h.parse().ok()).collect())
+        })
+}
+
 impl Repo {
-    /// A repo over `store` for the office `me`, whose changes carry `actor`.
-    pub fn new(store: Store, me: OrgPath, actor: ActorId, status: Arc<Status>) -> Repo {
+    /// A repo over `store` for the office `me`: its changes carry `actor` and are signed by
+    /// `signer`; incoming changes are checked against `trust`.
+    pub fn new(
+        store: Store,
+        me: OrgPath,
+        actor: ActorId,
+        signer: Signer,
+        trust: Arc<Trust>,
+        status: Arc<Status>,
+    ) -> Repo {
         let (changed, _) = broadcast::channel(4096);
         Repo {
             store,
             me,
             actor,
+            signer,
+            trust,
             locks: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
             changed,
             status,
@@ -136,8 +240,13 @@ impl Repo {
         &self.store
     }
 
-    /// Subscribes to ids of documents that changed here (by a local write or from a peer).
-    pub fn subscribe(&self) -> broadcast::Receiver<DocId> {
+    /// What this node trusts.
+    pub fn trust(&self) -> &Arc<Trust> {
+        &self.trust
+    }
+
+    /// Subscribes to notices of documents that changed or left here.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.changed.subscribe()
     }
 
@@ -157,8 +266,8 @@ impl Repo {
         }))
     }
 
-    /// Makes a write to a document as this office: `edit` makes the operations, the gate
-    /// judges the resulting change, and only then is it stored durably and announced.
+    /// Makes a write to a document as this office: `edit` makes the operations, the change
+    /// is signed, the gate judges it, and only then is it stored durably and announced.
     /// With `create`, the document must not exist yet; otherwise it must.
     pub fn write<T>(
         &self,
@@ -174,117 +283,315 @@ impl Repo {
             (None, true) => AutoCommit::new().with_actor(self.actor.clone()),
         };
         let heads_before = doc.get_heads();
-        let created_before = !heads_before.is_empty();
+        let created_before = !heads_before.is_empty() && id.kind() == DocKind::Member;
         let out = edit(&mut doc)?;
         let Some(hash) = gate::commit_as(&mut doc, &self.me, now_ms()) else {
             return Ok(out); // nothing changed
         };
         let change = doc.get_change_by_hash(&hash).expect("the change just made");
-        if let Err(refusal) = gate::judge_change(
-            &mut doc,
-            id,
-            &change,
-            created_before && id.kind() == DocKind::Member,
-        ) {
+        if let Err(refusal) =
+            gate::judge_change(&mut doc, id, &change, created_before, &*self.trust)
+        {
             return Err(WriteError::Forbidden(refusal));
         }
-        if !visible_to(&scope(id, &doc), &self.me) {
+        if !may_hold(id, &scope(id, &doc), &self.me) {
             return Err(WriteError::LeavesScope);
         }
-        let summary = summarise(id, &mut doc);
+        let attestation = self.signer.sign(&hash);
+        let before = self.store.summary(id)?;
+        let summary = summarise_after(id, &mut doc, before.as_ref());
         self.store
-            .save(id, &mut doc, &heads_before, &summary, None)?;
-        let _ = self.changed.send(id.clone());
+            .save(id, &mut doc, &heads_before, &summary, &[attestation], None)?;
+        let _ = self.changed.send(Notice::Changed(id.clone()));
         Ok(out)
     }
 
-    /// Generates the next sync message for `id` to a peer, if there is something to say.
-    /// Returns (message, peer known to be in sync).
-    /// Nothing is ever generated for a document the peer may not hold.
+    /// Generates the next sync message for `id` to `peer`, with the attestations of the
+    /// changes it carries. Returns (message, peer known to be in sync). Nothing is ever
+    /// generated for a document the peer may not hold.
     pub fn generate(
         &self,
         id: &DocId,
         peer: &OrgPath,
         sync: &mut DocSync,
-    ) -> Result<(Option<Vec<u8>>, bool), StoreError> {
-        let mut doc = match self.load(id)? {
-            Some(doc) if visible_to(&scope(id, &doc), peer) => doc,
-            Some(_) => return Ok((None, true)),
-            None => AutoCommit::new(),
+    ) -> Result<(Option<Outbound>, bool), StoreError> {
+        let mut doc = match view_of(id, self.store.summary(id)?.as_ref(), peer) {
+            View::Holds => self.load(id)?.unwrap_or_default(),
+            View::Exited(heads) => match self.load(id)?.map(|mut d| d.fork_at(&heads)) {
+                Some(Ok(fork)) => fork,
+                _ => return Ok((None, true)),
+            },
+            View::Nothing => return Ok((None, true)),
+            View::Unknown => AutoCommit::new(),
         };
-        let message = sync.generate(&mut doc);
+        let message = self.outgoing(id, &mut doc, sync)?;
         Ok((message, sync.in_sync(&doc.get_heads())))
     }
 
+    fn outgoing(
+        &self,
+        id: &DocId,
+        doc: &mut AutoCommit,
+        sync: &mut DocSync,
+    ) -> Result<Option<Outbound>, StoreError> {
+        let Some(out) = sync.generate(doc) else {
+            return Ok(None);
+        };
+        let attestations = self.store.attestations(id, &out.changes)?;
+        Ok(Some(Outbound {
+            message: out.message,
+            attestations,
+        }))
+    }
+
+    /// A fresh sync for `id` with `peer`: its persisted state, and the changes already in
+    /// quarantine (never asked for again).
+    pub fn resume_sync(&self, id: &DocId, peer: &OrgPath) -> DocSync {
+        let mut sync = DocSync::resume(
+            self.store
+                .sync_state(id, peer.as_str())
+                .ok()
+                .flatten()
+                .as_deref(),
+        );
+        sync.remember_refused(self.store.quarantined_changes(id).unwrap_or_default());
+        sync
+    }
+
     /// Receives a sync message from `peer` for `id` through the gate; stores what was
-    /// admitted (durably), logs refusals, and returns the reply.
+    /// admitted (durably, with its attestations), quarantines what was refused, purges the
+    /// document if it left this office's scope, and returns the reply.
     pub fn receive(
         &self,
         id: &DocId,
         peer: &OrgPath,
         bytes: &[u8],
+        attestations: &[Attestation],
         sync: &mut DocSync,
     ) -> Result<Received, StoreError> {
-        let _guard = self.lock(id);
+        let (received, left) = {
+            let _guard = self.lock(id);
+            self.receive_locked(id, peer, bytes, attestations, sync)?
+        };
+        if let Some(line) = left {
+            self.add_history(line);
+        }
+        Ok(received)
+    }
+
+    fn receive_locked(
+        &self,
+        id: &DocId,
+        peer: &OrgPath,
+        bytes: &[u8],
+        attestations: &[Attestation],
+        sync: &mut DocSync,
+    ) -> Result<(Received, Option<HistoryLine>), StoreError> {
         let mut doc = self
             .load(id)?
             .unwrap_or_else(|| AutoCommit::new().with_actor(self.actor.clone()));
         let heads_before = doc.get_heads();
-        if !heads_before.is_empty() && !visible_to(&scope(id, &doc), peer) {
+        let before = self.store.summary(id)?;
+        let view = view_of(id, before.as_ref(), peer);
+        if !heads_before.is_empty() && view == View::Nothing {
             // A peer asking about a document it may not hold gets nothing, not even heads.
-            let refused = vec![RefusedChange {
-                hash: None,
-                author: None,
-                reason: Refusal::OutsideSenderScope,
-            }];
-            let codes = self.log_refused(id, peer.as_str(), &refused)?;
-            return Ok(Received {
-                reply: None,
-                applied: 0,
-                refused: codes,
-                in_sync: true,
-            });
+            let refused = vec![RefusedChange::unreadable(Refusal::OutsideSenderScope)];
+            let codes = self.quarantine(id, peer.as_str(), &refused, attestations)?;
+            return Ok((
+                Received {
+                    reply: None,
+                    applied: 0,
+                    refused: codes,
+                    in_sync: true,
+                },
+                None,
+            ));
         }
-        let admission = sync.receive(&mut doc, id, bytes, peer, &self.me);
+        let admission = sync.receive(
+            &mut doc,
+            id,
+            bytes,
+            attestations,
+            peer,
+            &self.me,
+            &*self.trust,
+        );
+        let refused = self.quarantine(id, peer.as_str(), &admission.refused, attestations)?;
         let changed = doc.get_heads() != heads_before;
+        let mut left = None;
         if changed {
-            let summary = summarise(id, &mut doc);
-            self.store.save(
-                id,
-                &mut doc,
-                &heads_before,
-                &summary,
-                Some((peer.as_str(), &sync.persisted())),
-            )?;
+            let applied: Vec<Attestation> = attestations
+                .iter()
+                .filter(|a| admission.applied.contains(&a.change))
+                .cloned()
+                .collect();
+            let mut summary = summarise_after(id, &mut doc, before.as_ref());
+            let leaves = !may_hold(id, &scope(id, &doc), &self.me);
+            if leaves && self.children_to_tell(&summary).is_empty() {
+                left = self.leave_scope(id, &doc, before.as_ref())?;
+            } else {
+                summary.leaving = leaves;
+                self.store.save(
+                    id,
+                    &mut doc,
+                    &heads_before,
+                    &summary,
+                    &applied,
+                    Some((peer.as_str(), &sync.persisted())),
+                )?;
+            }
+            let _ = self.changed.send(Notice::Changed(id.clone()));
         } else if !heads_before.is_empty() {
             self.store
                 .save_sync_state(id, peer.as_str(), &sync.persisted())?;
         }
-        let refused = self.log_refused(id, peer.as_str(), &admission.refused)?;
-        if changed {
-            let _ = self.changed.send(id.clone());
-        }
-        let reply = sync.generate(&mut doc);
-        Ok(Received {
-            reply,
-            applied: admission.applied,
-            refused,
-            in_sync: sync.in_sync(&doc.get_heads()),
-        })
+        let (reply, in_sync) = match (&left, view) {
+            (Some(_), _) => (None, true),
+            // An office that left gets at most the document as it was when it left.
+            (None, View::Exited(heads)) => match doc.fork_at(&heads) {
+                Ok(mut fork) => (
+                    self.outgoing(id, &mut fork, sync)?,
+                    sync.in_sync(&fork.get_heads()),
+                ),
+                Err(_) => (None, true),
+            },
+            (None, _) => (
+                self.outgoing(id, &mut doc, sync)?,
+                sync.in_sync(&doc.get_heads()),
+            ),
+        };
+        Ok((
+            Received {
+                reply,
+                applied: admission.applied.len(),
+                refused,
+                in_sync,
+            },
+            left,
+        ))
     }
 
-    fn log_refused(
+    /// Purges a document that left this office's scope. If it left this very office's
+    /// roster (the member's residence here ended, or the member moved away), returns the
+    /// history line to keep.
+    fn leave_scope(
+        &self,
+        id: &DocId,
+        doc: &AutoCommit,
+        before: Option<&DocSummary>,
+    ) -> Result<Option<HistoryLine>, StoreError> {
+        self.store.purge(id)?;
+        tracing::info!(doc = %id, "document left this office's scope; purged");
+        let _ = self.changed.send(Notice::Left(id.clone()));
+        let Some(before) = before else {
+            return Ok(None);
+        };
+        let me = self.me.as_str();
+        let facts = MemberFacts::read(&Reader::now(doc));
+        let event = if before.residence_org.as_deref() == Some(me) {
+            "residence-ended"
+        } else if before.home_org.as_deref() == Some(me) {
+            "transferred-out"
+        } else {
+            return Ok(None);
+        };
+        let to_org = if event == "transferred-out" {
+            facts.home_org.map(|o| o.to_string())
+        } else {
+            None
+        };
+        Ok(Some(HistoryLine {
+            id: id.to_string(),
+            name: before.name.clone(),
+            event: event.into(),
+            at: now_rfc3339(),
+            to_org,
+        }))
+    }
+
+    /// The child offices that must learn a document left before this relay may purge it:
+    /// for each org that left the scope strictly below this office, the child on the way.
+    fn children_to_tell(&self, summary: &DocSummary) -> Vec<OrgPath> {
+        let depth = self.me.depth();
+        let mut children: Vec<OrgPath> = summary
+            .exits
+            .iter()
+            .filter_map(|e| OrgPath::parse(&e.org).ok())
+            .filter(|e| self.me.is_ancestor_of(e))
+            .filter_map(|e| {
+                OrgPath::parse(&e.segments().take(depth + 1).collect::<Vec<_>>().join("/")).ok()
+            })
+            .filter(|c| !summary.confirmed.iter().any(|done| done == c.as_str()))
+            .collect();
+        children.sort();
+        children.dedup();
+        children
+    }
+
+    /// `peer` no longer holds `id`. If this office is keeping `id` only to tell that peer,
+    /// the document is purged now.
+    pub fn peer_left(&self, id: &DocId, peer: &OrgPath) -> Result<(), StoreError> {
+        let left = {
+            let _guard = self.lock(id);
+            let Some(mut summary) = self.store.summary(id)? else {
+                return Ok(());
+            };
+            if !summary.leaving || !self.children_to_tell(&summary).contains(peer) {
+                return Ok(());
+            }
+            summary.confirmed.push(peer.to_string());
+            if !self.children_to_tell(&summary).is_empty() {
+                return self.store.set_summary(id, &summary);
+            }
+            let Some(doc) = self.load(id)? else {
+                return Ok(());
+            };
+            self.leave_scope(id, &doc, Some(&summary))?
+        };
+        if let Some(line) = left {
+            self.add_history(line);
+        }
+        Ok(())
+    }
+
+    /// True when `peer` may hold `id` only up to where it left the scope.
+    pub fn exited_for(&self, id: &DocId, peer: &OrgPath) -> Result<bool, StoreError> {
+        Ok(matches!(
+            view_of(id, self.store.summary(id)?.as_ref(), peer),
+            View::Exited(_)
+        ))
+    }
+
+    /// Loads a document this office holds for its own use (not one it is only keeping
+    /// until an office below learns it left).
+    pub fn load_held(&self, id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
+        match self.store.summary(id)? {
+            Some(s) if !s.leaving => self.load(id),
+            _ => Ok(None),
+        }
+    }
+
+    fn add_history(&self, line: HistoryLine) {
+        let roster = DocId::roster(&self.me);
+        if let Err(e) = self.write(&roster, false, |doc| Ok(roster::add_history(doc, &line)?)) {
+            tracing::error!("cannot record roster history for {}: {e}", line.id);
+        }
+    }
+
+    fn quarantine(
         &self,
         id: &DocId,
         peer: &str,
         refused: &[RefusedChange],
+        attestations: &[Attestation],
     ) -> Result<Vec<&'static str>, StoreError> {
         let at = now_rfc3339();
-        let records: Vec<RefusedRecord> = refused
+        let records: Vec<QuarantineRecord> = refused
             .iter()
             .map(|r| {
                 tracing::warn!(peer, doc = %id, author = ?r.author.as_ref().map(ToString::to_string), reason = r.reason.code(), "refused change: {}", r.reason);
-                RefusedRecord {
+                let attestation = r.hash.and_then(|h| attestations.iter().find(|a| a.change == h));
+                QuarantineRecord {
                     at: at.clone(),
                     peer: peer.to_owned(),
                     doc: id.to_string(),
@@ -292,47 +599,45 @@ impl Repo {
                     author: r.author.as_ref().map(ToString::to_string),
                     reason: r.reason.code().to_owned(),
                     message: r.reason.to_string(),
+                    change_bytes: r.bytes.as_ref().map(hex::encode),
+                    attestation: attestation.map(|a| hex::encode(a.encode())),
                 }
             })
             .collect();
-        self.store.log_refused(&records)?;
+        self.store.quarantine(&records)?;
         let codes: Vec<&'static str> = refused.iter().map(|r| r.reason.code()).collect();
         self.status.count_refused(Some(peer), &codes);
         Ok(codes)
     }
 
-    /// The (id, digest) of every document `peer` may hold: what this node offers it.
+    /// The (id, digest) of every document `peer` may hold, or held until it left the
+    /// document's scope: what this node offers it.
     pub fn inventory_for(&self, peer: &OrgPath) -> Result<BTreeMap<DocId, Digest>, StoreError> {
         Ok(self
             .store
             .summaries()?
             .into_iter()
-            .filter(|(_, s)| {
-                let scope: Vec<OrgPath> = s
-                    .scope
-                    .iter()
-                    .filter_map(|o| OrgPath::parse(o).ok())
-                    .collect();
-                visible_to(&scope, peer)
-            })
             .filter_map(|(id, s)| {
-                let mut digest = [0u8; 16];
-                hex::decode_to_slice(&s.digest, &mut digest).ok()?;
+                let digest = match view_of(&id, Some(&s), peer) {
+                    View::Holds => {
+                        let mut digest = [0u8; 16];
+                        hex::decode_to_slice(&s.digest, &mut digest).ok()?;
+                        digest
+                    }
+                    View::Exited(heads) => heads_digest(&heads),
+                    View::Nothing | View::Unknown => return None,
+                };
                 Some((id, digest))
             })
             .collect())
     }
 
-    /// True when `peer` may hold document `id` as this node currently sees it.
-    pub fn visible_to_peer(&self, id: &DocId, peer: &OrgPath) -> Result<bool, StoreError> {
-        Ok(self.store.summary(id)?.is_some_and(|s| {
-            let scope: Vec<OrgPath> = s
-                .scope
-                .iter()
-                .filter_map(|o| OrgPath::parse(o).ok())
-                .collect();
-            visible_to(&scope, peer)
-        }))
+    /// True when this node would send `peer` anything of document `id`.
+    pub fn offers_to(&self, id: &DocId, peer: &OrgPath) -> Result<bool, StoreError> {
+        Ok(matches!(
+            view_of(id, self.store.summary(id)?.as_ref(), peer),
+            View::Holds | View::Exited(_)
+        ))
     }
 
     /// Makes sure this office's own roster document exists.
@@ -341,5 +646,56 @@ impl Repo {
         let exists = self.store.summary(&id)?.is_some();
         let me = self.me.clone();
         self.write(&id, !exists, |doc| Ok(roster::ensure(doc, &me)?))
+    }
+
+    /// Teaches `trust` what the store holds: learned certificates and the revocation list.
+    pub fn load_trust(&self) -> Result<(), StoreError> {
+        for der in self.store.certificates()? {
+            if let Err(e) = self.trust.admit(&der) {
+                tracing::warn!("stored certificate no longer admitted: {e}");
+            }
+        }
+        for r in self.revocations()? {
+            if let Err(e) = self.trust.add_revocation(&r) {
+                tracing::warn!("stored revocation not admitted: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The revocation records this node holds.
+    pub fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let Some(doc) = self.load(&DocId::revocations())? else {
+            return Ok(Vec::new());
+        };
+        let reader = Reader::now(&doc);
+        Ok(reader
+            .keys(&ROOT)
+            .iter()
+            .filter_map(|k| reader.str(&ROOT, k))
+            .filter_map(|v| serde_json::from_str(&v).ok())
+            .collect())
+    }
+
+    /// Adds a CA-signed revocation to the revocation list, from where it replicates to every
+    /// office. The record is checked against the CA first.
+    pub fn import_revocation(&self, revocation: &Revocation) -> Result<(), WriteError> {
+        let json = serde_json::to_string(revocation).expect("revocation serialises");
+        self.trust
+            .check_revocation(&revocation.key(), &json)
+            .map_err(WriteError::Forbidden)?;
+        let id = DocId::revocations();
+        let exists = self.store.summary(&id)?.is_some();
+        self.write(&id, !exists, |doc| {
+            Ok(doc.put(ROOT, revocation.key(), json.as_str())?)
+        })
+    }
+
+    /// Records a certificate learned from a peer (checked against the CA first).
+    pub fn learn_certificate(&self, der: &[u8]) -> Result<(), String> {
+        let id = self.trust.admit(der).map_err(|e| e.to_string())?;
+        self.store
+            .save_certificate(&id, der)
+            .map_err(|e| e.to_string())
     }
 }

@@ -1,5 +1,6 @@
-//! The node's embedded, crash-safe store (redb): documents, their index, sync states and
-//! the log of refused changes.
+//! The node's embedded, crash-safe store (redb): documents with the attestations of their
+//! changes, their index, sync states, the certificates learned from peers, and the
+//! quarantine of refused changes.
 //!
 //! A document is stored as chunks: chunk 0 is a compact `save()`, later chunks are
 //! incremental saves of the changes since. Loading concatenates them (automerge reads such
@@ -11,6 +12,7 @@
 use std::path::Path;
 
 use amphi_protocol::DocId;
+use amphi_protocol::attest::Attestation;
 use automerge::{AutoCommit, ChangeHash};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -21,8 +23,15 @@ const DOC_CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("do
 const DOC_INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_index");
 /// (document id, peer org) → encoded automerge sync state.
 const SYNC_STATES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sync_states");
-/// sequence number → JSON [`RefusedRecord`].
-const REFUSED: TableDefinition<u64, &[u8]> = TableDefinition::new("refused");
+/// (document id, change hash) → encoded attestation (signature beside the change).
+const ATTESTATIONS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("attestations");
+/// certificate id → certificate DER, for every author whose changes this node holds.
+const CERTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("certs");
+/// sequence number → JSON [`QuarantineRecord`].
+const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine");
+/// (document id, change hash hex) → quarantine sequence number.
+const QUARANTINE_INDEX: TableDefinition<(&str, &str), u64> =
+    TableDefinition::new("quarantine_index");
 /// small settings: the org this store belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
@@ -83,11 +92,31 @@ pub struct DocSummary {
     pub scope: Vec<String>,
     /// Hex digest of the heads.
     pub digest: String,
+    /// Orgs that left the document's scope, with the heads at which they left: their offices
+    /// may still sync up to those heads, so they learn that they left (and purge).
+    #[serde(default)]
+    pub exits: Vec<Exit>,
+    /// The document left this office's scope, but an office below may still hold it: it is
+    /// kept (hidden from the API) until the child on the way there confirms it left too.
+    #[serde(default)]
+    pub leaving: bool,
+    /// Children that confirmed they no longer hold the document.
+    #[serde(default)]
+    pub confirmed: Vec<String>,
 }
 
-/// One refused change, as logged.
+/// An org that left a document's scope, and the document's heads (hex) when it left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The org.
+    pub org: String,
+    /// Heads at the exit.
+    pub heads: Vec<String>,
+}
+
+/// One refused change, kept in quarantine: never applied, never forwarded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RefusedRecord {
+pub struct QuarantineRecord {
     /// RFC 3339 time of refusal.
     pub at: String,
     /// The peer that sent it (or `local` for the node's own API).
@@ -102,6 +131,12 @@ pub struct RefusedRecord {
     pub reason: String,
     /// Reason, in words.
     pub message: String,
+    /// The change's bytes, hex (evidence; not shown by the API list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_bytes: Option<String>,
+    /// Its attestation, hex, if one came with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<String>,
 }
 
 /// The node's store.
@@ -118,7 +153,10 @@ impl Store {
             txn.open_table(DOC_CHUNKS)?;
             txn.open_table(DOC_INDEX)?;
             txn.open_table(SYNC_STATES)?;
-            txn.open_table(REFUSED)?;
+            txn.open_table(ATTESTATIONS)?;
+            txn.open_table(CERTS)?;
+            txn.open_table(QUARANTINE)?;
+            txn.open_table(QUARANTINE_INDEX)?;
             let mut meta = txn.open_table(META)?;
             let stored = meta.get("org")?.map(|v| v.value().to_owned());
             match stored {
@@ -156,13 +194,14 @@ impl Store {
     }
 
     /// Durably stores the changes `doc` has beyond `heads_before` (what the store held), with
-    /// the document's new summary and, optionally, a peer's sync state.
+    /// their attestations, the document's new summary and, optionally, a peer's sync state.
     pub fn save(
         &self,
         id: &DocId,
         doc: &mut AutoCommit,
         heads_before: &[ChangeHash],
         summary: &DocSummary,
+        attestations: &[Attestation],
         sync_state: Option<(&str, &[u8])>,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
@@ -195,9 +234,70 @@ impl Store {
                 txn.open_table(SYNC_STATES)?
                     .insert((id.as_str(), peer), state)?;
             }
+            let mut table = txn.open_table(ATTESTATIONS)?;
+            for a in attestations {
+                table.insert((id.as_str(), &a.change.0[..]), a.encode().as_slice())?;
+            }
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// The attestations of the given changes of a document (those the store has).
+    pub fn attestations(
+        &self,
+        id: &DocId,
+        changes: &[ChangeHash],
+    ) -> Result<Vec<Attestation>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ATTESTATIONS)?;
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            if let Some(v) = table.get((id.as_str(), &c.0[..]))?
+                && let Some(a) = Attestation::decode(v.value())
+            {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a document that left this office's scope: its body, summary, sync states and
+    /// attestations. Its quarantine records stay (evidence).
+    pub fn purge(&self, id: &DocId) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let key = id.as_str();
+            txn.open_table(DOC_CHUNKS)?
+                .retain_in((key, 0)..=(key, u64::MAX), |_, _| false)?;
+            txn.open_table(DOC_INDEX)?.remove(key)?;
+            txn.open_table(SYNC_STATES)?
+                .retain_in((key, "")..=(key, "\u{10ffff}"), |_, _| false)?;
+            let all: &[u8] = &[0xff; 33];
+            txn.open_table(ATTESTATIONS)?
+                .retain_in((key, &[][..])..=(key, all), |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Remembers a certificate learned from a peer.
+    pub fn save_certificate(&self, id: &[u8; 32], der: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(CERTS)?.insert(&id[..], der)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every certificate learned (DER).
+    pub fn certificates(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CERTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            out.push(entry?.1.value().to_vec());
+        }
+        Ok(out)
     }
 
     /// Stores a peer's sync state for a document, without forcing it to disk (it is
@@ -235,6 +335,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Replaces a document's summary (durably).
+    pub fn set_summary(&self, id: &DocId, summary: &DocSummary) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        let json = serde_json::to_vec(summary).expect("summary serialises");
+        txn.open_table(DOC_INDEX)?
+            .insert(id.as_str(), json.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// One document's summary.
     pub fn summary(&self, id: &DocId) -> Result<Option<DocSummary>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -244,33 +354,58 @@ impl Store {
             .and_then(|v| serde_json::from_slice(v.value()).ok()))
     }
 
-    /// Appends refusals to the log (durably: they are evidence).
-    pub fn log_refused(&self, records: &[RefusedRecord]) -> Result<(), StoreError> {
+    /// Puts refused changes in quarantine (durably: they are evidence). A change already in
+    /// quarantine for the document is not added twice. Returns how many were new.
+    pub fn quarantine(&self, records: &[QuarantineRecord]) -> Result<usize, StoreError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let txn = self.db.begin_write()?;
+        let mut added = 0;
         {
-            let mut table = txn.open_table(REFUSED)?;
-            let first = table.last()?.map_or(0, |(k, _)| k.value() + 1);
-            for (seq, r) in (first..).zip(records) {
+            let mut table = txn.open_table(QUARANTINE)?;
+            let mut index = txn.open_table(QUARANTINE_INDEX)?;
+            let mut next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
+            for r in records {
+                if let Some(change) = &r.change {
+                    if index.get((r.doc.as_str(), change.as_str()))?.is_some() {
+                        continue;
+                    }
+                    index.insert((r.doc.as_str(), change.as_str()), next)?;
+                }
                 let json = serde_json::to_vec(r).expect("record serialises");
-                table.insert(seq, json.as_slice())?;
+                table.insert(next, json.as_slice())?;
+                next += 1;
+                added += 1;
             }
         }
         txn.commit()?;
-        Ok(())
+        Ok(added)
     }
 
-    /// The refusal log, oldest first.
-    pub fn refused(&self) -> Result<Vec<RefusedRecord>, StoreError> {
+    /// The quarantine, oldest first.
+    pub fn quarantined(&self) -> Result<Vec<QuarantineRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(REFUSED)?;
+        let table = txn.open_table(QUARANTINE)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
             let (_, v) = entry?;
             if let Ok(r) = serde_json::from_slice(v.value()) {
                 out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Hashes of a document's quarantined changes (never to be asked for again).
+    pub fn quarantined_changes(&self, id: &DocId) -> Result<Vec<ChangeHash>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(QUARANTINE_INDEX)?;
+        let mut out = Vec::new();
+        for entry in index.range((id.as_str(), "")..=(id.as_str(), "\u{10ffff}"))? {
+            let (k, _) = entry?;
+            if let Ok(h) = k.value().1.parse() {
+                out.push(h);
             }
         }
         Ok(out)
@@ -290,6 +425,9 @@ mod tests {
             residence_org: None,
             scope: vec![],
             digest: String::new(),
+            exits: vec![],
+            leaving: false,
+            confirmed: vec![],
         }
     }
 
@@ -304,7 +442,7 @@ mod tests {
             doc.put(automerge::ROOT, format!("k{n}"), n as i64).unwrap();
             doc.commit();
             store
-                .save(&id, &mut doc, &before, &summary(), None)
+                .save(&id, &mut doc, &before, &summary(), &[], None)
                 .unwrap();
         }
         let txn = store.db.begin_read().unwrap();

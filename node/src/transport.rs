@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amphi_protocol::OrgPath;
+use amphi_protocol::attest::CertId;
 use tokio::sync::watch;
 use tracing::{Instrument, info, warn};
 
@@ -19,6 +20,7 @@ use crate::pki::NodeIdentity;
 use crate::repo::Repo;
 use crate::status::{PeerState, Status};
 use crate::tls;
+use crate::trust::cert_id;
 
 /// First wait before redialing.
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -86,11 +88,11 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
                     return;
                 }
             };
-            let org = match tls::peer_org(&conn) {
-                Ok(org) => org,
+            let (org, cert) = match admit_peer(&conn, &shared) {
+                Ok(peer) => peer,
                 Err(e) => {
                     warn!(%remote, "refused connection: {e}");
-                    conn.close(1u32.into(), b"no valid certificate");
+                    conn.close(1u32.into(), b"refused");
                     return;
                 }
             };
@@ -98,6 +100,7 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
                 org: org.clone(),
                 addr: remote.to_string(),
                 direction: "accepted",
+                cert,
             };
             let span = tracing::error_span!("conn", peer = %org);
             serve_session(conn, link, shared).instrument(span).await;
@@ -154,12 +157,13 @@ pub async fn dial_loop(
             });
         loop {
             let started = Instant::now();
-            match dial(&endpoint, &peer).await {
-                Ok(conn) => {
+            match dial(&endpoint, &peer, &shared).await {
+                Ok((conn, cert)) => {
                     let link = PeerLink {
                         org: peer.org.clone(),
                         addr: peer.addr.clone(),
                         direction: "dialed",
+                        cert,
                     };
                     serve_session(conn, link, shared.clone()).await;
                 }
@@ -188,7 +192,26 @@ pub async fn dial_loop(
     .await
 }
 
-async fn dial(endpoint: &quinn::Endpoint, peer: &PeerConfig) -> Result<quinn::Connection, String> {
+/// After a handshake: the peer's org and certificate id, or why it is refused (no valid
+/// certificate, or a revoked one). Its certificate is remembered for verifying its changes.
+fn admit_peer(conn: &quinn::Connection, shared: &Shared) -> Result<(OrgPath, CertId), String> {
+    let org = tls::peer_org(conn).map_err(|e| e.to_string())?;
+    let der = tls::peer_cert(conn).map_err(|e| e.to_string())?;
+    let cert = cert_id(&der);
+    if let Some(at) = shared.repo.trust().revoked_at(&cert) {
+        return Err(format!(
+            "the certificate of {org} was revoked (at unix time {at})"
+        ));
+    }
+    shared.repo.learn_certificate(&der)?;
+    Ok((org, cert))
+}
+
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    peer: &PeerConfig,
+    shared: &Shared,
+) -> Result<(quinn::Connection, CertId), String> {
     let addr = tokio::net::lookup_host(&peer.addr)
         .await
         .map_err(|e| format!("cannot resolve {}: {e}", peer.addr))?
@@ -201,7 +224,13 @@ async fn dial(endpoint: &quinn::Endpoint, peer: &PeerConfig) -> Result<quinn::Co
         .await
         .map_err(|_| format!("{addr} did not answer within 10 s"))?
         .map_err(|e| format!("handshake with {addr} failed: {e}"))?;
-    let org: OrgPath = tls::peer_org(&conn).map_err(|e| e.to_string())?;
+    let (org, cert) = match admit_peer(&conn, shared) {
+        Ok(peer) => peer,
+        Err(e) => {
+            conn.close(1u32.into(), b"refused");
+            return Err(e);
+        }
+    };
     if org != peer.org {
         conn.close(1u32.into(), b"unexpected org");
         return Err(format!(
@@ -209,5 +238,5 @@ async fn dial(endpoint: &quinn::Endpoint, peer: &PeerConfig) -> Result<quinn::Co
             peer.org
         ));
     }
-    Ok(conn)
+    Ok((conn, cert))
 }

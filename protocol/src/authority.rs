@@ -40,6 +40,8 @@ pub enum Field {
     Transfer,
     /// A roster document's identity keys, profile, or history.
     Roster,
+    /// A record of the revocation list (any office may relay a CA-signed record).
+    Revocation,
     /// Anything else: refused.
     Unknown(String),
 }
@@ -119,6 +121,32 @@ pub enum Refusal {
     /// The change bytes could not be decoded or applied.
     #[error("malformed change: {0}")]
     Malformed(String),
+    /// No signature came with the change.
+    #[error("change is not signed")]
+    Unsigned,
+    /// The signing certificate is not known here (it did not travel with the change).
+    #[error("signing certificate is unknown")]
+    UnknownCertificate,
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// The certificate does not name the claimed author, or the change's actor is not the certificate's.
+    #[error("change claims {claimed} but is signed by {signer}")]
+    AuthorMismatch {
+        /// The claimed author org.
+        claimed: String,
+        /// The org (and actor) the certificate names.
+        signer: String,
+    },
+    /// The certificate was not valid when the change says it was made.
+    #[error("signing certificate was not valid at the change's time")]
+    CertificateExpired,
+    /// The certificate was revoked before the change was made.
+    #[error("signing certificate was revoked at {0}")]
+    Revoked(String),
+    /// A revocation record is not validly signed by the CA.
+    #[error("invalid revocation record: {0}")]
+    BadRevocation(String),
 }
 
 impl Refusal {
@@ -137,6 +165,13 @@ impl Refusal {
             Refusal::OutsideReceiverScope => "outside_receiver_scope",
             Refusal::OutsideSenderScope => "outside_sender_scope",
             Refusal::Malformed(_) => "malformed",
+            Refusal::Unsigned => "unsigned",
+            Refusal::UnknownCertificate => "unknown_certificate",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::AuthorMismatch { .. } => "author_mismatch",
+            Refusal::CertificateExpired => "certificate_expired",
+            Refusal::Revoked(_) => "revoked",
+            Refusal::BadRevocation(_) => "bad_revocation",
         }
     }
 }
@@ -164,6 +199,14 @@ pub fn classify(kind: DocKind, path: &[Prop], recorder: impl Fn(&str) -> Option<
             .collect::<Vec<_>>()
             .join("/")
     };
+    if kind == DocKind::Revocations {
+        return match key(0) {
+            Some(k) if path.len() == 1 && k.starts_with(crate::attest::REVOCATION_PREFIX) => {
+                Field::Revocation
+            }
+            _ => Field::Unknown(shown()),
+        };
+    }
     if kind == DocKind::OrgRoster {
         return match key(0) {
             Some("kind" | "org") if path.len() == 1 => Field::Roster,
@@ -282,6 +325,8 @@ pub fn authorise(author: &OrgPath, field: &Field, facts: &Facts) -> Result<(), R
                 home: org.as_ref().map_or("(none)".into(), ToString::to_string),
             }),
         },
+        // The record itself is checked against the CA by the gate.
+        Field::Revocation => Ok(()),
         Field::Unknown(path) => Err(Refusal::UnknownField(path.clone())),
     }
 }

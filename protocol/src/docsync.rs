@@ -6,15 +6,25 @@
 //! says exactly what its previous one said (with heads that differ forever because of a
 //! refused change, plain automerge would ping-pong without end).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ChangeHash};
 
+use crate::attest::{Attestation, Authenticator};
 use crate::authority::Refusal;
 use crate::gate::{self, Admission, RefusedChange};
 use crate::ids::DocId;
 use crate::org::OrgPath;
+
+/// A sync message to send, with the changes it carries (whose attestations go with it).
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Encoded automerge sync message.
+    pub message: Vec<u8>,
+    /// Hashes of the changes included.
+    pub changes: Vec<ChangeHash>,
+}
 
 /// Sync progress of one document with one peer.
 #[derive(Debug, Default)]
@@ -48,9 +58,10 @@ impl DocSync {
         self.refused.extend(hashes);
     }
 
-    /// The next message to send for this document, encoded, or `None` if there is nothing
-    /// new to say.
-    pub fn generate(&mut self, doc: &mut AutoCommit) -> Option<Vec<u8>> {
+    /// The next message to send for this document, or `None` if there is nothing new to
+    /// say.
+    pub fn generate(&mut self, doc: &mut AutoCommit) -> Option<Outgoing> {
+        let sent_before: BTreeSet<ChangeHash> = self.state.sent_hashes.clone();
         let mut message = doc.sync().generate_sync_message(&mut self.state)?;
         message.need.retain(|h| !self.refused.contains(h));
         let encoded = message.encode();
@@ -58,32 +69,52 @@ impl DocSync {
             return None;
         }
         self.last_sent = Some(encoded.clone());
-        Some(encoded)
+        let changes = self
+            .state
+            .sent_hashes
+            .difference(&sent_before)
+            .copied()
+            .collect();
+        Some(Outgoing {
+            message: encoded,
+            changes,
+        })
     }
 
-    /// Receives an encoded message from `peer` through the gate, as office `me`.
+    /// Receives an encoded message from `peer` through the gate, as office `me`, with the
+    /// attestations that came with it.
+    #[allow(clippy::too_many_arguments)]
     pub fn receive(
         &mut self,
         doc: &mut AutoCommit,
         id: &DocId,
         bytes: &[u8],
+        attestations: &[Attestation],
         peer: &OrgPath,
         me: &OrgPath,
+        auth: &dyn Authenticator,
     ) -> Admission {
         let message = match sync::Message::decode(bytes) {
             Ok(m) => m,
             Err(e) => {
                 return Admission {
-                    applied: 0,
-                    refused: vec![RefusedChange {
-                        hash: None,
-                        author: None,
-                        reason: Refusal::Malformed(e.to_string()),
-                    }],
+                    applied: Vec::new(),
+                    refused: vec![RefusedChange::unreadable(Refusal::Malformed(e.to_string()))],
                 };
             }
         };
-        let admission = gate::receive(doc, &mut self.state, id, message, peer, me);
+        let by_change: HashMap<ChangeHash, Attestation> =
+            attestations.iter().map(|a| (a.change, a.clone())).collect();
+        let admission = gate::receive(
+            doc,
+            &mut self.state,
+            id,
+            message,
+            peer,
+            me,
+            auth,
+            &by_change,
+        );
         self.refused
             .extend(admission.refused.iter().filter_map(|r| r.hash));
         admission

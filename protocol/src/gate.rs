@@ -8,17 +8,18 @@
 //! The node runs its own writes through [`judge_change`] too, so an API 403 and a wire
 //! refusal always agree.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, Change, ChangeHash, PatchAction, Prop, ROOT, ReadDoc};
 
+use crate::attest::{Attestation, Authenticator};
 use crate::authority::{self, Facts, Field, Refusal, STAMP_KEYS};
 use crate::casefile::{self, MemberFacts};
 use crate::ids::{DocId, DocKind};
 use crate::org::OrgPath;
 use crate::reader::Reader;
-use crate::visibility::{scope, visible_to};
+use crate::visibility::{may_hold, scope, scope_at};
 
 /// Commit-message prefix naming the author org of a change.
 pub const AUTHOR_PREFIX: &str = "org:";
@@ -36,7 +37,7 @@ pub fn author_of(change: &Change) -> Option<OrgPath> {
         .and_then(|s| OrgPath::parse(s).ok())
 }
 
-/// A change the gate refused.
+/// A change the gate refused: kept in quarantine, never applied, never forwarded.
 #[derive(Debug, Clone)]
 pub struct RefusedChange {
     /// The change's hash (none when the whole message was unreadable).
@@ -45,13 +46,27 @@ pub struct RefusedChange {
     pub author: Option<OrgPath>,
     /// Why.
     pub reason: Refusal,
+    /// The change's bytes, kept as evidence.
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl RefusedChange {
+    /// A refusal of a whole message that could not be read.
+    pub fn unreadable(reason: Refusal) -> RefusedChange {
+        RefusedChange {
+            hash: None,
+            author: None,
+            reason,
+            bytes: None,
+        }
+    }
 }
 
 /// What receiving one sync message did.
 #[derive(Debug, Default)]
 pub struct Admission {
-    /// Changes applied to the document.
-    pub applied: usize,
+    /// Changes applied to the document, in causal order.
+    pub applied: Vec<ChangeHash>,
     /// Changes refused (not applied).
     pub refused: Vec<RefusedChange>,
 }
@@ -97,6 +112,7 @@ pub fn judge_change(
     id: &DocId,
     change: &Change,
     already_created: bool,
+    auth: &dyn Authenticator,
 ) -> Result<(), Refusal> {
     let author = author_of(change).ok_or(Refusal::UnknownAuthor)?;
     let deps = change.deps().to_vec();
@@ -125,6 +141,7 @@ pub fn judge_change(
             roster_org: id.roster_org(),
             ..Facts::default()
         },
+        DocKind::Revocations => Facts::default(),
     };
     let created_before = already_created || MemberFacts::read(&before_r).home_org.is_some();
     let recorder = |aid: &str| {
@@ -139,6 +156,16 @@ pub fn judge_change(
         }
         authority::authorise(&author, &field, &facts)?;
         check_values(id, &author, patch)?;
+        if field == Field::Revocation {
+            match put_string(patch) {
+                Some((key, Some(value))) => auth.check_revocation(key, &value)?,
+                _ => {
+                    return Err(Refusal::Immutable(
+                        "a revocation cannot be withdrawn or altered".into(),
+                    ));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -190,22 +217,41 @@ fn check_values(id: &DocId, author: &OrgPath, patch: &automerge::Patch) -> Resul
     Ok(())
 }
 
-fn refuse_all(changes: &[Change], reason: Refusal) -> Admission {
-    Admission {
-        applied: 0,
-        refused: changes
-            .iter()
-            .map(|c| RefusedChange {
-                hash: Some(c.hash()),
-                author: author_of(c),
-                reason: reason.clone(),
-            })
-            .collect(),
+fn refused(change: &Change, reason: Refusal) -> RefusedChange {
+    RefusedChange {
+        hash: Some(change.hash()),
+        author: author_of(change),
+        reason,
+        bytes: Some(change.raw_bytes().to_vec()),
     }
 }
 
+fn refuse_all(changes: &[Change], reason: Refusal) -> Admission {
+    Admission {
+        applied: Vec::new(),
+        refused: changes.iter().map(|c| refused(c, reason.clone())).collect(),
+    }
+}
+
+/// Authenticates and judges one incoming change (already applied to `trial`).
+fn admit_change(
+    trial: &mut AutoCommit,
+    id: &DocId,
+    change: &Change,
+    created: bool,
+    auth: &dyn Authenticator,
+    attestations: &HashMap<ChangeHash, Attestation>,
+) -> Result<(), Refusal> {
+    let author = author_of(change).ok_or(Refusal::UnknownAuthor)?;
+    auth.authenticate(change, &author, attestations.get(&change.hash()))?;
+    judge_change(trial, id, change, created, auth)
+}
+
 /// Receives a sync message from `peer` into `doc` as office `me`, applying only the changes
-/// the gate admits. Sync bookkeeping in `state` advances as automerge's own would.
+/// that are authentic (`auth`, with the `attestations` that came with the message) and
+/// within their author's authority. Sync bookkeeping in `state` advances as automerge's
+/// own would.
+#[allow(clippy::too_many_arguments)]
 pub fn receive(
     doc: &mut AutoCommit,
     state: &mut sync::State,
@@ -213,17 +259,15 @@ pub fn receive(
     mut message: sync::Message,
     peer: &OrgPath,
     me: &OrgPath,
+    auth: &dyn Authenticator,
+    attestations: &HashMap<ChangeHash, Attestation>,
 ) -> Admission {
     if message.changes.is_empty() {
         // Heads, have and need only: nothing to judge.
         if let Err(e) = doc.sync().receive_sync_message(state, message) {
             return Admission {
-                applied: 0,
-                refused: vec![RefusedChange {
-                    hash: None,
-                    author: None,
-                    reason: Refusal::Malformed(e.to_string()),
-                }],
+                applied: Vec::new(),
+                refused: vec![RefusedChange::unreadable(Refusal::Malformed(e.to_string()))],
             };
         }
         return Admission::default();
@@ -234,24 +278,25 @@ pub fn receive(
     let bytes: Vec<u8> = message.changes.iter().flatten().copied().collect();
     if let Err(e) = trial.load_incremental(&bytes) {
         return Admission {
-            applied: 0,
-            refused: vec![RefusedChange {
-                hash: None,
-                author: None,
-                reason: Refusal::Malformed(e.to_string()),
-            }],
+            applied: Vec::new(),
+            refused: vec![RefusedChange::unreadable(Refusal::Malformed(e.to_string()))],
         };
     }
     let incoming = trial.get_changes(&before_heads);
-    let sender_sees = if existed {
-        scope(id, doc)
+    // The sender must be able to hold the document now, or have held it where its changes
+    // branch off (an office that just left the scope may still deliver concurrent work).
+    let sender_may_hold = if existed {
+        may_hold(id, &scope(id, doc), peer)
+            || incoming
+                .iter()
+                .any(|c| may_hold(id, &scope_at(id, &trial, c.deps()), peer))
     } else {
-        scope(id, &trial)
+        may_hold(id, &scope(id, &trial), peer)
     };
-    if !visible_to(&sender_sees, peer) {
+    if !sender_may_hold {
         return refuse_all(&incoming, Refusal::OutsideSenderScope);
     }
-    if !existed && !visible_to(&scope(id, &trial), me) {
+    if !existed && !may_hold(id, &scope(id, &trial), me) {
         return refuse_all(&incoming, Refusal::OutsideReceiverScope);
     }
     let mut created = MemberFacts::read(&Reader::now(doc)).home_org.is_some();
@@ -261,11 +306,11 @@ pub fn receive(
         let verdict = if change.deps().iter().any(|d| refused_hashes.contains(d)) {
             Err(Refusal::DependsOnRefused)
         } else {
-            judge_change(&mut trial, id, change, created)
+            admit_change(&mut trial, id, change, created, auth, attestations)
         };
         match verdict {
             Ok(()) => {
-                admission.applied += 1;
+                admission.applied.push(change.hash());
                 if id.kind() == DocKind::Member {
                     created = created
                         || trial
@@ -277,11 +322,7 @@ pub fn receive(
             }
             Err(reason) => {
                 refused_hashes.insert(change.hash());
-                admission.refused.push(RefusedChange {
-                    hash: Some(change.hash()),
-                    author: author_of(change),
-                    reason,
-                });
+                admission.refused.push(refused(change, reason));
             }
         }
     }
@@ -295,12 +336,10 @@ pub fn receive(
     }
     if let Err(e) = doc.sync().receive_sync_message(state, message) {
         // Cannot happen for changes that already applied to the trial copy; refuse loudly.
-        admission.applied = 0;
-        admission.refused.push(RefusedChange {
-            hash: None,
-            author: None,
-            reason: Refusal::Malformed(e.to_string()),
-        });
+        admission.applied.clear();
+        admission
+            .refused
+            .push(RefusedChange::unreadable(Refusal::Malformed(e.to_string())));
     }
     admission
 }

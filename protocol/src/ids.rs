@@ -8,6 +8,9 @@ use std::str::FromStr;
 
 use crate::org::OrgPath;
 
+/// The id of the revocation list.
+pub const REVOCATIONS_ID: &str = "r-ca";
+
 /// Longest id accepted anywhere (an org roster id carries an org path).
 pub const MAX_ID_LEN: usize = 300;
 
@@ -27,6 +30,8 @@ pub enum DocKind {
     Member,
     /// 組織名冊: one org's roster document (profile and history).
     OrgRoster,
+    /// The county's revocation list, held by every office.
+    Revocations,
 }
 
 /// The id of a replicated document: `m-<16 hex>` for a case file, `o-<org path>` for a roster.
@@ -42,6 +47,11 @@ impl DocId {
     /// The roster document of `org`.
     pub fn roster(org: &OrgPath) -> DocId {
         DocId(format!("o-{org}"))
+    }
+
+    /// The revocation list document (one per county, held by every office).
+    pub fn revocations() -> DocId {
+        DocId(REVOCATIONS_ID.to_owned())
     }
 
     /// Parses an id from the API or the wire.
@@ -64,19 +74,26 @@ impl DocId {
             }
             return Err(err("a member id is m- followed by 16 lowercase hex digits"));
         }
+        if s == REVOCATIONS_ID {
+            return Ok(DocId(s.to_owned()));
+        }
         if let Some(org) = s.strip_prefix("o-") {
             return match OrgPath::parse(org) {
                 Ok(_) => Ok(DocId(s.to_owned())),
                 Err(_) => Err(err("a roster id is o- followed by an org path")),
             };
         }
-        Err(err("ids start with m- (member) or o- (org roster)"))
+        Err(err(
+            "ids start with m- (member) or o- (org roster), or are r-ca (revocations)",
+        ))
     }
 
     /// Which kind of document this id names.
     pub fn kind(&self) -> DocKind {
         if self.0.starts_with("m-") {
             DocKind::Member
+        } else if self.0 == REVOCATIONS_ID {
+            DocKind::Revocations
         } else {
             DocKind::OrgRoster
         }
@@ -139,6 +156,7 @@ mod tests {
         let r = DocId::roster(&org);
         assert_eq!(DocId::parse(r.as_str()).unwrap().roster_org(), Some(org));
         assert_eq!(r.kind(), DocKind::OrgRoster);
+        assert_eq!(DocId::parse("r-ca").unwrap().kind(), DocKind::Revocations);
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! - [`ids`]: document and entry ids.
 //! - [`casefile`], [`roster`]: the two document layouts.
 //! - [`visibility`], [`authority`]: who sees what, who may write what (contract.md).
+//! - [`attest`]: signed authorship and revocation records.
 //! - [`gate`]: judging every incoming change before it reaches a document.
 //! - [`wire`]: the framed wire format between nodes.
 //! - [`docsync`]: syncing one document with one peer behind the gate.
 //! - [`inventory`]: which shared documents differ (the reconciliation seam).
 //! - [`session`]: one sync session with one peer, as a state machine.
 
+pub mod attest;
 pub mod authority;
 pub mod casefile;
 pub mod docsync;

@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::attest::{Attestation, CertId};
 use crate::docsync::DocSync;
 use crate::ids::DocId;
 use crate::inventory::differing;
@@ -48,15 +49,27 @@ pub enum SessionError {
 pub enum Step {
     /// Nothing to do.
     Nothing,
-    /// Generate and send a first sync message for each of these documents.
-    Start(Vec<DocId>),
+    /// Generate and send a first sync message for each document in `to_start`; `peer_lacks`
+    /// are those the peer does not hold at all.
+    Start {
+        /// Documents to start syncing.
+        to_start: Vec<DocId>,
+        /// The subset the peer does not hold.
+        peer_lacks: BTreeSet<DocId>,
+    },
+    /// The peer no longer holds this document (it left the peer's scope).
+    Left(DocId),
     /// Receive this sync message for `doc` (through the gate) and send the reply.
     Sync {
         /// The document.
         doc: DocId,
         /// Encoded automerge sync message.
         message: Vec<u8>,
+        /// Signatures of the changes it carries.
+        attestations: Vec<Attestation>,
     },
+    /// Check this certificate against the CA and remember it for verifying changes.
+    Certificate(Vec<u8>),
 }
 
 /// A session with one peer.
@@ -67,6 +80,7 @@ pub struct PeerSession {
     their_inventory: BTreeMap<DocId, Digest>,
     syncs: HashMap<DocId, DocSync>,
     pending: BTreeSet<DocId>,
+    certificates_sent: BTreeSet<CertId>,
 }
 
 impl PeerSession {
@@ -78,7 +92,18 @@ impl PeerSession {
             their_inventory: BTreeMap::new(),
             syncs: HashMap::new(),
             pending: BTreeSet::new(),
+            certificates_sent: BTreeSet::new(),
         }
+    }
+
+    /// Certificates the peer needs before these attestations can be verified: those not yet
+    /// sent in this session (each is then counted as sent).
+    pub fn certificates_to_send(&mut self, attestations: &[Attestation]) -> Vec<CertId> {
+        attestations
+            .iter()
+            .map(|a| a.cert)
+            .filter(|c| self.certificates_sent.insert(*c))
+            .collect()
     }
 
     /// The peer's org.
@@ -139,23 +164,46 @@ impl PeerSession {
                 let theirs = std::mem::take(&mut self.their_inventory);
                 let ours = ours();
                 let to_start = differing(&ours, &theirs);
+                let peer_lacks = to_start
+                    .iter()
+                    .filter(|id| !theirs.contains_key(*id))
+                    .cloned()
+                    .collect();
                 self.pending.extend(to_start.iter().cloned());
                 self.pending.extend(differing(&theirs, &ours));
-                Ok(Step::Start(to_start))
+                Ok(Step::Start {
+                    to_start,
+                    peer_lacks,
+                })
             }
-            Frame::Sync { doc, message } => Ok(Step::Sync { doc, message }),
+            Frame::Left { doc } => {
+                self.pending.remove(&doc);
+                self.syncs.remove(&doc);
+                Ok(Step::Left(doc))
+            }
+            Frame::Sync {
+                doc,
+                message,
+                attestations,
+            } => Ok(Step::Sync {
+                doc,
+                message,
+                attestations,
+            }),
+            Frame::Certificate { der } => Ok(Step::Certificate(der)),
         }
     }
 
-    /// The sync progress of `doc` with this peer, resumed from `persisted` on first use.
-    pub fn doc_sync(
-        &mut self,
-        doc: &DocId,
-        persisted: impl FnOnce() -> Option<Vec<u8>>,
-    ) -> &mut DocSync {
-        self.syncs
-            .entry(doc.clone())
-            .or_insert_with(|| DocSync::resume(persisted().as_deref()))
+    /// The sync progress of `doc` with this peer, made by `resume` on first use (from the
+    /// persisted state and the changes already refused).
+    pub fn doc_sync(&mut self, doc: &DocId, resume: impl FnOnce() -> DocSync) -> &mut DocSync {
+        self.syncs.entry(doc.clone()).or_insert_with(resume)
+    }
+
+    /// Forgets `doc` (this side purged it): no longer pending, no sync state.
+    pub fn forget(&mut self, doc: &DocId) {
+        self.pending.remove(doc);
+        self.syncs.remove(doc);
     }
 
     /// Records whether `doc` is now known to be in sync with the peer.
@@ -222,7 +270,13 @@ mod tests {
         for f in PeerSession::inventory(&theirs) {
             step = s.on_frame(f, || ours.clone()).unwrap();
         }
-        assert_eq!(step, Step::Start(vec![id(2), id(3)]));
+        assert_eq!(
+            step,
+            Step::Start {
+                to_start: vec![id(2), id(3)],
+                peer_lacks: BTreeSet::from([id(3)])
+            }
+        );
         assert_eq!(s.pending(), 3, "2 differs, 3 only ours, 4 only theirs");
         s.mark(&id(2), true);
         s.mark(&id(4), true);

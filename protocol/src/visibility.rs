@@ -11,11 +11,26 @@ use crate::org::OrgPath;
 use crate::reader::Reader;
 
 /// The scope of a document as it is now: the orgs whose offices (and ancestors) hold it.
+/// (The revocation list has no scope: every office holds it; see [`may_hold`].)
 pub fn scope(id: &DocId, doc: &AutoCommit) -> Vec<OrgPath> {
     match id.kind() {
         DocKind::Member => MemberFacts::read(&Reader::now(doc)).scope(),
         DocKind::OrgRoster => id.roster_org().into_iter().collect(),
+        DocKind::Revocations => Vec::new(),
     }
+}
+
+/// The scope of a document as it was at `heads`.
+pub fn scope_at(id: &DocId, doc: &AutoCommit, heads: &[automerge::ChangeHash]) -> Vec<OrgPath> {
+    match id.kind() {
+        DocKind::Member => MemberFacts::read(&Reader::at(doc, heads)).scope(),
+        _ => scope(id, doc),
+    }
+}
+
+/// True when office `org` may hold document `id` whose scope is `scope`.
+pub fn may_hold(id: &DocId, scope: &[OrgPath], org: &OrgPath) -> bool {
+    id.kind() == DocKind::Revocations || visible_to(scope, org)
 }
 
 /// True when the office `org` may hold a document with this scope.

@@ -9,6 +9,7 @@
 //! Decoding is pure and total: every malformed, truncated or oversized input is a
 //! [`DecodeError`] value, never a panic.
 
+use crate::attest::Attestation;
 use crate::ids::DocId;
 use crate::org::OrgPath;
 
@@ -18,6 +19,10 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 /// Most inventory entries in one frame.
 pub const MAX_INVENTORY_CHUNK: usize = 4096;
+/// Most attestations in one sync frame.
+pub const MAX_ATTESTATIONS: usize = 65_536;
+/// Largest certificate accepted on the wire.
+pub const MAX_CERTIFICATE: usize = 16 * 1024;
 /// Length of a heads digest.
 pub const DIGEST_LEN: usize = 16;
 
@@ -41,12 +46,26 @@ pub enum Frame {
     },
     /// The sender's inventory is complete.
     InventoryDone,
-    /// An automerge sync message for one document.
+    /// An automerge sync message for one document, with the signatures of the changes it
+    /// carries.
     Sync {
         /// The document.
         doc: DocId,
         /// Encoded `automerge::sync::Message`.
         message: Vec<u8>,
+        /// One attestation per change carried.
+        attestations: Vec<Attestation>,
+    },
+    /// A certificate (DER) that later attestations refer to, so the receiver can verify
+    /// changes from authors it has never met.
+    Certificate {
+        /// The certificate.
+        der: Vec<u8>,
+    },
+    /// The sender no longer holds `doc`: it left the sender's scope and was purged.
+    Left {
+        /// The document.
+        doc: DocId,
     },
 }
 
@@ -54,6 +73,8 @@ const TAG_HELLO: u8 = 1;
 const TAG_INVENTORY: u8 = 2;
 const TAG_INVENTORY_DONE: u8 = 3;
 const TAG_SYNC: u8 = 4;
+const TAG_CERTIFICATE: u8 = 5;
+const TAG_LEFT: u8 = 6;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,11 +115,26 @@ impl Frame {
                 }
             }
             Frame::InventoryDone => body.push(TAG_INVENTORY_DONE),
-            Frame::Sync { doc, message } => {
+            Frame::Sync {
+                doc,
+                message,
+                attestations,
+            } => {
                 body.push(TAG_SYNC);
                 put_str(&mut body, doc.as_str());
-                body.extend_from_slice(&(message.len() as u32).to_be_bytes());
-                body.extend_from_slice(message);
+                put_bytes(&mut body, message);
+                body.extend_from_slice(&(attestations.len() as u32).to_be_bytes());
+                for a in attestations {
+                    put_bytes(&mut body, &a.encode());
+                }
+            }
+            Frame::Certificate { der } => {
+                body.push(TAG_CERTIFICATE);
+                put_bytes(&mut body, der);
+            }
+            Frame::Left { doc } => {
+                body.push(TAG_LEFT);
+                put_str(&mut body, doc.as_str());
             }
         }
         let mut out = Vec::with_capacity(body.len() + 4);
@@ -149,11 +185,34 @@ impl Frame {
             TAG_SYNC => {
                 let doc =
                     DocId::parse(r.str()?).map_err(|_| DecodeError::Invalid("document id"))?;
+                let message = r.bytes()?.to_vec();
                 let n = u32::from_be_bytes(r.array()?) as usize;
+                if n > MAX_ATTESTATIONS {
+                    return Err(DecodeError::Invalid("attestation count"));
+                }
+                let mut attestations = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let a = Attestation::decode(r.bytes()?)
+                        .ok_or(DecodeError::Invalid("attestation"))?;
+                    attestations.push(a);
+                }
                 Frame::Sync {
                     doc,
-                    message: r.take(n)?.to_vec(),
+                    message,
+                    attestations,
                 }
+            }
+            TAG_CERTIFICATE => {
+                let der = r.bytes()?;
+                if der.len() > MAX_CERTIFICATE {
+                    return Err(DecodeError::Invalid("certificate size"));
+                }
+                Frame::Certificate { der: der.to_vec() }
+            }
+            TAG_LEFT => {
+                let doc =
+                    DocId::parse(r.str()?).map_err(|_| DecodeError::Invalid("document id"))?;
+                Frame::Left { doc }
             }
             tag => return Err(DecodeError::UnknownTag(tag)),
         };
@@ -177,6 +236,11 @@ impl Frame {
         }
         Frame::decode_body(body)
     }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -203,6 +267,10 @@ impl<'a> Cursor<'a> {
     }
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = u32::from_be_bytes(self.array()?) as usize;
+        self.take(n)
     }
     fn str(&mut self) -> Result<&'a str, DecodeError> {
         let n = u16::from_be_bytes(self.array()?) as usize;
@@ -234,6 +302,22 @@ mod tests {
             Frame::Sync {
                 doc: DocId::new_member([2; 8]),
                 message: vec![0x42, 1, 2, 3],
+                attestations: vec![],
+            },
+            Frame::Sync {
+                doc: DocId::revocations(),
+                message: vec![7],
+                attestations: vec![Attestation {
+                    change: automerge::ChangeHash([3; 32]),
+                    cert: [4; 32],
+                    signature: vec![5; 71],
+                }],
+            },
+            Frame::Certificate {
+                der: vec![0x30, 0x82, 1, 2],
+            },
+            Frame::Left {
+                doc: DocId::new_member([8; 8]),
             },
         ]
     }

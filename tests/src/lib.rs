@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use amphi_node::config::{Config, PeerConfig};
 use amphi_node::demo;
-use amphi_node::node::Node;
+use amphi_node::node::{Node, STORE_FILE};
+use amphi_node::pki::NodeIdentity;
+use amphi_node::store::Store;
 use amphi_protocol::OrgPath;
 use serde_json::{Value, json};
 
@@ -138,6 +140,39 @@ impl Office {
         out
     }
 
+    /// Opens this (stopped) office's store directly, as an operator with disk access could.
+    pub fn open_store(&self) -> Store {
+        assert!(
+            self.node.is_none(),
+            "stop the office before opening its store"
+        );
+        Store::open(&self.dir.join("data").join(STORE_FILE), self.org.as_str())
+            .expect("store opens")
+    }
+
+    /// This office's identity (certificate and key).
+    pub fn identity(&self) -> NodeIdentity {
+        NodeIdentity::load(
+            &self.dir.join("node.crt"),
+            &self.dir.join("node.key"),
+            &self.dir.join("ca.crt"),
+        )
+        .expect("identity")
+    }
+
+    /// Quarantine reasons of this office, in order.
+    pub async fn quarantine_reasons(&self) -> Vec<String> {
+        let (_, q) = self.get("/api/v1/quarantine").await;
+        q["quarantine"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| r["reason"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `GET /api/v1/status`.
     pub async fn status(&self) -> Value {
         self.get("/api/v1/status").await.1
@@ -251,6 +286,11 @@ impl County {
         }
     }
 
+    /// Office `name`, mutably.
+    pub fn office_mut(&mut self, name: &str) -> &mut Office {
+        self.offices.get_mut(name).expect("office")
+    }
+
     /// Office `name`.
     pub fn office(&self, name: &str) -> &Office {
         &self.offices[name]
@@ -282,4 +322,12 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The current time in milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
 }

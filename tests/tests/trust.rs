@@ -10,12 +10,20 @@ use amphi_node::node::STORE_FILE;
 use amphi_node::pki::NodeIdentity;
 use amphi_node::repo::summarise;
 use amphi_node::store::Store;
+use amphi_node::trust::Signer;
 use amphi_protocol::casefile::{self, IdentityPatch};
 use amphi_protocol::{DocId, OrgPath, gate};
 use automerge::ActorId;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
+
+fn now_ms() -> i64 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()) as i64
+}
 
 fn dial(office: &amphi_cluster_tests::Office, expect_org: &str) -> Vec<PeerConfig> {
     vec![PeerConfig {
@@ -180,10 +188,12 @@ async fn a_hand_crafted_change_outside_authority_is_refused_counted_and_does_not
             },
         )
         .unwrap();
-        gate::commit_as(&mut doc, &identity.org, 0).unwrap();
+        let hash = gate::commit_as(&mut doc, &identity.org, now_ms()).unwrap();
+        // Signed with Xingfu's own key: authentic, but outside Xingfu's authority.
+        let attestation = Signer::new(&identity).unwrap().sign(&hash);
         let summary = summarise(&doc_id, &mut doc);
         store
-            .save(&doc_id, &mut doc, &before, &summary, None)
+            .save(&doc_id, &mut doc, &before, &summary, &[attestation], None)
             .unwrap();
     }
     county.start("xingfu").await;
@@ -206,8 +216,8 @@ async fn a_hand_crafted_change_outside_authority_is_refused_counted_and_does_not
         status["refused"]["not_home_authority"].as_u64().unwrap() >= 1,
         "{status}"
     );
-    let (_, log) = town.get("/api/v1/refused").await;
-    let entry = &log["refused"][0];
+    let (_, log) = town.get("/api/v1/quarantine").await;
+    let entry = &log["quarantine"][0];
     assert_eq!(entry["peer"], "hoboksar/hoboksar-town/xingfu");
     assert_eq!(entry["author"], "hoboksar/hoboksar-town/xingfu");
     assert_eq!(entry["doc"], id.as_str());
