@@ -8,6 +8,7 @@ use amphi_protocol::attest::Revocation;
 use amphi_protocol::casefile::{
     ActivityInput, IdentityPatch, NewMember, ResidenceInput, ReviewInput,
 };
+use amphi_protocol::transfer::Decision;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
@@ -94,9 +95,7 @@ impl From<WriteError> for ApiError {
             WriteError::Exists(_) | WriteError::Conflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
-            WriteError::Forbidden(_) | WriteError::LeavesScope => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-            }
+            WriteError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", message),
             WriteError::Store(_) | WriteError::Doc(_) => {
                 tracing::error!("internal error: {message}");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
@@ -176,7 +175,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/members/{id}/activities", post(add_activity))
         .route("/members/{id}/activities/{aid}/comments", post(add_comment))
         .route("/members/{id}/reviews", post(add_review))
-        .route("/orgs/{*org}", get(org_roster))
+        .route("/members/{id}/contact", axum::routing::put(put_contact))
+        .route("/orgs/{*org}", get(org_get).patch(org_patch))
+        .route("/transfers", post(open_transfer).get(list_transfers))
+        .route("/transfers/{id}/{step}", post(decide_transfer))
+        .route("/conflicts/{id}/ack", post(ack_conflict))
         .route("/quarantine", get(quarantine))
         .route("/certificates", get(certificates))
         .route(
@@ -215,7 +218,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
         "node_id": &*s.node_id,
         "peers": s.status.peers(),
         "docs": {"members": members, "orgs": orgs},
-        "conflicts": 0,
+        "conflicts": summaries.iter().filter(|(_, x)| !x.leaving).map(|(_, x)| x.conflicts.len()).sum::<usize>(),
         "refused": refused,
         "refused_total": refused.values().sum::<u64>(),
         "quarantine": quarantined,
@@ -235,6 +238,7 @@ async fn create_member(
 struct ListQuery {
     org: Option<String>,
     two_dwelling: Option<bool>,
+    no_contact_days: Option<u32>,
 }
 
 async fn list_members(
@@ -246,7 +250,10 @@ async fn list_members(
         .as_deref()
         .map(|o| OrgPath::parse(o).map_err(|e| ApiError::bad_field("org", e.to_string())))
         .transpose()?;
-    let list = members::list(&s.repo, org.as_ref(), q.two_dwelling.unwrap_or(false))?;
+    let list = match q.no_contact_days {
+        Some(days) => members::without_contact(&s.repo, org.as_ref(), days)?,
+        None => members::list(&s.repo, org.as_ref(), q.two_dwelling.unwrap_or(false))?,
+    };
     Ok(Json(json!({ "members": list })))
 }
 
@@ -342,19 +349,90 @@ async fn add_review(
     ))
 }
 
-async fn org_roster(
+async fn org_get(
     State(s): State<ApiState>,
     Path(rest): Path<String>,
+) -> Result<Response, ApiError> {
+    match rest.strip_suffix("/roster") {
+        Some(org) => Ok(Json(members::roster_of(&s.repo, &parse_org(org)?)?).into_response()),
+        None => Ok(Json(members::profile(&s.repo, &parse_org(&rest)?)?).into_response()),
+    }
+}
+
+async fn org_patch(
+    State(s): State<ApiState>,
+    Path(org): Path<String>,
+    JsonBody(p): JsonBody<members::ProfileInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Some(org) = rest.strip_suffix("/roster") else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "use /api/v1/orgs/{org}/roster",
-        ));
+    Ok(Json(members::patch_profile(
+        &s.repo,
+        &parse_org(&org)?,
+        &p,
+    )?))
+}
+
+fn parse_org(s: &str) -> Result<OrgPath, ApiError> {
+    OrgPath::parse(s).map_err(|e| ApiError::bad_field("org", e.to_string()))
+}
+
+async fn put_contact(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    JsonBody(c): JsonBody<members::ContactInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(members::contact(&s.repo, &id, &c)?))
+}
+
+async fn open_transfer(
+    State(s): State<ApiState>,
+    JsonBody(t): JsonBody<members::TransferInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(members::open_transfer(&s.repo, &t)?),
+    ))
+}
+
+#[derive(Deserialize)]
+struct OrgQuery {
+    org: Option<String>,
+}
+
+async fn list_transfers(
+    State(s): State<ApiState>,
+    Query(q): Query<OrgQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let org = q.org.as_deref().map(parse_org).transpose()?;
+    Ok(Json(
+        json!({ "transfers": members::list_transfers(&s.repo, org.as_ref())? }),
+    ))
+}
+
+async fn decide_transfer(
+    State(s): State<ApiState>,
+    Path((id, step)): Path<(String, String)>,
+) -> Result<impl IntoResponse, ApiError> {
+    let decision = match step.as_str() {
+        "accept" => Decision::Accept,
+        "reject" => Decision::Reject,
+        "cancel" => Decision::Cancel,
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "use …/accept, …/reject or …/cancel",
+            ));
+        }
     };
-    let org = OrgPath::parse(org).map_err(|e| ApiError::bad_field("org", e.to_string()))?;
-    Ok(Json(members::roster_of(&s.repo, &org)?))
+    Ok(Json(members::decide_transfer(&s.repo, &id, decision)?))
+}
+
+async fn ack_conflict(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    members::acknowledge(&s.repo, &id)?;
+    Ok(Json(json!({ "acknowledged": id })))
 }
 
 async fn quarantine(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
@@ -406,9 +484,8 @@ async fn import_revocation(
     ))
 }
 
-/// Conflicts arise from concurrent transfers (not built yet); none are recorded today.
-async fn conflicts() -> Json<Value> {
-    Json(json!({ "conflicts": [] }))
+async fn conflicts(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "conflicts": members::conflicts(&s.repo)? })))
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

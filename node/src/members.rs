@@ -10,6 +10,8 @@ use amphi_protocol::casefile::{
     self, ActivityInput, CaseFile, IdentityPatch, NewMember, ResidenceInput, ReviewInput,
 };
 use amphi_protocol::ids::entry_id;
+use amphi_protocol::reader::Reader;
+use amphi_protocol::transfer::{self, Decision};
 use amphi_protocol::validate::{self, FieldError};
 use amphi_protocol::{DocId, DocKind, OrgPath, roster};
 use serde::Serialize;
@@ -249,4 +251,383 @@ pub fn roster_of(repo: &Repo, org: &OrgPath) -> Result<RosterView, OpError> {
         members,
         history: roster.history,
     })
+}
+
+/// Body of `POST /api/v1/transfers`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransferInput {
+    /// The member's case file id.
+    pub member_id: String,
+    /// The receiving org.
+    pub to_org: OrgPath,
+    /// Why (e.g. moved to the town for good).
+    pub reason: String,
+}
+
+/// A transfer as the API answers it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferView {
+    /// `t-…`.
+    pub id: String,
+    /// The member.
+    pub member_id: String,
+    /// The member's name.
+    pub name: String,
+    /// From.
+    pub from_org: String,
+    /// To.
+    pub to_org: String,
+    /// Resolved state.
+    pub state: String,
+}
+
+/// Now, RFC 3339 with milliseconds (text order is time order).
+fn now_ms_text() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// The member a transfer id belongs to: `t-<member hex>-<random>`.
+fn member_of_transfer(transfer_id: &str) -> Result<DocId, OpError> {
+    transfer_id
+        .strip_prefix("t-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|hex| DocId::parse(&format!("m-{hex}")).ok())
+        .ok_or_else(|| FieldError::new("id", "a transfer id is t-<member>-<suffix>").into())
+}
+
+fn transfer_view(case: &CaseFile, transfer_id: &str) -> Option<TransferView> {
+    case.transfers
+        .iter()
+        .find(|t| t.id == transfer_id)
+        .map(|t| TransferView {
+            id: t.id.clone(),
+            member_id: case.id.clone(),
+            name: case.name.clone(),
+            from_org: t.from_org.clone(),
+            to_org: t.to_org.clone(),
+            state: t.state.clone(),
+        })
+}
+
+/// Opens a transfer of a member to `to_org` (`POST /api/v1/transfers`): 409 while another
+/// is open; 403 unless this office is the home org or an ancestor.
+pub fn open_transfer(repo: &Repo, input: &TransferInput) -> Result<TransferView, OpError> {
+    validate::text("reason", &input.reason, 500, false)?;
+    let case = get(repo, &input.member_id)?;
+    if case.home_org == input.to_org.as_str() {
+        return Err(FieldError::new("to_org", "the member's home is already this org").into());
+    }
+    if let Some(open) = case.transfers.iter().find(|t| t.state == "open") {
+        return Err(WriteError::Conflict(format!(
+            "transfer {} to {} is already open; settle it first",
+            open.id, open.to_org
+        ))
+        .into());
+    }
+    let member = member_id(&input.member_id)?;
+    let transfer_id = format!(
+        "t-{}-{}",
+        &member.as_str()[2..],
+        hex::encode(rand::random::<[u8; 4]>())
+    );
+    let home =
+        OrgPath::parse(&case.home_org).map_err(|e| FieldError::new("home_org", e.to_string()))?;
+    let me = repo.me().clone();
+    let at = now_ms_text();
+    repo.write(&member, false, |doc| {
+        Ok(transfer::open(
+            doc,
+            &transfer_id,
+            &home,
+            &input.to_org,
+            &input.reason,
+            &me,
+            &at,
+        )?)
+    })?;
+    let case = get(repo, &input.member_id)?;
+    Ok(transfer_view(&case, &transfer_id).expect("the transfer just opened"))
+}
+
+/// Accepts, rejects or cancels a transfer: 409 unless it is open; 403 unless this office is
+/// the party for that step (target or home, or an ancestor).
+pub fn decide_transfer(
+    repo: &Repo,
+    transfer_id: &str,
+    decision: Decision,
+) -> Result<TransferView, OpError> {
+    let member = member_of_transfer(transfer_id)?;
+    let case = get(repo, member.as_str())?;
+    let current =
+        transfer_view(&case, transfer_id).ok_or_else(|| WriteError::NotFound(member.clone()))?;
+    if current.state != "open" {
+        return Err(WriteError::Conflict(format!(
+            "transfer {transfer_id} is {}, not open",
+            current.state
+        ))
+        .into());
+    }
+    let me = repo.me().clone();
+    let at = now_ms_text();
+    repo.write(&member, false, |doc| {
+        transfer::decide(doc, transfer_id, decision, &me, &at)?
+            .ok_or_else(|| WriteError::NotFound(member.clone()))
+    })?;
+    // After an accept at the target, or a reject, this office may no longer hold the file.
+    let after = repo
+        .load(&member)?
+        .and_then(|d| CaseFile::read(&d))
+        .unwrap_or(case);
+    Ok(transfer_view(&after, transfer_id).unwrap_or(current))
+}
+
+/// Transfers whose from or to org is `org` or below (all, without `org`).
+pub fn list_transfers(repo: &Repo, org: Option<&OrgPath>) -> Result<Vec<TransferView>, OpError> {
+    let under =
+        |o: &str| org.is_none_or(|org| OrgPath::parse(o).is_ok_and(|o| org.is_at_or_above(&o)));
+    let mut out = Vec::new();
+    for (id, s) in repo.store().summaries()? {
+        if s.leaving {
+            continue;
+        }
+        for t in s
+            .transfers
+            .iter()
+            .filter(|t| under(&t.from_org) || under(&t.to_org))
+        {
+            out.push(TransferView {
+                id: t.id.clone(),
+                member_id: id.to_string(),
+                name: s.name.clone(),
+                from_org: t.from_org.clone(),
+                to_org: t.to_org.clone(),
+                state: t.state.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A conflict as listed: what merging could not settle by itself, and the rule that did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictView {
+    /// The member.
+    pub member_id: String,
+    /// The member's name.
+    pub name: String,
+    /// The conflict.
+    #[serde(flatten)]
+    pub conflict: transfer::Conflict,
+}
+
+/// Unacknowledged conflicts in the case files this office holds.
+pub fn conflicts(repo: &Repo) -> Result<Vec<ConflictView>, OpError> {
+    let mut out = Vec::new();
+    for (id, s) in repo.store().summaries()? {
+        if s.conflicts.is_empty() || s.leaving {
+            continue;
+        }
+        let Some(doc) = repo.load(&id)? else { continue };
+        let (_, resolution) = transfer::resolve_doc(&Reader::now(&doc));
+        for c in resolution
+            .conflicts
+            .into_iter()
+            .filter(|c| s.conflicts.contains(&c.id))
+        {
+            out.push(ConflictView {
+                member_id: id.to_string(),
+                name: s.name.clone(),
+                conflict: c,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Acknowledges a conflict (`POST /api/v1/conflicts/{id}/ack`); it then leaves every
+/// office's list as the acknowledgement replicates.
+pub fn acknowledge(repo: &Repo, conflict_id: &str) -> Result<(), OpError> {
+    let transfer_id = conflict_id.split(':').next().unwrap_or_default();
+    let member = member_of_transfer(transfer_id)?;
+    let known = repo
+        .store()
+        .summary(&member)?
+        .is_some_and(|s| s.conflicts.iter().any(|c| c == conflict_id));
+    if !known {
+        return Err(WriteError::NotFound(member).into());
+    }
+    let me = repo.me().clone();
+    let at = now_ms_text();
+    repo.write(&member, false, |doc| {
+        Ok(transfer::acknowledge(doc, conflict_id, &me, &at)?)
+    })?;
+    Ok(())
+}
+
+/// Body of `PUT /api/v1/members/{id}/contact`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    /// Names the contact person (聯繫責任人); home org and ancestors.
+    pub person: Option<String>,
+    /// Records this office's contact with the member on this date (default today).
+    pub last_contact_at: Option<String>,
+}
+
+/// Names the contact person and/or records this office's latest contact.
+pub fn contact(repo: &Repo, id: &str, input: &ContactInput) -> Result<CaseFile, OpError> {
+    if let Some(p) = &input.person {
+        validate::text("person", p, NAME_MAX_PROFILE, false)?;
+    }
+    let date = input.last_contact_at.clone().unwrap_or_else(today);
+    validate::date("last_contact_at", &date)?;
+    let me = repo.me().clone();
+    update(repo, id, |doc| {
+        if let Some(p) = &input.person {
+            casefile::set_contact_person(doc, p)?;
+        }
+        if input.last_contact_at.is_some() || input.person.is_none() {
+            casefile::record_contact(doc, &me, &date)?;
+        }
+        Ok(())
+    })
+}
+
+/// Members (home or resident at `org` or below) nobody has recorded an activity, report-in
+/// or contact for in `days` days: the "organisation can't find the member" list.
+pub fn without_contact(
+    repo: &Repo,
+    org: Option<&OrgPath>,
+    days: u32,
+) -> Result<Vec<MemberLine>, OpError> {
+    let cutoff = (time::OffsetDateTime::now_utc() - time::Duration::days(i64::from(days))).date();
+    let cutoff = format!(
+        "{:04}-{:02}-{:02}",
+        cutoff.year(),
+        u8::from(cutoff.month()),
+        cutoff.day()
+    );
+    let quiet: std::collections::BTreeSet<String> = repo
+        .store()
+        .summaries()?
+        .into_iter()
+        .filter(|(_, s)| s.kind == "member" && s.last_seen.as_ref().is_none_or(|d| *d < cutoff))
+        .map(|(id, _)| id.to_string())
+        .collect();
+    Ok(list(repo, org, false)?
+        .into_iter()
+        .filter(|m| quiet.contains(&m.id))
+        .collect())
+}
+
+const NAME_MAX_PROFILE: usize = 100;
+
+/// Body of `PATCH /api/v1/orgs/{org}`.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileInput {
+    /// Name.
+    pub name: Option<String>,
+    /// county, township, village, pastoral-team, community, joint, organ-branch.
+    pub kind: Option<String>,
+    /// Party secretary (書記).
+    pub secretary: Option<String>,
+    /// Liaison (聯絡員).
+    pub liaison: Option<String>,
+    /// Grids (網格) and their responsible person (第一責任人); an empty person removes a grid.
+    pub grids: Option<BTreeMap<String, String>>,
+}
+
+/// Org kinds.
+pub const ORG_KINDS: &[&str] = &[
+    "county",
+    "township",
+    "village",
+    "pastoral-team",
+    "community",
+    "joint",
+    "organ-branch",
+];
+
+/// The org profile as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileView {
+    /// The org.
+    pub org: String,
+    /// Profile fields.
+    pub profile: BTreeMap<String, String>,
+    /// Grids and their responsible person.
+    pub grids: BTreeMap<String, String>,
+}
+
+/// `GET /api/v1/orgs/{org}`: the org's profile, if this office holds its roster document.
+pub fn profile(repo: &Repo, org: &OrgPath) -> Result<ProfileView, OpError> {
+    let id = DocId::roster(org);
+    let doc = repo.load(&id)?.ok_or(WriteError::NotFound(id))?;
+    let r = roster::read(&doc);
+    Ok(ProfileView {
+        org: org.to_string(),
+        profile: r.profile,
+        grids: r.grids,
+    })
+}
+
+/// `PATCH /api/v1/orgs/{org}`: the org itself or an ancestor edits its profile.
+pub fn patch_profile(
+    repo: &Repo,
+    org: &OrgPath,
+    input: &ProfileInput,
+) -> Result<ProfileView, OpError> {
+    for (field, value) in [
+        ("name", &input.name),
+        ("secretary", &input.secretary),
+        ("liaison", &input.liaison),
+    ] {
+        if let Some(v) = value {
+            validate::text(field, v, NAME_MAX_PROFILE, true)?;
+        }
+    }
+    if let Some(k) = &input.kind {
+        validate::one_of("kind", k, ORG_KINDS)?;
+    }
+    if let Some(grids) = &input.grids {
+        if grids.len() > 500 {
+            return Err(FieldError::new("grids", "at most 500 grids").into());
+        }
+        for (name, person) in grids {
+            validate::text("grids", name, 60, false)?;
+            validate::text("grids", person, NAME_MAX_PROFILE, true)?;
+        }
+    }
+    let id = DocId::roster(org);
+    let exists = repo.store().summary(&id)?.is_some();
+    repo.write(&id, !exists, |doc| {
+        roster::ensure(doc, org)?;
+        for (field, value) in [
+            ("name", &input.name),
+            ("kind", &input.kind),
+            ("secretary", &input.secretary),
+            ("liaison", &input.liaison),
+        ] {
+            if let Some(v) = value {
+                roster::set_profile(doc, field, v)?;
+            }
+        }
+        for (grid, person) in input.grids.iter().flatten() {
+            roster::set_grid(doc, grid, person)?;
+        }
+        Ok(())
+    })?;
+    profile(repo, org)
 }

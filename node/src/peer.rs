@@ -176,6 +176,9 @@ pub async fn run(
                         let ds = session.doc_sync(&doc, || repo.resume_sync(&doc, &peer));
                         let received = repo.receive(&doc, &peer, &message, &attestations, ds)?;
                         session.mark(&doc, received.in_sync);
+                        if received.in_sync {
+                            repo.peer_synced(&doc, &peer)?;
+                        }
                         if let Some(reply) = received.reply {
                             send_sync(&repo, &mut session, &out, doc, reply).await?;
                         }
@@ -231,6 +234,9 @@ async fn offer(
     let ds = session.doc_sync(doc, || repo.resume_sync(doc, &peer));
     let (message, in_sync) = repo.generate(doc, &peer, ds)?;
     session.mark(doc, in_sync);
+    if in_sync {
+        repo.peer_synced(doc, &peer)?;
+    }
     if let Some(message) = message {
         send_sync(repo, session, out, doc.clone(), message).await?;
     }

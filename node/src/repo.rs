@@ -19,6 +19,7 @@ use amphi_protocol::gate::{self, RefusedChange};
 use amphi_protocol::inventory::heads_digest;
 use amphi_protocol::reader::Reader;
 use amphi_protocol::roster::{self, HistoryLine};
+use amphi_protocol::transfer;
 use amphi_protocol::visibility::{may_hold, scope};
 use amphi_protocol::wire::Digest;
 use amphi_protocol::{DocId, DocKind, OrgPath};
@@ -27,7 +28,7 @@ use automerge::{ActorId, AutoCommit, ChangeHash, ROOT};
 use tokio::sync::broadcast;
 
 use crate::status::{Status, now_rfc3339};
-use crate::store::{DocSummary, Exit, QuarantineRecord, Store, StoreError};
+use crate::store::{DocSummary, Exit, QuarantineRecord, Store, StoreError, TransferLine};
 use crate::trust::{Signer, Trust};
 
 const LOCK_SHARDS: usize = 64;
@@ -44,10 +45,6 @@ pub enum WriteError {
     /// The authority table forbids this office's write.
     #[error("forbidden: {0}")]
     Forbidden(Refusal),
-    /// The write made a document this office could no longer see (e.g. moved a member
-    /// elsewhere without a transfer).
-    #[error("the write would move the document outside this office's scope")]
-    LeavesScope,
     /// The write is not valid in the document's current state.
     #[error("{0}")]
     Conflict(String),
@@ -117,38 +114,62 @@ fn parse_scope(scope: &[String]) -> Vec<OrgPath> {
 pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
     let digest = hex::encode(heads_digest(&doc.get_heads()));
     let scope: Vec<String> = scope(id, doc).iter().map(ToString::to_string).collect();
-    let (kind, name, home_org, residence_org) = match id.kind() {
+    let mut summary = DocSummary {
+        scope,
+        digest,
+        ..DocSummary::default()
+    };
+    match id.kind() {
         DocKind::Member => {
             let facts = MemberFacts::read(&Reader::now(doc));
-            let name = CaseFile::read(doc).map(|c| c.name).unwrap_or_default();
-            (
-                "member",
-                name,
-                facts.home_org.map(|o| o.to_string()),
-                facts.residence_org.map(|o| o.to_string()),
-            )
+            summary.kind = "member".into();
+            summary.home_org = facts.home_org.map(|o| o.to_string());
+            summary.residence_org = facts.residence_org.map(|o| o.to_string());
+            if let Some(case) = CaseFile::read(doc) {
+                summary.transfers = case
+                    .transfers
+                    .iter()
+                    .map(|t| TransferLine {
+                        id: t.id.clone(),
+                        from_org: t.from_org.clone(),
+                        to_org: t.to_org.clone(),
+                        state: t.state.clone(),
+                    })
+                    .collect();
+                let activity = case.activities.iter().map(|a| a.date.clone());
+                let contact = case
+                    .contact
+                    .as_ref()
+                    .and_then(|c| c.last_contact_at.clone());
+                let report = case
+                    .residence
+                    .as_ref()
+                    .and_then(|r| r.reported_in_at.clone());
+                summary.last_seen = activity.chain(contact).chain(report).max();
+                summary.name = case.name;
+            }
+            let reader = Reader::now(doc);
+            let acked = transfer::acknowledged(&reader);
+            let (_, resolution) = transfer::resolve_doc(&reader);
+            summary.conflicts = resolution
+                .conflicts
+                .into_iter()
+                .map(|c| c.id)
+                .filter(|c| !acked.contains(c))
+                .collect();
         }
         DocKind::OrgRoster => {
-            let name = roster::read(doc)
+            summary.kind = "org".into();
+            summary.name = roster::read(doc)
                 .profile
                 .get("name")
                 .cloned()
                 .unwrap_or_default();
-            ("org", name, id.roster_org().map(|o| o.to_string()), None)
+            summary.home_org = id.roster_org().map(|o| o.to_string());
         }
-        DocKind::Revocations => ("revocations", String::new(), None, None),
-    };
-    DocSummary {
-        kind: kind.into(),
-        name,
-        home_org,
-        residence_org,
-        scope,
-        digest,
-        exits: Vec::new(),
-        leaving: false,
-        confirmed: Vec::new(),
+        DocKind::Revocations => summary.kind = "revocations".into(),
     }
+    summary
 }
 
 /// The summary after a change, carrying forward who left the scope (and where) from the
@@ -294,12 +315,15 @@ impl Repo {
         {
             return Err(WriteError::Forbidden(refusal));
         }
-        if !may_hold(id, &scope(id, &doc), &self.me) {
-            return Err(WriteError::LeavesScope);
-        }
         let attestation = self.signer.sign(&hash);
         let before = self.store.summary(id)?;
-        let summary = summarise_after(id, &mut doc, before.as_ref());
+        let mut summary = summarise_after(id, &mut doc, before.as_ref());
+        if !may_hold(id, &scope(id, &doc), &self.me) {
+            // This write takes the document out of this office's scope (e.g. the target
+            // rejects a transfer): keep it until a peer that still holds it has the write.
+            summary.leaving = true;
+            summary.awaiting_upstream = true;
+        }
         self.store
             .save(id, &mut doc, &heads_before, &summary, &[attestation], None)?;
         let _ = self.changed.send(Notice::Changed(id.clone()));
@@ -540,6 +564,33 @@ impl Repo {
                 return Ok(());
             }
             summary.confirmed.push(peer.to_string());
+            if !self.children_to_tell(&summary).is_empty() || summary.awaiting_upstream {
+                return self.store.set_summary(id, &summary);
+            }
+            let Some(doc) = self.load(id)? else {
+                return Ok(());
+            };
+            self.leave_scope(id, &doc, Some(&summary))?
+        };
+        if let Some(line) = left {
+            self.add_history(line);
+        }
+        Ok(())
+    }
+
+    /// `peer` is known to hold exactly this office's heads of `id`. If this office's own
+    /// write took `id` out of its scope and `peer` still holds it, the write is safe there:
+    /// the document can go (once the offices below know, if any held it).
+    pub fn peer_synced(&self, id: &DocId, peer: &OrgPath) -> Result<(), StoreError> {
+        let left = {
+            let _guard = self.lock(id);
+            let Some(mut summary) = self.store.summary(id)? else {
+                return Ok(());
+            };
+            if !summary.awaiting_upstream || view_of(id, Some(&summary), peer) != View::Holds {
+                return Ok(());
+            }
+            summary.awaiting_upstream = false;
             if !self.children_to_tell(&summary).is_empty() {
                 return self.store.set_summary(id, &summary);
             }

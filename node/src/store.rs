@@ -78,7 +78,7 @@ db_err!(
 );
 
 /// What the node knows of a document without loading it: kind, scope, names for lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocSummary {
     /// `member` or `org`.
     pub kind: String,
@@ -103,6 +103,32 @@ pub struct DocSummary {
     /// Children that confirmed they no longer hold the document.
     #[serde(default)]
     pub confirmed: Vec<String>,
+    /// This office's own write took the document out of its scope: it is kept until a peer
+    /// that still holds it has the write.
+    #[serde(default)]
+    pub awaiting_upstream: bool,
+    /// Transfers of a case file: id, from, to, resolved state.
+    #[serde(default)]
+    pub transfers: Vec<TransferLine>,
+    /// Ids of conflicts not yet acknowledged.
+    #[serde(default)]
+    pub conflicts: Vec<String>,
+    /// Latest date of any activity, contact or report-in (YYYY-MM-DD).
+    #[serde(default)]
+    pub last_seen: Option<String>,
+}
+
+/// One transfer, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferLine {
+    /// `t-…`.
+    pub id: String,
+    /// The home it left from.
+    pub from_org: String,
+    /// The target.
+    pub to_org: String,
+    /// Resolved state.
+    pub state: String,
 }
 
 /// An org that left a document's scope, and the document's heads (hex) when it left.
@@ -426,8 +452,7 @@ mod tests {
             scope: vec![],
             digest: String::new(),
             exits: vec![],
-            leaving: false,
-            confirmed: vec![],
+            ..Default::default()
         }
     }
 

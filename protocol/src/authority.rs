@@ -11,6 +11,7 @@ use crate::casefile::keys;
 use crate::ids::DocKind;
 use crate::org::OrgPath;
 use crate::roster;
+use crate::transfer;
 use crate::visibility::visible_to;
 
 /// The field of a document that a write touches.
@@ -36,8 +37,26 @@ pub enum Field {
     ActivityComment,
     /// A half-yearly review (發證黨組織審核).
     Review,
-    /// Opening or cancelling a transfer (the transfer workflow checks the finer rules).
-    Transfer,
+    /// Opening a transfer (home org and ancestors; from the current home).
+    TransferOpen,
+    /// Accepting, rejecting (target and ancestors) or cancelling (home and ancestors).
+    TransferDecision {
+        /// Which step.
+        decision: transfer::Decision,
+        /// The transfer before the change.
+        transfer: TransferFacts,
+    },
+    /// Acknowledging a conflict (any office in scope).
+    ConflictAck,
+    /// Naming the contact person (home org and ancestors).
+    ContactPerson,
+    /// An office's own last-contact date.
+    ContactRecord {
+        /// The org the date is recorded for.
+        org: String,
+    },
+    /// A field that is written once and was written again.
+    Immutable(String),
     /// A roster document's identity keys, profile, or history.
     Roster,
     /// A record of the revocation list (any office may relay a CA-signed record).
@@ -100,6 +119,16 @@ pub enum Refusal {
         /// The author.
         author: String,
     },
+    /// A transfer step by an office that is not the party for it.
+    #[error("{step:?} may be done only by {what} {org} and its ancestors")]
+    NotTransferParty {
+        /// The step.
+        step: transfer::Decision,
+        /// The org whose step it is.
+        org: String,
+        /// "the target org" or "the home org".
+        what: &'static str,
+    },
     /// A field that is written once (at creation) was written again.
     #[error("{0} is set when the case file is created and cannot be changed")]
     Immutable(String),
@@ -150,6 +179,16 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// True when the refusal is about the change itself (its author, signature, authority),
+    /// so it holds whoever sends the change; false when it is about the sender (scope), so
+    /// the same change may be accepted from another peer.
+    pub fn is_final(&self) -> bool {
+        !matches!(
+            self,
+            Refusal::OutsideSenderScope | Refusal::OutsideReceiverScope
+        )
+    }
+
     /// A stable machine code for the reason.
     pub fn code(&self) -> &'static str {
         match self {
@@ -159,6 +198,7 @@ impl Refusal {
             Refusal::NotInScope { .. } => "not_in_scope",
             Refusal::StampMismatch { .. } => "stamp_mismatch",
             Refusal::Immutable(_) => "immutable_field",
+            Refusal::NotTransferParty { .. } => "not_transfer_party",
             Refusal::UnknownField(_) => "unknown_field",
             Refusal::UnknownAuthor => "unknown_author",
             Refusal::DependsOnRefused => "depends_on_refused",
@@ -177,7 +217,15 @@ impl Refusal {
 }
 
 /// Keys whose value must be the author's own org.
-pub const STAMP_KEYS: &[&str] = &[keys::RECORDED_BY, keys::REVIEWED_BY, keys::BY];
+pub const STAMP_KEYS: &[&str] = &[
+    keys::RECORDED_BY,
+    keys::REVIEWED_BY,
+    keys::BY,
+    "opened_by",
+    "accepted_by",
+    "rejected_by",
+    "cancelled_by",
+];
 
 fn map_key(p: Option<&Prop>) -> Option<&str> {
     match p {
@@ -186,9 +234,27 @@ fn map_key(p: Option<&Prop>) -> Option<&str> {
     }
 }
 
+/// What classification needs to know of entries as the author saw them.
+pub trait Lookup {
+    /// Who recorded activity `id` (before the change if it existed, else as the change set it).
+    fn recorder(&self, id: &str) -> Option<String>;
+    /// Transfer `id` as it was before the change, if it existed.
+    fn transfer(&self, id: &str) -> Option<TransferFacts>;
+}
+
+/// A transfer as it was before a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferFacts {
+    /// The home it was opened from.
+    pub from_org: String,
+    /// Its target.
+    pub to_org: String,
+    /// A decision was already recorded.
+    pub decided: bool,
+}
+
 /// Names the field that a write at `path` (map keys and list indexes from the root) touches.
-/// `recorder` resolves who recorded an activity entry, by id.
-pub fn classify(kind: DocKind, path: &[Prop], recorder: impl Fn(&str) -> Option<String>) -> Field {
+pub fn classify(kind: DocKind, path: &[Prop], lookup: &dyn Lookup) -> Field {
     let key = |i: usize| map_key(path.get(i));
     let shown = || {
         path.iter()
@@ -213,6 +279,7 @@ pub fn classify(kind: DocKind, path: &[Prop], recorder: impl Fn(&str) -> Option<
             Some(k)
                 if path.len() == 1
                     && (k.starts_with(roster::HISTORY_PREFIX)
+                        || k.starts_with(roster::GRID_PREFIX)
                         || k.strip_prefix(roster::PROFILE_PREFIX)
                             .is_some_and(|f| roster::PROFILE_FIELDS.contains(&f))) =>
             {
@@ -229,7 +296,9 @@ pub fn classify(kind: DocKind, path: &[Prop], recorder: impl Fn(&str) -> Option<
                 | keys::RESIDENCE
                 | keys::ACTIVITIES
                 | keys::REVIEWS
-                | keys::TRANSFERS,
+                | keys::TRANSFERS
+                | keys::CONTACTS
+                | transfer::ACKS,
             ),
             1,
         ) => Field::Creation,
@@ -248,12 +317,37 @@ pub fn classify(kind: DocKind, path: &[Prop], recorder: impl Fn(&str) -> Option<
                 Field::ActivityComment
             }
             Some(id) => Field::Activity {
-                recorder: recorder(id),
+                recorder: lookup.recorder(id),
             },
             None => Field::Unknown(shown()),
         },
         (Some(keys::REVIEWS), _) => Field::Review,
-        (Some(keys::TRANSFERS), _) => Field::Transfer,
+        (Some(keys::TRANSFERS), _) => match (key(1), lookup.transfer(key(1).unwrap_or_default())) {
+            (None, _) => Field::Unknown(shown()),
+            (Some(_), None)
+                if path.len() == 2 || key(2).is_some_and(|k| transfer::OPEN_KEYS.contains(&k)) =>
+            {
+                Field::TransferOpen
+            }
+            (Some(_), Some(t)) if path.len() == 3 => match key(2)
+                .and_then(transfer::Decision::of_key)
+            {
+                Some(decision) => Field::TransferDecision {
+                    decision,
+                    transfer: t,
+                },
+                None => Field::Immutable(format!("{} (transfer fields are written once)", shown())),
+            },
+            _ => Field::Unknown(shown()),
+        },
+        (Some(transfer::ACKS), _) => Field::ConflictAck,
+        (Some(keys::CONTACTS), 2) => match key(1) {
+            Some(keys::CONTACT_PERSON) => Field::ContactPerson,
+            Some(org) => Field::ContactRecord {
+                org: org.to_owned(),
+            },
+            None => Field::Unknown(shown()),
+        },
         _ => Field::Unknown(shown()),
     }
 }
@@ -289,7 +383,44 @@ pub fn authorise(author: &OrgPath, field: &Field, facts: &Facts) -> Result<(), R
         Field::Identity => home_authority(author, facts, "identity"),
         Field::ResidenceAssignment => home_authority(author, facts, "the residence assignment"),
         Field::Review => home_authority(author, facts, "the half-year review"),
-        Field::Transfer => home_authority(author, facts, "a transfer"),
+        Field::TransferOpen => home_authority(author, facts, "opening a transfer"),
+        Field::TransferDecision {
+            decision,
+            transfer: t,
+        } => {
+            if t.decided {
+                return Err(Refusal::Immutable(
+                    "the transfer was already settled".into(),
+                ));
+            }
+            let (org, what) = match decision {
+                transfer::Decision::Cancel => (&t.from_org, "the home org"),
+                _ => (&t.to_org, "the target org"),
+            };
+            if OrgPath::parse(org).is_ok_and(|o| author.is_at_or_above(&o)) {
+                Ok(())
+            } else {
+                Err(Refusal::NotTransferParty {
+                    step: *decision,
+                    org: org.clone(),
+                    what,
+                })
+            }
+        }
+        Field::ConflictAck | Field::ContactRecord { .. } if !visible_to(&facts.scope, author) => {
+            Err(Refusal::NotInScope {
+                author: author.to_string(),
+            })
+        }
+        Field::ConflictAck => Ok(()),
+        Field::ContactRecord { org } if org == author.as_str() => Ok(()),
+        Field::ContactRecord { org } => Err(Refusal::StampMismatch {
+            key: "contacts".into(),
+            value: org.clone(),
+            author: author.to_string(),
+        }),
+        Field::ContactPerson => home_authority(author, facts, "the contact person"),
+        Field::Immutable(what) => Err(Refusal::Immutable(what.clone())),
         Field::ReportIn { org } => {
             residence_authority(author, facts, "a report-in")?;
             if facts.residence_org.as_ref().map(OrgPath::as_str) == Some(org.as_str()) {
@@ -344,6 +475,18 @@ mod tests {
     const VILLAGE: &str = "hoboksar/chagantolgay/bayin";
     const COMMUNITY: &str = "hoboksar/hoboksar-town/xingfu";
 
+    /// A lookup that knows one recorder for every activity and no transfers.
+    struct Fixed(Option<String>);
+
+    impl Lookup for Fixed {
+        fn recorder(&self, _: &str) -> Option<String> {
+            self.0.clone()
+        }
+        fn transfer(&self, _: &str) -> Option<TransferFacts> {
+            None
+        }
+    }
+
     fn facts() -> Facts {
         Facts {
             home_org: Some(org(VILLAGE)),
@@ -355,7 +498,7 @@ mod tests {
 
     #[test]
     fn paths_are_classified_by_layout() {
-        let none = |_: &str| None;
+        let none = &Fixed(None);
         let k = DocKind::Member;
         assert_eq!(
             classify(k, &path(&["identity", "name"]), none),
@@ -385,9 +528,11 @@ mod tests {
             }
         );
         assert_eq!(
-            classify(k, &path(&["activities", "a-1", "date"]), |_| Some(
-                VILLAGE.into()
-            )),
+            classify(
+                k,
+                &path(&["activities", "a-1", "date"]),
+                &Fixed(Some(VILLAGE.into()))
+            ),
             Field::Activity {
                 recorder: Some(VILLAGE.into())
             }

@@ -53,6 +53,10 @@ pub mod keys {
     pub const BY: &str = "by";
     /// Comments on an activity.
     pub const COMMENTS: &str = "comments";
+    /// Last contact dates by recording org (聯繫), and the contact person.
+    pub const CONTACTS: &str = "contacts";
+    /// Key of the contact person (聯繫責任人) in the contacts map.
+    pub const CONTACT_PERSON: &str = "person";
 }
 use keys::*;
 
@@ -281,6 +285,8 @@ pub fn create(doc: &mut AutoCommit, id: &DocId, member: &NewMember) -> Result<()
     doc.put_object(ROOT, ACTIVITIES, ObjType::Map)?;
     doc.put_object(ROOT, REVIEWS, ObjType::Map)?;
     doc.put_object(ROOT, TRANSFERS, ObjType::Map)?;
+    doc.put_object(ROOT, crate::transfer::ACKS, ObjType::Map)?;
+    doc.put_object(ROOT, CONTACTS, ObjType::Map)?;
     update_identity(
         doc,
         &IdentityPatch {
@@ -409,6 +415,24 @@ pub fn comment_activity(
     Ok(Some(()))
 }
 
+/// Names the member's contact person (聯繫責任人).
+pub fn set_contact_person(doc: &mut AutoCommit, person: &str) -> Result<(), AutomergeError> {
+    let contacts = container(doc, CONTACTS)?;
+    doc.put(&contacts, CONTACT_PERSON, person)?;
+    Ok(())
+}
+
+/// Records that office `by` was last in contact with the member on `date`.
+pub fn record_contact(
+    doc: &mut AutoCommit,
+    by: &OrgPath,
+    date: &str,
+) -> Result<(), AutomergeError> {
+    let contacts = container(doc, CONTACTS)?;
+    doc.put(&contacts, by.as_str(), date)?;
+    Ok(())
+}
+
 /// Writes the half-yearly review (發證黨組織審核) for a period.
 pub fn add_review(
     doc: &mut AutoCommit,
@@ -457,6 +481,39 @@ pub struct CaseFile {
     pub reviews: Vec<Review>,
     /// Transfers of affiliation.
     pub transfers: Vec<Transfer>,
+    /// Contact person and last contact (聯繫責任人).
+    pub contact: Option<Contact>,
+}
+
+/// Who keeps in touch with the member, and when someone last did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contact {
+    /// The named contact person.
+    pub person: Option<String>,
+    /// The latest contact date recorded by any office.
+    pub last_contact_at: Option<String>,
+}
+
+/// One step of a transfer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Step {
+    /// accept, reject or cancel.
+    pub step: crate::transfer::Decision,
+    /// The office that took it.
+    pub by: String,
+    /// When.
+    pub at: String,
+}
+
+fn state_name(s: crate::transfer::State) -> &'static str {
+    use crate::transfer::State;
+    match s {
+        State::Open => "open",
+        State::Accepted => "accepted",
+        State::Rejected => "rejected",
+        State::Cancelled => "cancelled",
+        State::Superseded => "superseded",
+    }
 }
 
 /// The two-dwelling residence assignment.
@@ -528,6 +585,12 @@ pub struct Transfer {
     pub state: String,
     /// Why.
     pub reason: String,
+    /// The office that opened it.
+    pub opened_by: String,
+    /// When it was opened.
+    pub opened_at: String,
+    /// Accept, reject, cancel: who and when.
+    pub steps: Vec<Step>,
 }
 
 /// The essentials of a case file that decide scope and authority.
@@ -548,20 +611,13 @@ impl MemberFacts {
         let residence_org = reader
             .obj(&ROOT, RESIDENCE)
             .and_then(|r| org(reader.str(&r, "org")));
-        let open_transfer_targets = reader
-            .obj(&ROOT, TRANSFERS)
-            .map(|t| {
-                reader
-                    .keys(&t)
-                    .iter()
-                    .filter_map(|k| reader.obj(&t, k))
-                    .filter(|e| reader.str(e, "state").as_deref() == Some("open"))
-                    .filter_map(|e| org(reader.str(&e, "to_org")))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let (entries, resolution) = crate::transfer::resolve_doc(reader);
+        let open_transfer_targets = resolution
+            .open_targets(&entries)
+            .filter_map(|o| OrgPath::parse(o).ok())
+            .collect();
         MemberFacts {
-            home_org: org(reader.str(&ROOT, HOME_ORG)),
+            home_org: org(resolution.home.clone()),
             residence_org,
             open_transfer_targets,
         }
@@ -643,16 +699,46 @@ impl CaseFile {
                 reviewed_by: r.str(e, REVIEWED_BY).unwrap_or_default(),
             })
             .collect();
-        let transfers = entries(TRANSFERS)
+        let (transfer_entries, resolution) = crate::transfer::resolve_doc(&r);
+        let mut transfers: Vec<Transfer> = transfer_entries
             .iter()
             .map(|e| Transfer {
-                id: r.str(e, "id").unwrap_or_default(),
-                from_org: r.str(e, "from_org").unwrap_or_default(),
-                to_org: r.str(e, "to_org").unwrap_or_default(),
-                state: r.str(e, "state").unwrap_or_default(),
-                reason: r.str(e, "reason").unwrap_or_default(),
+                id: e.id.clone(),
+                from_org: e.from_org.clone(),
+                to_org: e.to_org.clone(),
+                state: resolution
+                    .states
+                    .get(&e.id)
+                    .map_or("open", |s| state_name(*s))
+                    .to_owned(),
+                reason: e.reason.clone(),
+                opened_by: e.opened_by.clone(),
+                opened_at: e.opened_at.clone(),
+                steps: e
+                    .decisions
+                    .iter()
+                    .map(|(d, by, at)| Step {
+                        step: *d,
+                        by: by.clone(),
+                        at: at.clone(),
+                    })
+                    .collect(),
             })
             .collect();
+        transfers.sort_by(|a, b| (&a.opened_at, &a.id).cmp(&(&b.opened_at, &b.id)));
+        let contact = r.obj(&ROOT, CONTACTS).map(|c| {
+            let person = r.str(&c, CONTACT_PERSON);
+            let last = r
+                .keys(&c)
+                .iter()
+                .filter(|k| k.as_str() != CONTACT_PERSON)
+                .filter_map(|k| r.str(&c, k))
+                .max();
+            Contact {
+                person,
+                last_contact_at: last,
+            }
+        });
         Some(CaseFile {
             id: r.str(&ROOT, ID)?,
             name: text("name"),
@@ -667,11 +753,12 @@ impl CaseFile {
                 .obj(&identity, "categories")
                 .map(|c| r.strings(&c))
                 .unwrap_or_default(),
-            home_org: r.str(&ROOT, HOME_ORG)?,
+            home_org: resolution.home.clone()?,
             residence,
             activities,
             reviews,
             transfers,
+            contact,
         })
     }
 }

@@ -115,8 +115,8 @@ impl DocSync {
             auth,
             &by_change,
         );
-        self.refused
-            .extend(admission.refused.iter().filter_map(|r| r.hash));
+        let final_refusals = admission.refused.iter().filter(|r| r.reason.is_final());
+        self.refused.extend(final_refusals.filter_map(|r| r.hash));
         admission
     }
 

@@ -25,6 +25,7 @@ pub mod org;
 pub mod reader;
 pub mod roster;
 pub mod session;
+pub mod transfer;
 pub mod validate;
 pub mod visibility;
 pub mod wire;

@@ -23,6 +23,8 @@ pub const KIND_ORG: &str = "org";
 pub const PROFILE_PREFIX: &str = "profile:";
 /// Prefix of history keys.
 pub const HISTORY_PREFIX: &str = "history:";
+/// Prefix of grid keys: `grid:<name>` = responsible person.
+pub const GRID_PREFIX: &str = "grid:";
 /// Profile fields an org may set.
 pub const PROFILE_FIELDS: &[&str] = &["name", "kind", "secretary", "liaison"];
 
@@ -48,6 +50,19 @@ pub struct Roster {
     pub profile: std::collections::BTreeMap<String, String>,
     /// History, oldest first.
     pub history: Vec<HistoryLine>,
+    /// Grids (網格) and their responsible person (第一責任人).
+    pub grids: std::collections::BTreeMap<String, String>,
+}
+
+/// Sets a grid's responsible person; an empty person removes the grid.
+pub fn set_grid(doc: &mut AutoCommit, grid: &str, person: &str) -> Result<(), AutomergeError> {
+    let key = format!("{GRID_PREFIX}{grid}");
+    if person.is_empty() {
+        doc.delete(ROOT, key)?;
+    } else {
+        doc.put(ROOT, key, person)?;
+    }
+    Ok(())
 }
 
 /// Marks the document as `org`'s roster (idempotent).
@@ -93,6 +108,10 @@ pub fn read(doc: &AutoCommit) -> Roster {
         if let Some(field) = key.strip_prefix(PROFILE_PREFIX) {
             if let Some(v) = reader.str(&ROOT, &key) {
                 roster.profile.insert(field.to_owned(), v);
+            }
+        } else if let Some(grid) = key.strip_prefix(GRID_PREFIX) {
+            if let Some(v) = reader.str(&ROOT, &key) {
+                roster.grids.insert(grid.to_owned(), v);
             }
         } else if key.starts_with(HISTORY_PREFIX)
             && let Some(line) = reader
