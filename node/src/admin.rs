@@ -1,5 +1,5 @@
 //! The operator CLI's side of the admin API: finding a node's address and token from its
-//! config, and calling it with clear messages when the node is down.
+//! config, calling it with clear messages when the node is down, and printing tables.
 
 use serde_json::Value;
 
@@ -40,24 +40,38 @@ fn base(config: &Config) -> String {
     addr.to_string()
 }
 
+/// GETs `path` on the node of `config`, with its token.
+pub async fn get(config: &Config, path: &str) -> Result<Value, AdminError> {
+    call(config, reqwest::Method::GET, path, None).await
+}
+
 /// POSTs `body` to `path` on the node of `config`, with its token.
 pub async fn post(config: &Config, path: &str, body: &Value) -> Result<Value, AdminError> {
+    call(config, reqwest::Method::POST, path, Some(body)).await
+}
+
+async fn call(
+    config: &Config,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, AdminError> {
     let token_path = config.data_dir.join(TOKEN_FILE);
     let token = std::fs::read_to_string(&token_path).map_err(|source| AdminError::Token {
         path: token_path,
         source,
     })?;
     let addr = base(config);
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}{path}"))
-        .bearer_auth(token.trim())
-        .json(body)
-        .send()
-        .await
-        .map_err(|source| AdminError::Down {
-            addr: addr.clone(),
-            source,
-        })?;
+    let mut req = reqwest::Client::new()
+        .request(method, format!("http://{addr}{path}"))
+        .bearer_auth(token.trim());
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.map_err(|source| AdminError::Down {
+        addr: addr.clone(),
+        source,
+    })?;
     let ok = resp.status().is_success();
     let value: Value = resp.json().await.unwrap_or(Value::Null);
     if ok {
@@ -70,4 +84,92 @@ pub async fn post(config: &Config, path: &str, body: &Value) -> Result<Value, Ad
                 .to_owned(),
         ))
     }
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("?")
+}
+
+/// `amphi status`: the node and its peers as a readable table.
+pub fn status_table(s: &Value) -> String {
+    let mut out = format!(
+        "{}  node {}  members {}  orgs {}  conflicts {}  quarantine {}  store {} KiB  certificate until {}\n\n",
+        text(&s["org"]),
+        text(&s["node_id"]),
+        s["docs"]["members"],
+        s["docs"]["orgs"],
+        s["conflicts"],
+        s["quarantine"],
+        s["store_bytes"].as_u64().unwrap_or(0) / 1024,
+        text(&s["cert_expires"]),
+    );
+    out.push_str(&format!(
+        "{:<36} {:<12} {:>8} {:>8}  {:<20} {}\n",
+        "peer", "state", "pending", "rtt ms", "last sync", "refused / last error"
+    ));
+    for p in s["peers"].as_array().into_iter().flatten() {
+        let refused: Vec<String> = p["refused"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let note = if refused.is_empty() {
+            p["last_error"].as_str().unwrap_or("").to_owned()
+        } else {
+            refused.join(" ")
+        };
+        let last = p["last_sync_at"]
+            .as_str()
+            .map_or("never", |t| t.get(..19).unwrap_or(t));
+        let rtt = p["rtt_ms"]
+            .as_f64()
+            .map_or("-".into(), |r| format!("{r:.1}"));
+        out.push_str(&format!(
+            "{:<36} {:<12} {:>8} {:>8}  {:<20} {}\n",
+            text(&p["org"]),
+            text(&p["state"]),
+            p["docs_pending"],
+            rtt,
+            last,
+            note
+        ));
+    }
+    out
+}
+
+/// `amphi fleet`: every office below this one, with its last report's age.
+pub fn fleet_table(f: &Value) -> String {
+    let mut out = format!(
+        "{:<36} {:>8} {:<6} {:>8} {:>8}  {}\n",
+        "office", "age s", "stale", "members", "pending", "peers"
+    );
+    for o in f["offices"].as_array().into_iter().flatten() {
+        let r = &o["report"];
+        let peers: Vec<String> = r["peers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "{}:{}",
+                    text(&p["org"]).rsplit('/').next().unwrap_or("?"),
+                    text(&p["state"])
+                )
+            })
+            .collect();
+        let number = |v: &Value| v.as_u64().map_or("-".into(), |n| n.to_string());
+        out.push_str(&format!(
+            "{:<36} {:>8} {:<6} {:>8} {:>8}  {}\n",
+            text(&o["org"]),
+            o["age_seconds"]
+                .as_i64()
+                .map_or("never".into(), |a| a.to_string()),
+            if o["stale"] == true { "STALE" } else { "ok" },
+            number(&r["members"]),
+            number(&r["pending"]),
+            peers.join(" ")
+        ));
+    }
+    out
 }

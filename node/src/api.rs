@@ -40,6 +40,10 @@ pub struct ApiState {
     pub node_id: Arc<str>,
     /// When this node's certificate expires (RFC 3339).
     pub cert_expires: Arc<str>,
+    /// The store file (for its size).
+    pub store_path: Arc<std::path::Path>,
+    /// Fleet reports older than this are stale.
+    pub fleet_stale_after: std::time::Duration,
 }
 
 /// An API error: HTTP status, stable code, message, and the field when one is to blame.
@@ -180,6 +184,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/transfers", post(open_transfer).get(list_transfers))
         .route("/transfers/{id}/{step}", post(decide_transfer))
         .route("/conflicts/{id}/ack", post(ack_conflict))
+        .route("/fleet", get(fleet))
         .route("/quarantine", get(quarantine))
         .route("/certificates", get(certificates))
         .route(
@@ -195,33 +200,70 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .nest("/api/v1", api)
+        .merge(crate::dashboard::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+/// Node-wide numbers shared by `status` and `/metrics`.
+struct Snapshot {
+    docs: std::collections::BTreeMap<String, usize>,
+    leaving: usize,
+    conflicts: usize,
+    quarantine: usize,
+    store_bytes: u64,
+}
+
+fn snapshot(s: &ApiState) -> Result<Snapshot, ApiError> {
     let summaries = s.repo.store().summaries().map_err(WriteError::from)?;
-    let members = summaries
-        .iter()
-        .filter(|(_, x)| x.kind == "member" && !x.leaving)
-        .count();
-    let orgs = summaries.iter().filter(|(_, x)| x.kind == "org").count();
+    let mut docs = std::collections::BTreeMap::new();
+    for kind in ["member", "org", "status", "revocations"] {
+        docs.insert(kind.to_owned(), 0);
+    }
+    let (mut leaving, mut conflicts) = (0, 0);
+    for (_, x) in &summaries {
+        if x.leaving {
+            leaving += 1;
+            continue;
+        }
+        *docs.entry(x.kind.clone()).or_default() += 1;
+        conflicts += x.conflicts.len();
+    }
+    Ok(Snapshot {
+        docs,
+        leaving,
+        conflicts,
+        quarantine: s
+            .repo
+            .store()
+            .quarantined()
+            .map_err(WriteError::from)?
+            .len(),
+        store_bytes: std::fs::metadata(&*s.store_path)
+            .map(|m| m.len())
+            .unwrap_or(0),
+    })
+}
+
+async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let snap = snapshot(&s)?;
     let refused = s.status.refused();
-    let quarantined = s
-        .repo
-        .store()
-        .quarantined()
-        .map_err(WriteError::from)?
-        .len();
     Ok(Json(json!({
         "org": s.repo.me(),
         "node_id": &*s.node_id,
         "peers": s.status.peers(),
-        "docs": {"members": members, "orgs": orgs},
-        "conflicts": summaries.iter().filter(|(_, x)| !x.leaving).map(|(_, x)| x.conflicts.len()).sum::<usize>(),
+        "docs": {
+            "members": snap.docs["member"],
+            "orgs": snap.docs["org"],
+            "status_reports": snap.docs["status"],
+            "revocation_lists": snap.docs["revocations"],
+            "leaving": snap.leaving,
+        },
+        "store_bytes": snap.store_bytes,
+        "conflicts": snap.conflicts,
         "refused": refused,
         "refused_total": refused.values().sum::<u64>(),
-        "quarantine": quarantined,
+        "quarantine": snap.quarantine,
         "revoked_certificates": s.repo.trust().revocations().len(),
         "cert_expires": &*s.cert_expires,
     })))
@@ -484,52 +526,147 @@ async fn import_revocation(
     ))
 }
 
+async fn fleet(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let offices = crate::fleet::fleet(&s.repo, s.fleet_stale_after)?;
+    Ok(Json(
+        json!({ "org": s.repo.me(), "stale_after_seconds": s.fleet_stale_after.as_secs(), "offices": offices }),
+    ))
+}
+
 async fn conflicts(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "conflicts": members::conflicts(&s.repo)? })))
 }
 
+/// Appends one metric family in Prometheus text format.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, String)]) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, value) in samples {
+        out.push_str(&format!("{name}{labels} {value}\n"));
+    }
+}
+
+fn one(value: impl ToString) -> Vec<(String, String)> {
+    vec![(String::new(), value.to_string())]
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
     let peers = s.status.peers();
+    let counters = s.status.counters();
+    let Ok(snap) = snapshot(&s) else {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "store unreadable",
+        )
+        .into_response();
+    };
     let connected = peers
         .iter()
         .filter(|p| p.state == crate::status::PeerState::Connected)
         .count();
+    let sum = |f: fn(&crate::status::PeerStatus) -> u64| peers.iter().map(f).sum::<u64>();
     let mut out = String::new();
-    out.push_str("# HELP amphi_peers_connected Peers with a live sync session.\n# TYPE amphi_peers_connected gauge\n");
-    out.push_str(&format!("amphi_peers_connected {connected}\n"));
-    out.push_str("# HELP amphi_sync_messages_total Sync messages exchanged, by direction.\n# TYPE amphi_sync_messages_total counter\n");
-    let (mi, mo, bi, bo) = peers.iter().fold((0, 0, 0, 0), |a, p| {
-        (
-            a.0 + p.messages_in,
-            a.1 + p.messages_out,
-            a.2 + p.bytes_in,
-            a.3 + p.bytes_out,
-        )
-    });
-    out.push_str(&format!("amphi_sync_messages_total{{direction=\"in\"}} {mi}\namphi_sync_messages_total{{direction=\"out\"}} {mo}\n"));
-    out.push_str("# HELP amphi_sync_bytes_total Bytes exchanged with peers, by direction.\n# TYPE amphi_sync_bytes_total counter\n");
-    out.push_str(&format!("amphi_sync_bytes_total{{direction=\"in\"}} {bi}\namphi_sync_bytes_total{{direction=\"out\"}} {bo}\n"));
-    out.push_str("# HELP amphi_changes_refused_total Incoming changes refused, by reason.\n# TYPE amphi_changes_refused_total counter\n");
-    for (reason, n) in s.status.refused() {
-        out.push_str(&format!(
-            "amphi_changes_refused_total{{reason=\"{reason}\"}} {n}\n"
-        ));
-    }
-    if let Ok(summaries) = s.repo.store().summaries() {
-        let count = |kind: &str| {
-            summaries
-                .iter()
-                .filter(|(_, x)| x.kind == kind && !x.leaving)
-                .count()
-        };
-        out.push_str(
-            "# HELP amphi_documents Documents held, by kind.\n# TYPE amphi_documents gauge\n",
-        );
-        out.push_str(&format!(
-            "amphi_documents{{kind=\"member\"}} {}\namphi_documents{{kind=\"org\"}} {}\n",
-            count("member"),
-            count("org")
-        ));
-    }
+    family(
+        &mut out,
+        "amphi_peers_connected",
+        "gauge",
+        "Peers with a live sync session.",
+        &one(connected),
+    );
+    family(
+        &mut out,
+        "amphi_peers_configured",
+        "gauge",
+        "Peers known (dialed or accepted).",
+        &one(peers.len()),
+    );
+    let by_kind: Vec<(String, String)> = snap
+        .docs
+        .iter()
+        .map(|(k, n)| (format!("{{kind=\"{k}\"}}"), n.to_string()))
+        .collect();
+    family(
+        &mut out,
+        "amphi_documents",
+        "gauge",
+        "Documents held, by kind.",
+        &by_kind,
+    );
+    let dirs = |a: u64, b: u64| {
+        vec![
+            ("{direction=\"in\"}".to_owned(), a.to_string()),
+            ("{direction=\"out\"}".to_owned(), b.to_string()),
+        ]
+    };
+    family(
+        &mut out,
+        "amphi_sync_messages_total",
+        "counter",
+        "Sync messages exchanged with peers.",
+        &dirs(sum(|p| p.messages_in), sum(|p| p.messages_out)),
+    );
+    family(
+        &mut out,
+        "amphi_sync_bytes_total",
+        "counter",
+        "Bytes exchanged with peers.",
+        &dirs(sum(|p| p.bytes_in), sum(|p| p.bytes_out)),
+    );
+    family(
+        &mut out,
+        "amphi_changes_applied_total",
+        "counter",
+        "Changes from peers applied to the store.",
+        &one(counters.changes_applied),
+    );
+    let refused: Vec<(String, String)> = s
+        .status
+        .refused()
+        .into_iter()
+        .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), n.to_string()))
+        .collect();
+    family(
+        &mut out,
+        "amphi_changes_refused_total",
+        "counter",
+        "Incoming changes refused, by reason.",
+        &refused,
+    );
+    let mut buckets: Vec<(String, String)> = crate::status::ROUND_BUCKETS
+        .iter()
+        .zip(counters.round_buckets)
+        .map(|(le, n)| (format!("_bucket{{le=\"{le}\"}}"), n.to_string()))
+        .collect();
+    buckets.push(("_bucket{le=\"+Inf\"}".into(), counters.rounds.to_string()));
+    buckets.push(("_sum".into(), counters.round_seconds.to_string()));
+    buckets.push(("_count".into(), counters.rounds.to_string()));
+    family(
+        &mut out,
+        "amphi_sync_round_seconds",
+        "histogram",
+        "Time to judge, store and answer one incoming sync message.",
+        &buckets,
+    );
+    family(
+        &mut out,
+        "amphi_store_bytes",
+        "gauge",
+        "Size of the store file.",
+        &one(snap.store_bytes),
+    );
+    family(
+        &mut out,
+        "amphi_quarantine_changes",
+        "gauge",
+        "Refused changes kept in quarantine.",
+        &one(snap.quarantine),
+    );
+    family(
+        &mut out,
+        "amphi_conflicts",
+        "gauge",
+        "Conflicts not yet acknowledged.",
+        &one(snap.conflicts),
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

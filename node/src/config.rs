@@ -40,6 +40,22 @@ pub struct Config {
     /// Longest wait between redials of a peer, in milliseconds (default 30 000).
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// How often this node writes its status report for the fleet view, in milliseconds
+    /// (default 300 000; a report is also written soon after a peer's state changes).
+    #[serde(default = "default_status_interval_ms")]
+    pub status_interval_ms: u64,
+    /// A report older than this marks an office stale in the fleet view, in milliseconds
+    /// (default 900 000).
+    #[serde(default = "default_fleet_stale_after_ms")]
+    pub fleet_stale_after_ms: u64,
+}
+
+fn default_status_interval_ms() -> u64 {
+    300_000
+}
+
+fn default_fleet_stale_after_ms() -> u64 {
+    900_000
 }
 
 fn default_reconnect_max_ms() -> u64 {

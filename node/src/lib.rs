@@ -8,13 +8,16 @@
 //! - [`peer`], [`transport`]: QUIC connections to parent and children, one sync session each.
 //! - [`status`]: what admins see of sync.
 //! - [`api`]: the admin HTTP API.
+//! - [`dashboard`]: the admin dashboard at `GET /`.
 //! - [`node`]: starting and stopping a whole node.
 //! - [`demo`]: a complete local county for trying Amphi.
 
 pub mod admin;
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
+pub mod fleet;
 pub mod members;
 pub mod node;
 pub mod peer;

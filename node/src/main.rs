@@ -41,6 +41,33 @@ enum Command {
     /// Revocation records: load one into a running node, from where it reaches every office.
     #[command(subcommand)]
     Revocations(RevocationsCommand),
+    /// This node's sync status: peers, pending documents, refusals (a table, or --json).
+    Status {
+        /// The node's TOML config (for its admin address and token).
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the JSON the API returns.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every office below this one with the age of its last status report.
+    Fleet {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print the JSON the API returns.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Members' case files at this office.
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Activities in a case file.
+    #[command(subcommand)]
+    Activity(ActivityCommand),
+    /// Transfers of affiliation (組織關係轉接).
+    #[command(subcommand)]
+    Transfer(TransferCommand),
     /// Starts a complete local county (6 offices) with demo data and prints where to look.
     Demo {
         /// Where to put certificates, configs and data (default: a new temporary folder).
@@ -49,6 +76,119 @@ enum Command {
         /// First port: QUIC ports are BASE.., admin ports BASE+1000..
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// Registers a member whose home is ORG (default: this office).
+    Add {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        /// female or male.
+        #[arg(long)]
+        gender: String,
+        /// 民族.
+        #[arg(long)]
+        ethnicity: String,
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        birth_date: String,
+        /// 入黨日期, YYYY-MM-DD.
+        #[arg(long)]
+        joined_at: String,
+        /// Home org (default: this office).
+        #[arg(long)]
+        home_org: Option<String>,
+    },
+    /// Shows a case file.
+    Show {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The member id (m-…).
+        id: String,
+    },
+    /// Lists members whose home or residence is ORG or below.
+    List {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Only under this org.
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ActivityCommand {
+    /// Records an activity, stamped with this office.
+    Add {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The member id.
+        #[arg(long)]
+        member: String,
+        /// YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        /// organisation-life, study, volunteer-service, party-day, dues, other.
+        #[arg(long)]
+        kind: String,
+        /// What was done.
+        #[arg(long)]
+        description: String,
+        /// 積分.
+        #[arg(long)]
+        points: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TransferCommand {
+    /// Opens a transfer of a member to another org.
+    Open {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The member id.
+        #[arg(long)]
+        member: String,
+        /// The receiving org.
+        #[arg(long)]
+        to: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Accepts a transfer (at the target).
+    Accept {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The transfer id (t-…).
+        id: String,
+    },
+    /// Rejects a transfer (at the target).
+    Reject {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The transfer id.
+        id: String,
+    },
+    /// Cancels a transfer (at the home).
+    Cancel {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The transfer id.
+        id: String,
     },
 }
 
@@ -173,6 +313,105 @@ fn main() -> anyhow::Result<()> {
                 runtime()?.block_on(admin::post(&config, "/api/v1/revocations", &record))?;
             println!("imported: {reply}");
         }
+        Command::Status { config, json } => {
+            let value = api_get(&config, "/api/v1/status")?;
+            print_json_or(json, &value, amphi_node::admin::status_table);
+        }
+        Command::Fleet { config, json } => {
+            let value = api_get(&config, "/api/v1/fleet")?;
+            print_json_or(json, &value, amphi_node::admin::fleet_table);
+        }
+        Command::Member(MemberCommand::Add {
+            config,
+            name,
+            gender,
+            ethnicity,
+            birth_date,
+            joined_at,
+            home_org,
+        }) => {
+            let loaded = Config::load(&config)?;
+            let home_org = match home_org {
+                Some(h) => h,
+                None => amphi_node::pki::org_of_cert(
+                    &std::fs::read(&loaded.cert)
+                        .ok()
+                        .and_then(|pem| pem_der(&pem))
+                        .unwrap_or_default(),
+                )?
+                .to_string(),
+            };
+            let body = serde_json::json!({"name": name, "gender": gender, "ethnicity": ethnicity,
+                "birth_date": birth_date, "joined_at": joined_at, "home_org": home_org});
+            let created = api_post(&config, "/api/v1/members", &body)?;
+            println!("{}", created["id"].as_str().unwrap_or("?"));
+        }
+        Command::Member(MemberCommand::Show { config, id }) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&api_get(&config, &format!("/api/v1/members/{id}"))?)?
+            );
+        }
+        Command::Member(MemberCommand::List { config, org }) => {
+            let path = org.map_or("/api/v1/members".to_owned(), |o| {
+                format!("/api/v1/members?org={o}")
+            });
+            for m in api_get(&config, &path)?["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "{}  {:<20} home {}{}",
+                    m["id"].as_str().unwrap_or("?"),
+                    m["name"].as_str().unwrap_or("?"),
+                    m["home_org"].as_str().unwrap_or("?"),
+                    m["residence_org"]
+                        .as_str()
+                        .map(|r| format!(", resident at {r}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Command::Activity(ActivityCommand::Add {
+            config,
+            member,
+            date,
+            kind,
+            description,
+            points,
+        }) => {
+            let body = serde_json::json!({"date": date, "kind": kind, "description": description, "points": points});
+            api_post(
+                &config,
+                &format!("/api/v1/members/{member}/activities"),
+                &body,
+            )?;
+            println!("recorded");
+        }
+        Command::Transfer(TransferCommand::Open {
+            config,
+            member,
+            to,
+            reason,
+        }) => {
+            let body = serde_json::json!({"member_id": member, "to_org": to, "reason": reason});
+            let t = api_post(&config, "/api/v1/transfers", &body)?;
+            println!(
+                "{} {}",
+                t["id"].as_str().unwrap_or("?"),
+                t["state"].as_str().unwrap_or("?")
+            );
+        }
+        Command::Transfer(TransferCommand::Accept { config, id }) => {
+            transfer_step(&config, &id, "accept")?
+        }
+        Command::Transfer(TransferCommand::Reject { config, id }) => {
+            transfer_step(&config, &id, "reject")?
+        }
+        Command::Transfer(TransferCommand::Cancel { config, id }) => {
+            transfer_step(&config, &id, "cancel")?
+        }
         Command::Run { config } => {
             let config = Config::load(&config)?;
             runtime()?.block_on(async {
@@ -197,6 +436,54 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn api_get(config: &std::path::Path, path: &str) -> anyhow::Result<serde_json::Value> {
+    let config = Config::load(config)?;
+    Ok(runtime()?.block_on(admin::get(&config, path))?)
+}
+
+fn api_post(
+    config: &std::path::Path,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let config = Config::load(config)?;
+    Ok(runtime()?.block_on(admin::post(&config, path, body))?)
+}
+
+fn transfer_step(config: &std::path::Path, id: &str, step: &str) -> anyhow::Result<()> {
+    let t = api_post(
+        config,
+        &format!("/api/v1/transfers/{id}/{step}"),
+        &serde_json::json!({}),
+    )?;
+    println!(
+        "{} {}",
+        t["id"].as_str().unwrap_or("?"),
+        t["state"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+fn print_json_or(json: bool, value: &serde_json::Value, table: fn(&serde_json::Value) -> String) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    } else {
+        print!("{}", table(value));
+    }
+}
+
+/// The DER of the first certificate in a PEM file.
+fn pem_der(pem: &[u8]) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()?
+        .ok()
+        .map(|c| c.to_vec())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -164,6 +164,14 @@ impl Node {
             )));
         }
 
+        tasks.push(tokio::spawn(crate::fleet::reporter(
+            repo.clone(),
+            status.clone(),
+            identity.node_id(),
+            Duration::from_millis(config.status_interval_ms.max(100)),
+            shutdown_rx.clone(),
+        )));
+
         let listener = tokio::net::TcpListener::bind(config.admin)
             .await
             .map_err(|source| StartError::Admin {
@@ -184,6 +192,8 @@ impl Node {
             token: token.clone().into(),
             node_id: identity.node_id().into(),
             cert_expires: cert_expires.into(),
+            store_path: config.data_dir.join(STORE_FILE).into(),
+            fleet_stale_after: Duration::from_millis(config.fleet_stale_after_ms),
         };
         let mut stop = shutdown_rx;
         tasks.push(tokio::spawn(async move {
@@ -228,7 +238,8 @@ impl Node {
                 abort.abort();
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        // Closing connections drain for a few round trips; the UDP port is free after that.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
         // Session tasks hold the repo; wait for them to let go of the store.
         for _ in 0..100 {
             if Arc::strong_count(&self.repo) == 1 {

@@ -174,7 +174,9 @@ pub async fn run(
                     Step::Left(doc) => repo.peer_left(&doc, &peer)?,
                     Step::Sync { doc, message, attestations } => {
                         let ds = session.doc_sync(&doc, || repo.resume_sync(&doc, &peer));
+                        let started = std::time::Instant::now();
                         let received = repo.receive(&doc, &peer, &message, &attestations, ds)?;
+                        status.count_round(received.applied, started.elapsed().as_secs_f64());
                         session.mark(&doc, received.in_sync);
                         if received.in_sync {
                             repo.peer_synced(&doc, &peer)?;
@@ -213,8 +215,10 @@ pub async fn run(
             },
         }
         let pending = session.pending();
+        let rtt = conn.rtt().as_secs_f64() * 1000.0;
         status.update(peer.as_str(), "", link.direction, |p| {
             p.docs_pending = pending;
+            p.rtt_ms = Some((rtt * 10.0).round() / 10.0);
             if pending == 0 {
                 p.last_sync_at = Some(now_rfc3339());
             }

@@ -168,6 +168,10 @@ pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
             summary.home_org = id.roster_org().map(|o| o.to_string());
         }
         DocKind::Revocations => summary.kind = "revocations".into(),
+        DocKind::Status => {
+            summary.kind = "status".into();
+            summary.home_org = id.status_of().map(|(o, _)| o.to_string());
+        }
     }
     summary
 }

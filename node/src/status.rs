@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Connection state of a peer, as the contract names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerState {
     /// A session is up.
@@ -50,6 +50,8 @@ pub struct PeerStatus {
     pub refused: BTreeMap<String, u64>,
     /// Last connection error, if any.
     pub last_error: Option<String>,
+    /// Round-trip time of the connection, milliseconds.
+    pub rtt_ms: Option<f64>,
 }
 
 impl PeerStatus {
@@ -69,6 +71,7 @@ impl PeerStatus {
             bytes_out: 0,
             refused: BTreeMap::new(),
             last_error: None,
+            rtt_ms: None,
         }
     }
 }
@@ -78,7 +81,26 @@ impl PeerStatus {
 pub struct Status {
     peers: Mutex<BTreeMap<String, PeerStatus>>,
     refused: Mutex<BTreeMap<String, u64>>,
+    counters: Mutex<Counters>,
+    /// Signalled when a peer's state or pending count changes (the fleet reporter listens).
+    pub changed: tokio::sync::Notify,
 }
+
+/// Node-wide counters for `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Changes applied from peers.
+    pub changes_applied: u64,
+    /// Sync rounds (one incoming message handled and answered), by latency bucket.
+    pub round_buckets: [u64; ROUND_BUCKETS.len()],
+    /// Sync rounds in all.
+    pub rounds: u64,
+    /// Sum of sync round latencies, seconds.
+    pub round_seconds: f64,
+}
+
+/// Upper bounds (seconds) of the sync round latency histogram.
+pub const ROUND_BUCKETS: [f64; 8] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5];
 
 /// The current time, RFC 3339, UTC.
 pub fn now_rfc3339() -> String {
@@ -103,7 +125,29 @@ impl Status {
         if !addr.is_empty() {
             entry.addr = addr.to_owned();
         }
+        let before = (entry.state, entry.docs_pending == 0);
         f(entry);
+        if before != (entry.state, entry.docs_pending == 0) {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Records one sync round: `applied` changes, taking `seconds`.
+    pub fn count_round(&self, applied: usize, seconds: f64) {
+        let mut c = self.counters.lock().expect("status lock");
+        c.changes_applied += applied as u64;
+        c.rounds += 1;
+        c.round_seconds += seconds;
+        for (i, bound) in ROUND_BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                c.round_buckets[i] += 1;
+            }
+        }
+    }
+
+    /// A snapshot of the node-wide counters.
+    pub fn counters(&self) -> Counters {
+        self.counters.lock().expect("status lock").clone()
     }
 
     /// Records refusals by reason code (node-wide and for `peer`).

@@ -157,7 +157,11 @@ pub async fn dial_loop(
             });
         loop {
             let started = Instant::now();
-            match dial(&endpoint, &peer, &shared).await {
+            let dialed = tokio::select! {
+                _ = shutdown.changed() => return,
+                dialed = dial(&endpoint, &peer, &shared) => dialed,
+            };
+            match dialed {
                 Ok((conn, cert)) => {
                     let link = PeerLink {
                         org: peer.org.clone(),

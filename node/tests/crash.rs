@@ -3,56 +3,13 @@
 //! A real `amphi` process with a store on disk takes a stream of writes; it is killed with
 //! SIGKILL while writes are in flight; after a restart every write that got a 2xx is there.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
+
+use common::{amphi, run, token};
 
 use serde_json::{Value, json};
-
-const AMPHI: &str = env!("CARGO_BIN_EXE_amphi");
-
-fn amphi(args: &[&str]) {
-    let out = Command::new(AMPHI).args(args).output().expect("amphi runs");
-    assert!(
-        out.status.success(),
-        "amphi {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Starts `amphi run` and returns the process and its admin address (read from its banner).
-#[expect(
-    clippy::zombie_processes,
-    reason = "the caller kills and waits for the child"
-)]
-fn run(config: &Path) -> (Child, String) {
-    let mut child = Command::new(AMPHI)
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("amphi run starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "no banner from amphi run");
-        let line = lines.next().expect("banner line").expect("utf-8");
-        if let Some(addr) = line.split("admin on http://").nth(1) {
-            // Keep draining stderr so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return (child, addr.trim().to_owned());
-        }
-    }
-}
-
-fn token(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("data/admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {

@@ -61,6 +61,8 @@ pub enum Field {
     Roster,
     /// A record of the revocation list (any office may relay a CA-signed record).
     Revocation,
+    /// An office's own status report (only that office writes it).
+    StatusReport,
     /// Anything else: refused.
     Unknown(String),
 }
@@ -273,6 +275,12 @@ pub fn classify(kind: DocKind, path: &[Prop], lookup: &dyn Lookup) -> Field {
             _ => Field::Unknown(shown()),
         };
     }
+    if kind == DocKind::Status {
+        return match key(0) {
+            Some("kind" | "org" | "summary") if path.len() == 1 => Field::StatusReport,
+            _ => Field::Unknown(shown()),
+        };
+    }
     if kind == DocKind::OrgRoster {
         return match key(0) {
             Some("kind" | "org") if path.len() == 1 => Field::Roster,
@@ -458,6 +466,13 @@ pub fn authorise(author: &OrgPath, field: &Field, facts: &Facts) -> Result<(), R
         },
         // The record itself is checked against the CA by the gate.
         Field::Revocation => Ok(()),
+        Field::StatusReport => match &facts.roster_org {
+            Some(org) if org == author => Ok(()),
+            org => Err(Refusal::NotHomeAuthority {
+                field: "a status report (only the office itself)",
+                home: org.as_ref().map_or("(none)".into(), ToString::to_string),
+            }),
+        },
         Field::Unknown(path) => Err(Refusal::UnknownField(path.clone())),
     }
 }

@@ -143,6 +143,10 @@ pub fn judge_change(
             ..Facts::default()
         },
         DocKind::Revocations => Facts::default(),
+        DocKind::Status => Facts {
+            roster_org: id.status_of().map(|(org, _)| org),
+            ..Facts::default()
+        },
     };
     let created_before = already_created || MemberFacts::read(&before_r).home_org.is_some();
     let lookup = Entries {

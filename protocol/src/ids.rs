@@ -32,6 +32,8 @@ pub enum DocKind {
     OrgRoster,
     /// The county's revocation list, held by every office.
     Revocations,
+    /// One office's own sync-status reports for one month (its ancestors see them).
+    Status,
 }
 
 /// The id of a replicated document: `m-<16 hex>` for a case file, `o-<org path>` for a roster.
@@ -54,6 +56,18 @@ impl DocId {
         DocId(REVOCATIONS_ID.to_owned())
     }
 
+    /// The status document of `org` for `month` (`YYYYMM`).
+    pub fn status(org: &OrgPath, month: &str) -> DocId {
+        DocId(format!("s-{month}-{org}"))
+    }
+
+    /// For a status id, its org and month.
+    pub fn status_of(&self) -> Option<(OrgPath, &str)> {
+        let rest = self.0.strip_prefix("s-")?;
+        let (month, org) = rest.split_once('-')?;
+        Some((OrgPath::parse(org).ok()?, month))
+    }
+
     /// Parses an id from the API or the wire.
     pub fn parse(s: &str) -> Result<DocId, IdError> {
         let err = |why| IdError {
@@ -73,6 +87,18 @@ impl DocId {
                 return Ok(DocId(s.to_owned()));
             }
             return Err(err("a member id is m- followed by 16 lowercase hex digits"));
+        }
+        if let Some(rest) = s.strip_prefix("s-") {
+            let ok = rest.split_once('-').is_some_and(|(month, org)| {
+                month.len() == 6
+                    && month.bytes().all(|b| b.is_ascii_digit())
+                    && OrgPath::parse(org).is_ok()
+            });
+            return if ok {
+                Ok(DocId(s.to_owned()))
+            } else {
+                Err(err("a status id is s-YYYYMM-<org path>"))
+            };
         }
         if s == REVOCATIONS_ID {
             return Ok(DocId(s.to_owned()));
@@ -94,6 +120,8 @@ impl DocId {
             DocKind::Member
         } else if self.0 == REVOCATIONS_ID {
             DocKind::Revocations
+        } else if self.0.starts_with("s-") {
+            DocKind::Status
         } else {
             DocKind::OrgRoster
         }
@@ -154,9 +182,18 @@ mod tests {
         assert_eq!(m.kind(), DocKind::Member);
         let org = OrgPath::parse("hoboksar/t1").unwrap();
         let r = DocId::roster(&org);
-        assert_eq!(DocId::parse(r.as_str()).unwrap().roster_org(), Some(org));
+        assert_eq!(
+            DocId::parse(r.as_str()).unwrap().roster_org(),
+            Some(org.clone())
+        );
         assert_eq!(r.kind(), DocKind::OrgRoster);
         assert_eq!(DocId::parse("r-ca").unwrap().kind(), DocKind::Revocations);
+        let s = DocId::status(&org, "202611");
+        assert_eq!(s.as_str(), "s-202611-hoboksar/t1");
+        let parsed = DocId::parse(s.as_str()).unwrap();
+        assert_eq!(parsed.kind(), DocKind::Status);
+        assert_eq!(parsed.status_of(), Some((org.clone(), "202611")));
+        assert!(DocId::parse("s-2026-hoboksar").is_err());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub fn scope(id: &DocId, doc: &AutoCommit) -> Vec<OrgPath> {
         DocKind::Member => MemberFacts::read(&Reader::now(doc)).scope(),
         DocKind::OrgRoster => id.roster_org().into_iter().collect(),
         DocKind::Revocations => Vec::new(),
+        DocKind::Status => id.status_of().map(|(org, _)| org).into_iter().collect(),
     }
 }
 

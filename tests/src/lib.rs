@@ -250,8 +250,20 @@ impl County {
             Some(o) => o.config.clone(),
             None => {
                 let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-                demo::prepare_office(ca, &self.root.path().join(name), &org, any, any, peers, 500)
-                    .expect("office prepared")
+                let mut config = demo::prepare_office(
+                    ca,
+                    &self.root.path().join(name),
+                    &org,
+                    any,
+                    any,
+                    peers,
+                    500,
+                )
+                .expect("office prepared");
+                // Fleet reports every 300 ms, stale after 2 s: fast enough for tests.
+                config.status_interval_ms = 300;
+                config.fleet_stale_after_ms = 2_000;
+                config
             }
         };
         let node = Node::start(&config).await.expect("node starts");
@@ -330,4 +342,78 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_millis() as i64
+}
+
+/// Parses Prometheus text exposition format strictly: every sample belongs to a family with
+/// `# TYPE`, names and labels are well formed, values are numbers. Returns
+/// `name{labels}` → value.
+pub fn parse_prometheus(text: &str) -> Result<BTreeMap<String, f64>, String> {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut families: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = |why: &str| format!("line {}: {why}: {line:?}", n + 1);
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if !valid_name(name) {
+                return Err(at("bad HELP name"));
+            }
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let (name, kind) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            if !valid_name(name)
+                || !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind)
+            {
+                return Err(at("bad TYPE"));
+            }
+            families.insert(name.to_owned(), kind.to_owned());
+        } else if line.starts_with('#') || line.is_empty() {
+            continue;
+        } else {
+            let (series, value) = line.rsplit_once(' ').ok_or_else(|| at("no value"))?;
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v.parse().map_err(|_| at("value is not a number"))?,
+            };
+            let name = series.split('{').next().unwrap_or_default();
+            if !valid_name(name) {
+                return Err(at("bad metric name"));
+            }
+            if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+                let inner = labels
+                    .strip_prefix('{')
+                    .and_then(|l| l.strip_suffix('}'))
+                    .ok_or_else(|| at("bad label braces"))?;
+                for pair in inner.split(',') {
+                    let (k, v) = pair.split_once('=').ok_or_else(|| at("bad label"))?;
+                    if !(valid_name(k) && v.len() >= 2 && v.starts_with('"') && v.ends_with('"')) {
+                        return Err(at("bad label"));
+                    }
+                }
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|f| families.get(*f).is_some_and(|k| k == "histogram"))
+                })
+                .unwrap_or(name);
+            if !families.contains_key(family) {
+                return Err(at("sample without a TYPE"));
+            }
+            samples.insert(series.to_owned(), value);
+        }
+    }
+    Ok(samples)
 }

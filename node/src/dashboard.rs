@@ -1,0 +1,1020 @@
+//! The admin dashboard at `GET /`: one office's view of its node, rendered on the server.
+//!
+//! Without a session it shows only a sign-in form (the admin token from
+//! `DATA_DIR/admin.token`); no member or status data is ever rendered or served before that.
+//! Signed in, the overview shows:
+//!
+//! - this office (org, node id, certificate expiry) and its peers, each coloured by state
+//!   (connected green, connecting amber, disconnected red), with last sync, documents
+//!   pending, refusals and the last error — refreshed every 5 s by a few lines of plain JS;
+//! - conflicts the one-home rule settled, the quarantine (count by reason, latest entries)
+//!   and open transfers (組織關係轉接);
+//! - member search by name within the members whose home or residence is this office or
+//!   below, leading to a member's case file (黨員檔案): identity, home org, residence,
+//!   contact, the activities from every office each stamped with its recording office,
+//!   half-year reviews and transfers with their steps.
+//!
+//! The session cookie `amphi_session` (HttpOnly, SameSite=Strict, 12 h) holds an HMAC of
+//! the admin token under a key drawn at process start, never the token itself, so a restart
+//! ends every session. The page never sees the token: its one script fetches an HTML
+//! fragment from a cookie-checked route. Every piece of user data is escaped with
+//! [`escape_html`]. Routes, merged into [`crate::api::router`]:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | sign-in form, or the overview (`?q=` searches members by name) |
+//! | `POST /login`, `POST /logout` | form field `token`; sets or clears the session, then back to `/` |
+//! | `GET /dashboard/members/{id}` | a case file |
+//! | `GET /dashboard/sync` | the sync-status section alone (what the script refreshes) |
+//! | `GET /dashboard/assets/{dashboard.css,dashboard.js}` | the stylesheet and the script |
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use amphi_protocol::DocId;
+use amphi_protocol::casefile::CaseFile;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use ring::hmac;
+use serde::Deserialize;
+
+use crate::api::ApiState;
+use crate::members::{self, OpError};
+use crate::repo::WriteError;
+use crate::status::{PeerState, PeerStatus};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "amphi_session";
+/// How long a session lasts, in seconds.
+pub const SESSION_SECS: u64 = 12 * 60 * 60;
+/// Most members listed in one search answer.
+const SEARCH_LIMIT: usize = 50;
+/// Most quarantine entries shown.
+const QUARANTINE_LATEST: usize = 5;
+
+const CSS: &str = include_str!("dashboard/dashboard.css");
+const JS: &str = include_str!("dashboard/dashboard.js");
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
+                   img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The dashboard's routes; `api::router` merges them beside `/api/v1`.
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/dashboard/sync", get(sync_fragment))
+        .route("/dashboard/members/{id}", get(case_file_page))
+        .route(
+            "/dashboard/assets/dashboard.css",
+            get(|| async { asset("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            "/dashboard/assets/dashboard.js",
+            get(|| async { asset("text/javascript; charset=utf-8", JS) }),
+        )
+}
+
+// ---- escaping and small parsers ---------------------------------------------------------
+
+/// Escapes text for HTML element content and quoted attribute values: `& < > " '`.
+/// Everything that comes from a document or a request goes through this before rendering.
+pub fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Short alias for templates.
+fn esc(text: &str) -> String {
+    escape_html(text)
+}
+
+/// The value of `name` in an `application/x-www-form-urlencoded` body.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    body.split(|b| *b == b'&').find_map(|pair| {
+        let mut kv = pair.splitn(2, |b| *b == b'=');
+        let key = url_decode(kv.next()?)?;
+        (key == name).then(|| url_decode(kv.next().unwrap_or_default()))?
+    })
+}
+
+/// Decodes `+` and `%XX`; `None` if the result is not UTF-8 or an escape is malformed.
+fn url_decode(raw: &[u8]) -> Option<String> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(raw.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// `2026-11-23T10:36:00.123Z` → `2026-11-23 10:36:00`; other text unchanged.
+fn short_time(t: &str) -> String {
+    match (t.get(..10), t.get(10..11), t.get(11..19)) {
+        (Some(d), Some("T"), Some(hms)) => format!("{d} {hms}"),
+        _ => t.to_owned(),
+    }
+}
+
+// ---- sessions -----------------------------------------------------------------------------
+
+/// The key sessions are signed with: drawn once per process, so a restart ends sessions.
+fn session_key() -> &'static hmac::Key {
+    static KEY: OnceLock<hmac::Key> = OnceLock::new();
+    KEY.get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &rand::random::<[u8; 32]>()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A session cookie value for `token` issued at `issued` (Unix seconds): `issued.hmac`.
+fn session_value(token: &str, issued: u64) -> String {
+    let tag = hmac::sign(session_key(), format!("{issued}.{token}").as_bytes());
+    format!("{issued}.{}", hex::encode(tag.as_ref()))
+}
+
+/// Whether `value` is a session this node issued for `token`, not older than
+/// [`SESSION_SECS`] at `now`. The tag is checked in constant time.
+fn session_valid(token: &str, value: &str, now: u64) -> bool {
+    let Some((issued, tag)) = value.split_once('.') else {
+        return false;
+    };
+    let (Ok(issued), Ok(tag)) = (issued.parse::<u64>(), hex::decode(tag)) else {
+        return false;
+    };
+    let fresh = issued <= now + 60 && now.saturating_sub(issued) < SESSION_SECS;
+    fresh && hmac::verify(session_key(), format!("{issued}.{token}").as_bytes(), &tag).is_ok()
+}
+
+/// Whether `given` is the admin token, compared in constant time (and independent of length:
+/// both sides are compared as HMAC tags).
+fn token_matches(given: &str, token: &str) -> bool {
+    let expected = hmac::sign(session_key(), token.as_bytes());
+    hmac::verify(session_key(), given.as_bytes(), expected.as_ref()).is_ok()
+}
+
+fn signed_in(s: &ApiState, headers: &HeaderMap) -> bool {
+    cookie(headers, SESSION_COOKIE).is_some_and(|v| session_valid(&s.token, v, unix_now()))
+}
+
+fn set_cookie(value: &str, max_age: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+    ))
+    .expect("cookie values are hex and digits")
+}
+
+// ---- responses ----------------------------------------------------------------------------
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        Html(body),
+    )
+        .into_response()
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A whole page: head, the office bar (when signed in) and `main`.
+fn page(title: &str, office: Option<(&ApiState, &str)>, main: &str) -> String {
+    let bar = match office {
+        Some((s, nav)) => format!(
+            r#"<header class="bar"><div class="brand">Amphi <span>黨員檔案同步 Record sync</span></div>
+<div class="office">本組織 Office <b>{org}</b> <span class="muted">節點 Node {node}</span></div>{nav}
+<form method="post" action="/logout" class="logout"><button type="submit">登出 Sign out</button></form></header>"#,
+            org = esc(s.repo.me().as_str()),
+            node = esc(&s.node_id),
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"<!doctype html>
+<html lang="zh-Hant"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<link rel="stylesheet" href="/dashboard/assets/dashboard.css">
+<script src="/dashboard/assets/dashboard.js" defer></script>
+</head><body>
+{bar}
+{main}
+</body></html>
+"#,
+        title = esc(title),
+    )
+}
+
+fn login_page(error: Option<&str>) -> String {
+    let error = error
+        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, esc(e)))
+        .unwrap_or_default();
+    let main = format!(
+        r#"<main class="login-wrap"><form method="post" action="/login" class="card login">
+<h1>Amphi <span>黨員檔案同步 Record sync</span></h1>
+<h2>管理員登入 Admin sign-in</h2>
+{error}
+<label for="token">管理令牌 Admin token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<p class="muted">令牌在節點的 <code>DATA_DIR/admin.token</code> The token is in the node's <code>DATA_DIR/admin.token</code></p>
+<button type="submit">登入 Sign in</button>
+</form></main>"#
+    );
+    page("Amphi · 登入 Sign in", None, &main)
+}
+
+fn error_page(s: &ApiState, e: &OpError) -> Response {
+    let (status, what) = match e {
+        OpError::Write(WriteError::NotFound(_)) | OpError::Invalid(_) => (
+            StatusCode::NOT_FOUND,
+            "本節點沒有此檔案 This node holds no such case file",
+        ),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "內部錯誤 Internal error"),
+    };
+    let main = format!(
+        r#"<main class="grid"><section class="card"><h2>{what}</h2><p class="error">{}</p><p><a href="/">← 返回總覽 Back to overview</a></p></section></main>"#,
+        esc(&e.to_string())
+    );
+    html(status, page("Amphi", Some((s, "")), &main))
+}
+
+// ---- handlers -----------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+}
+
+async fn overview(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Query(search): Query<SearchQuery>,
+) -> Response {
+    if !signed_in(&s, &headers) {
+        return html(StatusCode::OK, login_page(None));
+    }
+    let query: String = search
+        .q
+        .unwrap_or_default()
+        .trim()
+        .chars()
+        .take(100)
+        .collect();
+    match render_overview(&s, &query) {
+        Ok(main) => html(
+            StatusCode::OK,
+            page(&format!("Amphi · {}", s.repo.me()), Some((&s, "")), &main),
+        ),
+        Err(e) => error_page(&s, &e),
+    }
+}
+
+async fn login(State(s): State<ApiState>, body: Bytes) -> Response {
+    let given = form_field(&body, "token").unwrap_or_default();
+    if given.is_empty() || !token_matches(given.trim(), &s.token) {
+        return html(
+            StatusCode::UNAUTHORIZED,
+            login_page(Some(
+                "令牌不正確 Wrong token: copy it from DATA_DIR/admin.token",
+            )),
+        );
+    }
+    let cookie = set_cookie(&session_value(&s.token, unix_now()), SESSION_SECS);
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+async fn logout() -> Response {
+    ([(header::SET_COOKIE, set_cookie("", 0))], Redirect::to("/")).into_response()
+}
+
+async fn sync_fragment(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    if !signed_in(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    match render_sync(&s) {
+        Ok(fragment) => html(StatusCode::OK, fragment),
+        Err(e) => {
+            tracing::error!("dashboard: {e}");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn case_file_page(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if !signed_in(&s, &headers) {
+        return Redirect::to("/").into_response();
+    }
+    match load_case_file(&s, &id) {
+        Ok(case) => html(
+            StatusCode::OK,
+            page(
+                &format!("{} · 黨員檔案 Case file", case.name),
+                Some((&s, r#"<a class="back" href="/">← 總覽 Overview</a>"#)),
+                &render_case_file(&s, &case),
+            ),
+        ),
+        Err(e) => error_page(&s, &e),
+    }
+}
+
+/// A case file this office shows: held, and not on its way out of this office's scope.
+fn load_case_file(s: &ApiState, id: &str) -> Result<CaseFile, OpError> {
+    let case = members::get(&s.repo, id)?;
+    let doc = DocId::parse(id).map_err(|_| WriteError::Conflict("bad id".into()))?;
+    match s.repo.store().summary(&doc)? {
+        Some(summary) if !summary.leaving => Ok(case),
+        _ => Err(WriteError::NotFound(doc).into()),
+    }
+}
+
+// ---- labels -------------------------------------------------------------------------------
+
+/// A value with its Chinese label in front, escaped: `學習教育 study`.
+fn labelled(value: &str, label: Option<&str>) -> String {
+    match label {
+        Some(zh) => format!("{zh} <span class=\"en\">{}</span>", esc(value)),
+        None => esc(value),
+    }
+}
+
+fn kind_label(kind: &str) -> String {
+    let zh = match kind {
+        "organisation-life" => Some("組織生活"),
+        "study" => Some("學習教育"),
+        "volunteer-service" => Some("志願服務"),
+        "party-day" => Some("主題黨日"),
+        "dues" => Some("黨費"),
+        "other" => Some("其他"),
+        _ => None,
+    };
+    labelled(kind, zh)
+}
+
+fn category_label(category: &str) -> String {
+    let zh = match category {
+        "flowing" => Some("流動黨員"),
+        "migrant-worker" => Some("外出務工"),
+        "two-dwelling" => Some("兩棲"),
+        "elderly" => Some("老黨員"),
+        "retired" => Some("離退休"),
+        "no-post" => Some("無職黨員"),
+        "in-service" => Some("在職黨員進社區"),
+        "farmer-herder" => Some("農牧民黨員"),
+        _ => None,
+    };
+    labelled(category, zh)
+}
+
+fn rating_label(rating: &str) -> String {
+    let zh = match rating {
+        "excellent" => Some("優秀"),
+        "good" => Some("良好"),
+        "fair" => Some("一般"),
+        "poor" => Some("較差"),
+        _ => None,
+    };
+    labelled(rating, zh)
+}
+
+fn gender_label(gender: &str) -> String {
+    let zh = match gender {
+        "female" => Some("女"),
+        "male" => Some("男"),
+        _ => None,
+    };
+    labelled(gender, zh)
+}
+
+fn transfer_state_label(state: &str) -> String {
+    let zh = match state {
+        "open" => Some("辦理中"),
+        "accepted" => Some("已接收"),
+        "rejected" => Some("已拒絕"),
+        "cancelled" => Some("已撤回"),
+        "superseded" => Some("已作廢"),
+        _ => None,
+    };
+    format!(
+        r#"<span class="tstate {}">{}</span>"#,
+        esc(state),
+        labelled(state, zh)
+    )
+}
+
+fn peer_state(state: PeerState) -> &'static str {
+    match state {
+        PeerState::Connected => r#"<span class="state connected">已連接 connected</span>"#,
+        PeerState::Connecting => r#"<span class="state connecting">連接中 connecting</span>"#,
+        PeerState::Disconnected => r#"<span class="state disconnected">已斷開 disconnected</span>"#,
+    }
+}
+
+/// An org path with its last segment bold, and "本組織 this office" when it is this office.
+fn org_html(s: &ApiState, org: &str) -> String {
+    let me = if org == s.repo.me().as_str() {
+        r#" <span class="me">本組織 this office</span>"#
+    } else {
+        ""
+    };
+    format!("{}{me}", org_plain(org))
+}
+
+/// An org path with its last segment bold, breakable after each `/`.
+fn org_plain(org: &str) -> String {
+    let (above, last) = match org.rsplit_once('/') {
+        Some((above, last)) => (format!("{}/<wbr>", esc(above).replace('/', "/<wbr>")), last),
+        None => (String::new(), org),
+    };
+    format!(r#"<span class="org">{above}<b>{}</b></span>"#, esc(last))
+}
+
+fn member_link(id: &str, name: &str) -> String {
+    format!(
+        r#"<a href="/dashboard/members/{}">{}</a>"#,
+        esc(id),
+        esc(name)
+    )
+}
+
+/// An ID number with all but its last four characters hidden (身份證號 is sensitive).
+fn mask_id_number(id: &str) -> String {
+    let n = id.chars().count();
+    id.chars()
+        .enumerate()
+        .map(|(i, c)| if i + 4 < n { '•' } else { c })
+        .collect()
+}
+
+fn or_dash(v: Option<&str>) -> String {
+    v.filter(|v| !v.is_empty())
+        .map_or_else(|| "—".to_owned(), esc)
+}
+
+// ---- the overview ---------------------------------------------------------------------------
+
+fn render_overview(s: &ApiState, query: &str) -> Result<String, OpError> {
+    let sync = render_sync(s)?;
+    let search = render_search(s, query)?;
+    let conflicts = render_conflicts(s)?;
+    let quarantine = render_quarantine(s)?;
+    let transfers = render_transfers(s)?;
+    Ok(format!(
+        r#"<main class="grid overview">
+<div class="column">
+<section id="sync" class="card sync" data-refresh="/dashboard/sync">{sync}</section>
+<div class="pair">
+<section id="conflicts" class="card">{conflicts}</section>
+<section id="transfers" class="card">{transfers}</section>
+</div>
+<section id="quarantine" class="card">{quarantine}</section>
+</div>
+<section id="search" class="card search">{search}</section>
+</main>"#
+    ))
+}
+
+/// The sync-status section: office facts, document counts and the peers table.
+fn render_sync(s: &ApiState) -> Result<String, OpError> {
+    let summaries = s.repo.store().summaries()?;
+    let live = summaries.iter().filter(|(_, x)| !x.leaving);
+    let (mut members, mut orgs, mut conflicts) = (0, 0, 0);
+    for (_, x) in live {
+        match x.kind.as_str() {
+            "member" => members += 1,
+            "org" => orgs += 1,
+            _ => {}
+        }
+        conflicts += x.conflicts.len();
+    }
+    let refused_total: u64 = s.status.refused().values().sum();
+    let quarantine = s.repo.store().quarantined()?.len();
+    let peers = s.status.peers();
+    let rows: String = if peers.is_empty() {
+        r#"<tr><td colspan="7" class="muted">尚無對等節點 No peers yet</td></tr>"#.to_owned()
+    } else {
+        peers.iter().map(|p| peer_row(s, p)).collect()
+    };
+    let stat = |zh: &str, en: &str, n: String, warn: bool| {
+        format!(
+            r#"<div class="stat{}"><b>{n}</b><span>{zh} {en}</span></div>"#,
+            if warn { " warn" } else { "" }
+        )
+    };
+    Ok(format!(
+        r#"<h2>同步狀態 <span class="en">Sync status</span> <small class="muted">更新 Updated {now}</small></h2>
+<div class="stats">{a}{b}{c}{d}{e}<div class="stat cert"><b>{cert}</b><span>證書到期 Certificate expires</span></div></div>
+<table class="peers"><thead><tr><th>對等節點 Peer</th><th>狀態 State</th><th>方向 Direction</th><th>最近同步 Last sync</th><th class="num">待同步 Pending</th><th>拒收 Refused</th><th>最近錯誤 Last error</th></tr></thead>
+<tbody>{rows}</tbody></table>"#,
+        now = esc(&short_time(&crate::status::now_rfc3339())),
+        a = stat("黨員檔案", "Case files", members.to_string(), false),
+        b = stat("組織名冊", "Rosters", orgs.to_string(), false),
+        c = stat("衝突", "Conflicts", conflicts.to_string(), conflicts > 0),
+        d = stat("隔離", "Quarantine", quarantine.to_string(), quarantine > 0),
+        e = stat(
+            "拒收",
+            "Refused",
+            refused_total.to_string(),
+            refused_total > 0
+        ),
+        cert = esc(&short_time(&s.cert_expires)
+            .chars()
+            .take(10)
+            .collect::<String>()),
+    ))
+}
+
+fn peer_row(s: &ApiState, p: &PeerStatus) -> String {
+    let direction = match p.direction {
+        "dialed" => "撥出 dialed",
+        "accepted" => "接入 accepted",
+        other => other,
+    };
+    let refused = if p.refused.is_empty() {
+        "0".to_owned()
+    } else {
+        p.refused
+            .iter()
+            .map(|(reason, n)| format!("{} × {n}", esc(reason)))
+            .collect::<Vec<_>>()
+            .join("<br>")
+    };
+    format!(
+        r#"<tr class="peer {state_class}"><td>{org}<div class="muted small">{addr}</div></td><td>{state}</td><td>{direction}</td><td>{last_sync}</td><td class="num">{pending}</td><td>{refused}</td><td class="error small">{error}</td></tr>"#,
+        state_class = match p.state {
+            PeerState::Connected => "connected",
+            PeerState::Connecting => "connecting",
+            PeerState::Disconnected => "disconnected",
+        },
+        org = org_html(s, &p.org),
+        addr = esc(&p.addr),
+        state = peer_state(p.state),
+        direction = esc(direction),
+        last_sync = p
+            .last_sync_at
+            .as_deref()
+            .map_or_else(|| "—".to_owned(), |t| esc(&short_time(t))),
+        pending = p.docs_pending,
+        error = p.last_error.as_deref().map(esc).unwrap_or_default(),
+    )
+}
+
+fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
+    let mut all = members::list(&s.repo, Some(s.repo.me()), false)?;
+    all.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    let needle = query.to_lowercase();
+    let found: Vec<_> = all
+        .iter()
+        .filter(|m| needle.is_empty() || m.name.to_lowercase().contains(&needle))
+        .collect();
+    let heading = if query.is_empty() {
+        format!(
+            "本組織及下級共 {n} 名黨員 {n} members with home or residence here or below",
+            n = all.len()
+        )
+    } else {
+        format!("「{q}」: {n} 名 {n} found", q = esc(query), n = found.len())
+    };
+    let rows: String = found
+        .iter()
+        .take(SEARCH_LIMIT)
+        .map(|m| {
+            let residence = m
+                .residence_org
+                .as_deref()
+                .map(|r| {
+                    format!(
+                        r#"<div class="small">兩棲 Two-dwelling → {}</div>"#,
+                        org_plain(r)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                r#"<li class="member">{}<div class="small muted">{}</div>{residence}</li>"#,
+                member_link(&m.id, &m.name),
+                org_plain(&m.home_org),
+            )
+        })
+        .collect();
+    let more = if found.len() > SEARCH_LIMIT {
+        format!(
+            r#"<p class="muted">另有 {n} 名，請縮小搜索 {n} more: narrow the search</p>"#,
+            n = found.len() - SEARCH_LIMIT
+        )
+    } else {
+        String::new()
+    };
+    Ok(format!(
+        r#"<h2>黨員搜索 <span class="en">Member search</span></h2>
+<form method="get" action="/" class="search-form" role="search">
+<input type="search" name="q" value="{q}" placeholder="姓名 Name" aria-label="姓名 Name" maxlength="100">
+<button type="submit">搜索 Search</button></form>
+<p class="muted small">{heading}</p>
+<ul id="results" class="results">{rows}</ul>{more}"#,
+        q = esc(query),
+    ))
+}
+
+fn render_conflicts(s: &ApiState) -> Result<String, OpError> {
+    let list = members::conflicts(&s.repo)?;
+    let body = if list.is_empty() {
+        r#"<p class="ok">無未確認衝突 No unacknowledged conflicts</p>"#.to_owned()
+    } else {
+        let rows: String = list
+            .iter()
+            .map(|c| {
+                format!(
+                    r#"<tr><td>{}</td><td>{}</td><td class="small">{}</td><td class="small">{}</td></tr>"#,
+                    member_link(&c.member_id, &c.name),
+                    esc(&c.conflict.kind),
+                    esc(&c.conflict.rule),
+                    or_dash(c.conflict.winner.as_deref()),
+                )
+            })
+            .collect();
+        format!(
+            r#"<table><thead><tr><th>黨員 Member</th><th>類型 Kind</th><th>規則 Rule</th><th>勝出 Winner</th></tr></thead><tbody>{rows}</tbody></table>"#
+        )
+    };
+    Ok(format!(
+        r#"<h2>衝突 <span class="en">Conflicts</span> <span class="count">{}</span></h2>{body}"#,
+        list.len()
+    ))
+}
+
+fn render_quarantine(s: &ApiState) -> Result<String, OpError> {
+    let mut records = s.repo.store().quarantined()?;
+    let mut by_reason = BTreeMap::<&str, usize>::new();
+    for r in &records {
+        *by_reason.entry(r.reason.as_str()).or_default() += 1;
+    }
+    let reasons: String = by_reason
+        .iter()
+        .map(|(reason, n)| format!(r#"<li><code>{}</code> <b>{n}</b></li>"#, esc(reason)))
+        .collect();
+    let total = records.len();
+    records.sort_by(|a, b| b.at.cmp(&a.at));
+    let latest: String = records
+        .iter()
+        .take(QUARANTINE_LATEST)
+        .map(|r| {
+            format!(
+                r#"<tr><td class="small">{at}</td><td>{peer}</td><td class="small"><code>{doc}</code></td><td>{author}</td><td class="small" title="{message}"><code>{reason}</code></td></tr>"#,
+                at = esc(&short_time(&r.at)),
+                peer = esc(&r.peer),
+                doc = esc(&r.doc),
+                author = or_dash(r.author.as_deref()),
+                message = esc(&r.message),
+                reason = esc(&r.reason),
+            )
+        })
+        .collect();
+    let body = if total == 0 {
+        r#"<p class="ok">沒有被拒收的變更 No refused changes</p>"#.to_owned()
+    } else {
+        format!(
+            r#"<ul class="reasons">{reasons}</ul>
+<table><thead><tr><th>時間 At</th><th>來源 Peer</th><th>文件 Doc</th><th>聲稱作者 Claimed author</th><th>原因 Reason</th></tr></thead><tbody>{latest}</tbody></table>"#
+        )
+    };
+    Ok(format!(
+        r#"<h2>隔離 <span class="en">Quarantine</span> <span class="count">{total}</span></h2>{body}"#
+    ))
+}
+
+fn render_transfers(s: &ApiState) -> Result<String, OpError> {
+    let open: Vec<_> = members::list_transfers(&s.repo, None)?
+        .into_iter()
+        .filter(|t| t.state == "open")
+        .collect();
+    let body = if open.is_empty() {
+        r#"<p class="ok">沒有辦理中的轉接 No open transfers</p>"#.to_owned()
+    } else {
+        let rows: String = open
+            .iter()
+            .map(|t| {
+                format!(
+                    r#"<tr title="{}"><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                    esc(&t.id),
+                    member_link(&t.member_id, &t.name),
+                    org_html(s, &t.from_org),
+                    org_html(s, &t.to_org),
+                )
+            })
+            .collect();
+        format!(
+            r#"<table><thead><tr><th>黨員 Member</th><th>轉出 From</th><th>轉入 To</th></tr></thead><tbody>{rows}</tbody></table>"#
+        )
+    };
+    Ok(format!(
+        r#"<h2>組織關係轉接 <span class="en">Transfers</span> <span class="count">{}</span></h2>{body}"#,
+        open.len()
+    ))
+}
+
+// ---- the case file --------------------------------------------------------------------------
+
+fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
+    let dl = |rows: &[(&str, String)]| -> String {
+        rows.iter()
+            .map(|(label, value)| format!("<dt>{label}</dt><dd>{value}</dd>"))
+            .collect()
+    };
+    let categories = if case.categories.is_empty() {
+        "—".to_owned()
+    } else {
+        case.categories
+            .iter()
+            .map(|c| format!(r#"<span class="tag">{}</span>"#, category_label(c)))
+            .collect()
+    };
+    let identity = dl(&[
+        ("性別 Gender", gender_label(&case.gender)),
+        ("民族 Ethnicity", esc(&case.ethnicity)),
+        ("出生日期 Born", esc(&case.birth_date)),
+        ("入黨日期 Joined", esc(&case.joined_at)),
+        (
+            "身份證號 ID number",
+            case.id_number
+                .as_deref()
+                .map_or_else(|| "—".to_owned(), |n| esc(&mask_id_number(n))),
+        ),
+        ("電話 Phone", or_dash(case.phone.as_deref())),
+        ("學歷 Education", or_dash(case.education.as_deref())),
+        ("類別 Categories", categories),
+        (
+            "檔案編號 File id",
+            format!("<code>{}</code>", esc(&case.id)),
+        ),
+    ]);
+    let residence = match &case.residence {
+        Some(r) => dl(&[
+            ("兩棲居住地 Residence", org_html(s, &r.org)),
+            ("起 Since", or_dash(r.since.as_deref())),
+            ("至 Until", or_dash(r.until.as_deref())),
+            ("報到 Reported in", or_dash(r.reported_in_at.as_deref())),
+        ]),
+        None => dl(&[(
+            "兩棲居住地 Residence",
+            "— 非兩棲 not two-dwelling".to_owned(),
+        )]),
+    };
+    let contact = case.contact.as_ref();
+    let affiliation = format!(
+        "{}{residence}{}",
+        dl(&[("組織關係所在黨組織 Home org", org_html(s, &case.home_org))]),
+        dl(&[
+            (
+                "聯繫責任人 Contact person",
+                or_dash(contact.and_then(|c| c.person.as_deref())),
+            ),
+            (
+                "最近聯繫 Last contact",
+                or_dash(contact.and_then(|c| c.last_contact_at.as_deref())),
+            ),
+        ]),
+    );
+
+    let activities: String = if case.activities.is_empty() {
+        r#"<tr><td colspan="5" class="muted">尚無活動記錄 No activities yet</td></tr>"#.to_owned()
+    } else {
+        let mut list: Vec<_> = case.activities.iter().collect();
+        list.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
+        list.iter()
+            .map(|a| {
+                let comments: String = a
+                    .comments
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            r#"<div class="comment">加注意見 Comment · {} · {}: {}</div>"#,
+                            org_html(s, &c.by),
+                            esc(&c.at),
+                            esc(&c.text)
+                        )
+                    })
+                    .collect();
+                format!(
+                    r#"<tr class="activity"><td>{date}</td><td>{kind}</td><td>{description}{comments}</td><td class="num">{points}</td><td class="recorded-by">{by}</td></tr>"#,
+                    date = esc(&a.date),
+                    kind = kind_label(&a.kind),
+                    description = esc(&a.description),
+                    points = a.points.map(|p| p.to_string()).unwrap_or_default(),
+                    by = org_html(s, &a.recorded_by),
+                )
+            })
+            .collect()
+    };
+    let points: i64 = case.activities.iter().filter_map(|a| a.points).sum();
+
+    let reviews: String = if case.reviews.is_empty() {
+        r#"<p class="muted">尚無審核 No reviews yet</p>"#.to_owned()
+    } else {
+        let rows: String = case
+            .reviews
+            .iter()
+            .map(|r| {
+                format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&r.period),
+                    rating_label(&r.rating),
+                    esc(&r.comment),
+                    org_html(s, &r.reviewed_by)
+                )
+            })
+            .collect();
+        format!(
+            r#"<table><thead><tr><th>期間 Period</th><th>評定 Rating</th><th>意見 Comment</th><th>審核組織 Reviewed by</th></tr></thead><tbody>{rows}</tbody></table>"#
+        )
+    };
+
+    let transfers: String = if case.transfers.is_empty() {
+        r#"<p class="muted">尚無轉接 No transfers</p>"#.to_owned()
+    } else {
+        case.transfers
+            .iter()
+            .map(|t| {
+                let steps: String = t
+                    .steps
+                    .iter()
+                    .map(|st| {
+                        let step = serde_json::to_value(st.step)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        format!(
+                            r#"<li>{} · {} · {}</li>"#,
+                            esc(&step),
+                            org_html(s, &st.by),
+                            esc(&short_time(&st.at))
+                        )
+                    })
+                    .collect();
+                format!(
+                    r#"<div class="transfer"><div>{from} → {to} {state}</div>
+<div class="small">原因 Reason: {reason}</div>
+<div class="small muted">發起 Opened by {by} · {at} · <code>{id}</code></div><ul class="steps">{steps}</ul></div>"#,
+                    from = org_html(s, &t.from_org),
+                    to = org_html(s, &t.to_org),
+                    state = transfer_state_label(&t.state),
+                    reason = esc(&t.reason),
+                    by = org_html(s, &t.opened_by),
+                    at = esc(&short_time(&t.opened_at)),
+                    id = esc(&t.id),
+                )
+            })
+            .collect()
+    };
+
+    format!(
+        r#"<main class="grid casefile">
+<section id="identity" class="card"><h2>黨員檔案 <span class="en">Case file</span></h2><h3 class="name">{name}</h3><dl>{identity}</dl></section>
+<section id="affiliation" class="card"><h2>組織關係 <span class="en">Affiliation</span></h2><dl>{affiliation}</dl></section>
+<section id="reviews" class="card"><h2>半年審核 <span class="en">Reviews</span></h2>{reviews}
+<h2>組織關係轉接 <span class="en">Transfers</span></h2>{transfers}</section>
+<section id="activities" class="card wide"><h2>活動 <span class="en">Activities</span> <span class="count">{count}</span> <small class="muted">積分合計 Points total {points}</small></h2>
+<table><thead><tr><th>日期 Date</th><th>類型 Kind</th><th>內容 Description</th><th class="num">積分 Points</th><th>記錄組織 Recorded by</th></tr></thead><tbody>{activities}</tbody></table></section>
+</main>"#,
+        name = esc(&case.name),
+        count = case.activities.len(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_html_neutralises_markup_and_quotes() {
+        assert_eq!(
+            escape_html(r#"<script>alert("x")</script>"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"
+        );
+        assert_eq!(
+            escape_html("' onmouseover='x' & more"),
+            "&#39; onmouseover=&#39;x&#39; &amp; more"
+        );
+        assert_eq!(
+            escape_html("&amp;"),
+            "&amp;amp;",
+            "escapes are escaped again"
+        );
+        assert_eq!(escape_html("策勒克·蘇 Tsetseg"), "策勒克·蘇 Tsetseg");
+        let hostile = "\"><img src=x onerror=alert(1)>";
+        let out = escape_html(hostile);
+        assert!(!out.contains(['<', '>', '"', '\'']), "{out}");
+    }
+
+    #[test]
+    fn form_fields_are_url_decoded() {
+        let body = b"other=1&token=ab%2Bc+d%3D&x";
+        assert_eq!(form_field(body, "token").as_deref(), Some("ab+c d="));
+        assert_eq!(form_field(body, "other").as_deref(), Some("1"));
+        assert_eq!(form_field(body, "x").as_deref(), Some(""));
+        assert_eq!(form_field(body, "missing"), None);
+        assert_eq!(form_field(b"token=%zz", "token"), None);
+        assert_eq!(form_field(b"token=%4", "token"), None);
+    }
+
+    #[test]
+    fn sessions_are_bound_to_the_token_and_expire() {
+        let now = 1_800_000_000;
+        let v = session_value("secret-token", now);
+        assert!(
+            !v.contains("secret-token"),
+            "the cookie never holds the token"
+        );
+        assert!(session_valid("secret-token", &v, now + 10));
+        assert!(!session_valid("other-token", &v, now + 10));
+        assert!(!session_valid("secret-token", &v, now + SESSION_SECS));
+        let forged = format!("{}.{}", now + 5, v.split_once('.').unwrap().1);
+        assert!(!session_valid("secret-token", &forged, now + 10));
+        for junk in ["", ".", "x.y", "1", "1.zz"] {
+            assert!(!session_valid("secret-token", junk, now));
+        }
+        assert!(token_matches("secret-token", "secret-token"));
+        assert!(!token_matches("secret-toke", "secret-token"));
+        assert!(!token_matches("", "secret-token"));
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; amphi_session=9.abc; b=2"),
+        );
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("9.abc"));
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn id_numbers_are_masked_and_times_shortened() {
+        assert_eq!(mask_id_number("654226197103020021"), "••••••••••••••0021");
+        assert_eq!(mask_id_number("12"), "12");
+        assert_eq!(
+            short_time("2026-11-23T10:36:00.123Z"),
+            "2026-11-23 10:36:00"
+        );
+        assert_eq!(short_time("soon"), "soon");
+    }
+}

@@ -1,0 +1,119 @@
+//! The operator CLI against a real node process: members, activities, transfers, status and
+//! fleet tables, and a clear message when the node is down.
+
+mod common;
+
+use std::process::Command;
+
+use common::{AMPHI, KillOnDrop, office, run};
+
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(AMPHI).args(args).output().expect("amphi runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn operators_work_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = office(tmp.path(), "hoboksar/chagantolgay/bayin");
+    let c = config.to_str().unwrap();
+    let mut node = KillOnDrop(run(&config).0);
+
+    let (ok, out, err) = cli(&[
+        "member",
+        "add",
+        "--config",
+        c,
+        "--name",
+        "Bayar",
+        "--gender",
+        "male",
+        "--ethnicity",
+        "Mongol",
+        "--birth-date",
+        "1971-03-02",
+        "--joined-at",
+        "1996-07-01",
+    ]);
+    assert!(ok, "{err}");
+    let id = out.trim().to_owned();
+    assert!(id.starts_with("m-"), "{out}");
+    let (ok, _, err) = cli(&[
+        "activity",
+        "add",
+        "--config",
+        c,
+        "--member",
+        &id,
+        "--date",
+        "2026-11-02",
+        "--kind",
+        "study",
+        "--description",
+        "branch study",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&["member", "show", "--config", c, &id]);
+    assert!(ok);
+    let case: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            case["name"].as_str(),
+            case["activities"][0]["description"].as_str()
+        ),
+        (Some("Bayar"), Some("branch study"))
+    );
+    let (_, out, _) = cli(&["member", "list", "--config", c]);
+    assert!(out.contains(&id) && out.contains("Bayar"), "{out}");
+
+    let (ok, out, err) = cli(&[
+        "transfer",
+        "open",
+        "--config",
+        c,
+        "--member",
+        &id,
+        "--to",
+        "hoboksar/hoboksar-town/xingfu",
+        "--reason",
+        "moved",
+    ]);
+    assert!(ok, "{err}");
+    let tid = out.split_whitespace().next().unwrap().to_owned();
+    assert!(out.contains("open"), "{out}");
+    let (ok, _, err) = cli(&["transfer", "accept", "--config", c, &tid]);
+    assert!(
+        !ok && err.contains("target org"),
+        "only the target accepts: {err}"
+    );
+    let (ok, out, err) = cli(&["transfer", "cancel", "--config", c, &tid]);
+    assert!(ok && out.contains("cancelled"), "{out}{err}");
+
+    let (ok, out, _) = cli(&["status", "--config", c]);
+    assert!(
+        ok && out.contains("hoboksar/chagantolgay/bayin") && out.contains("members 1"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&["status", "--config", c, "--json"]);
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["org"], "hoboksar/chagantolgay/bayin");
+    let (ok, out, _) = cli(&["fleet", "--config", c]);
+    assert!(
+        ok && out.contains("hoboksar/chagantolgay/bayin"),
+        "the office lists itself: {out}"
+    );
+
+    node.0.kill().unwrap();
+    node.0.wait().unwrap();
+    let (ok, _, err) = cli(&["status", "--config", c]);
+    assert!(!ok, "status of a stopped node fails");
+    assert!(
+        err.contains("not answering") && err.contains("amphi run"),
+        "{err}"
+    );
+}
