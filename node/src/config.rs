@@ -41,7 +41,8 @@ pub struct Config {
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
     /// How often this node writes its status report for the fleet view, in milliseconds
-    /// (default 300 000; a report is also written soon after a peer's state changes).
+    /// (default 300 000; a report is also written soon after a peer's state changes; 0 turns
+    /// reports off).
     #[serde(default = "default_status_interval_ms")]
     pub status_interval_ms: u64,
     /// A report older than this marks an office stale in the fleet view, in milliseconds

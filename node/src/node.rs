@@ -164,13 +164,15 @@ impl Node {
             )));
         }
 
-        tasks.push(tokio::spawn(crate::fleet::reporter(
-            repo.clone(),
-            status.clone(),
-            identity.node_id(),
-            Duration::from_millis(config.status_interval_ms.max(100)),
-            shutdown_rx.clone(),
-        )));
+        if config.status_interval_ms > 0 {
+            tasks.push(tokio::spawn(crate::fleet::reporter(
+                repo.clone(),
+                status.clone(),
+                identity.node_id(),
+                Duration::from_millis(config.status_interval_ms.max(100)),
+                shutdown_rx.clone(),
+            )));
+        }
 
         let listener = tokio::net::TcpListener::bind(config.admin)
             .await

@@ -134,8 +134,9 @@ pub async fn run(
         }
     };
     sent(PeerSession::hello(repo.me())).await?;
-    for f in PeerSession::inventory(&repo.inventory_for(&peer)?) {
-        sent(f).await?;
+    if link.direction == "dialed" {
+        // The dialer starts reconciliation; the other side answers.
+        sent(session.reconcile(repo.inventory_for(&peer)?)).await?;
     }
     status.update(peer.as_str(), &link.addr, link.direction, |p| {
         p.state = PeerState::Connected;
@@ -159,7 +160,10 @@ pub async fn run(
                 let step = session.on_frame(frame, || repo.inventory_for(&peer).unwrap_or_default())?;
                 match step {
                     Step::Nothing => {}
-                    Step::Start { to_start, peer_lacks } => {
+                    Step::Start { reply, to_start, peer_lacks } => {
+                        if let Some(reply) = reply {
+                            sent(reply).await?;
+                        }
                         debug!(count = to_start.len(), "starting sync of differing documents");
                         for doc in to_start {
                             // A document the peer left and no longer holds: nothing to tell it.
@@ -206,10 +210,8 @@ pub async fn run(
                     sent(Frame::Left { doc }).await?;
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    debug!(missed, "missed change notifications; sending a fresh inventory");
-                    for f in PeerSession::inventory(&repo.inventory_for(&peer)?) {
-                        sent(f).await?;
-                    }
+                    debug!(missed, "missed change notifications; reconciling again");
+                    sent(session.reconcile(repo.inventory_for(&peer)?)).await?;
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },

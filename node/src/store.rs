@@ -35,6 +35,9 @@ const QUARANTINE_INDEX: TableDefinition<(&str, &str), u64> =
 /// small settings: the org this store belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
+/// redb's page cache, at most.
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Chunks a document may have before it is compacted into one.
 pub const COMPACT_AFTER: u64 = 32;
 
@@ -173,7 +176,10 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `path`, checking it belongs to `org`.
     pub fn open(path: &Path, org: &str) -> Result<Store, StoreError> {
-        let db = Database::create(path)?;
+        // A bounded page cache: memory must not grow with the number of documents held.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(DOC_CHUNKS)?;

@@ -30,7 +30,7 @@ pub const ALPN: &[u8] = b"amphi/1";
 /// Interval of QUIC keep-alive packets, so idle links and NAT bindings stay open.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// A link with no packets for this long is considered dead.
-pub const MAX_IDLE_TIMEOUT_MS: u32 = 30_000;
+pub const MAX_IDLE_TIMEOUT_MS: u32 = 20_000;
 
 /// What went wrong building a TLS configuration or reading a peer's identity.
 #[derive(Debug, thiserror::Error)]

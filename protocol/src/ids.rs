@@ -140,6 +140,13 @@ impl DocId {
     }
 }
 
+/// Ids order as their text, so maps keyed by `DocId` can be queried by `&str` ranges.
+impl std::borrow::Borrow<str> for DocId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl FromStr for DocId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -23,6 +23,7 @@ pub mod ids;
 pub mod inventory;
 pub mod org;
 pub mod reader;
+pub mod reconcile;
 pub mod roster;
 pub mod session;
 pub mod transfer;

@@ -1,26 +1,26 @@
 //! One sync session with one peer, as a state machine with no IO.
 //!
 //! The node feeds it frames from the peer and asks it what to do; it keeps the per-document
-//! [`DocSync`]s and the set of documents not yet known to be in sync (`docs_pending`).
+//! [`DocSync`]s, the set reconciliation in progress, and the documents not yet known to be
+//! in sync (`docs_pending`).
 //!
 //! ```text
-//! both sides:  Hello ─▶  Inventory… InventoryDone ─▶  Sync{doc}… ◀─▶ Sync{doc}…
+//! both sides:  Hello ─▶
+//! dialer:      Reconcile{whole range} ─▶ ◀─ Reconcile{sub-ranges} ─▶ … (until settled)
+//! both sides:  Sync{doc}… ◀─▶ Sync{doc}…   for every document found to differ, and
+//!                                           for every later change either side makes
 //! ```
-//! After a peer's `InventoryDone`, each side starts syncing the documents it holds whose
-//! digest differs from the peer's; the peer starts the ones only it holds. A side may send
-//! a fresh inventory at any time (e.g. after missing change notifications).
+//! Either side may start a fresh reconciliation at any time (e.g. after missing change
+//! notifications).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::attest::{Attestation, CertId};
 use crate::docsync::DocSync;
 use crate::ids::DocId;
-use crate::inventory::differing;
 use crate::org::OrgPath;
-use crate::wire::{Digest, Frame, MAX_INVENTORY_CHUNK, PROTOCOL_VERSION};
-
-/// Most inventory entries a peer may send in one round (a city hub holds ~250,000).
-pub const MAX_INVENTORY: usize = 2_000_000;
+use crate::reconcile::Reconciler;
+use crate::wire::{Digest, Frame, PROTOCOL_VERSION};
 
 /// Why a session must end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,9 +39,6 @@ pub enum SessionError {
     /// The peer speaks another protocol version.
     #[error("peer speaks protocol version {0}, this node speaks {PROTOCOL_VERSION}")]
     Version(u16),
-    /// The peer's inventory exceeded [`MAX_INVENTORY`].
-    #[error("peer inventory exceeds {MAX_INVENTORY} documents")]
-    InventoryTooLarge,
 }
 
 /// What the node should do after a frame.
@@ -49,16 +46,16 @@ pub enum SessionError {
 pub enum Step {
     /// Nothing to do.
     Nothing,
-    /// Generate and send a first sync message for each document in `to_start`; `peer_lacks`
-    /// are those the peer does not hold at all.
+    /// Send `reply` (if any), then a first sync message for each document in `to_start`;
+    /// `peer_lacks` are those the peer does not hold at all.
     Start {
-        /// Documents to start syncing.
+        /// The reconciliation's next message, if it is not settled.
+        reply: Option<Frame>,
+        /// Documents found to differ.
         to_start: Vec<DocId>,
         /// The subset the peer does not hold.
         peer_lacks: BTreeSet<DocId>,
     },
-    /// The peer no longer holds this document (it left the peer's scope).
-    Left(DocId),
     /// Receive this sync message for `doc` (through the gate) and send the reply.
     Sync {
         /// The document.
@@ -70,6 +67,8 @@ pub enum Step {
     },
     /// Check this certificate against the CA and remember it for verifying changes.
     Certificate(Vec<u8>),
+    /// The peer no longer holds this document (it left the peer's scope).
+    Left(DocId),
 }
 
 /// A session with one peer.
@@ -77,7 +76,7 @@ pub enum Step {
 pub struct PeerSession {
     peer: OrgPath,
     greeted: bool,
-    their_inventory: BTreeMap<DocId, Digest>,
+    reconciler: Option<Reconciler>,
     syncs: HashMap<DocId, DocSync>,
     pending: BTreeSet<DocId>,
     certificates_sent: BTreeSet<CertId>,
@@ -89,21 +88,11 @@ impl PeerSession {
         PeerSession {
             peer,
             greeted: false,
-            their_inventory: BTreeMap::new(),
+            reconciler: None,
             syncs: HashMap::new(),
             pending: BTreeSet::new(),
             certificates_sent: BTreeSet::new(),
         }
-    }
-
-    /// Certificates the peer needs before these attestations can be verified: those not yet
-    /// sent in this session (each is then counted as sent).
-    pub fn certificates_to_send(&mut self, attestations: &[Attestation]) -> Vec<CertId> {
-        attestations
-            .iter()
-            .map(|a| a.cert)
-            .filter(|c| self.certificates_sent.insert(*c))
-            .collect()
     }
 
     /// The peer's org.
@@ -119,20 +108,29 @@ impl PeerSession {
         }
     }
 
-    /// Our inventory for the peer, in bounded frames, ending with `InventoryDone`.
-    pub fn inventory(ours: &BTreeMap<DocId, Digest>) -> Vec<Frame> {
-        let entries: Vec<(DocId, Digest)> = ours.iter().map(|(id, d)| (id.clone(), *d)).collect();
-        entries
-            .chunks(MAX_INVENTORY_CHUNK)
-            .map(|c| Frame::Inventory {
-                entries: c.to_vec(),
-            })
-            .chain(std::iter::once(Frame::InventoryDone))
+    /// Starts (or restarts) reconciliation over `ours`, the documents the peer may hold with
+    /// their digests; returns the first message to send.
+    pub fn reconcile(&mut self, ours: BTreeMap<DocId, Digest>) -> Frame {
+        let reconciler = Reconciler::new(ours);
+        let frame = Frame::Reconcile {
+            ranges: reconciler.initiate(),
+        };
+        self.reconciler = Some(reconciler);
+        frame
+    }
+
+    /// Certificates the peer needs before these attestations can be verified: those not yet
+    /// sent in this session (each is then counted as sent).
+    pub fn certificates_to_send(&mut self, attestations: &[Attestation]) -> Vec<CertId> {
+        attestations
+            .iter()
+            .map(|a| a.cert)
+            .filter(|c| self.certificates_sent.insert(*c))
             .collect()
     }
 
-    /// Handles one frame from the peer. `ours` gives our current inventory for the peer
-    /// (called only when the peer's inventory is complete).
+    /// Handles one frame from the peer. `ours` gives our documents the peer may hold (asked
+    /// only when the peer starts a reconciliation).
     pub fn on_frame(
         &mut self,
         frame: Frame,
@@ -153,32 +151,27 @@ impl PeerSession {
                 Ok(Step::Nothing)
             }
             _ if !self.greeted => Err(SessionError::NoHello("a frame")),
-            Frame::Inventory { entries } => {
-                if self.their_inventory.len() + entries.len() > MAX_INVENTORY {
-                    return Err(SessionError::InventoryTooLarge);
+            Frame::Reconcile { ranges } => {
+                // A whole-range fingerprint starts a (new) reconciliation on the peer's side.
+                let restart = ranges.len() == 1
+                    && ranges[0].lower.is_empty()
+                    && ranges[0].upper.is_none()
+                    && matches!(ranges[0].payload, crate::reconcile::Payload::Fingerprint(_));
+                if restart || self.reconciler.is_none() {
+                    self.reconciler = Some(Reconciler::new(ours()));
                 }
-                self.their_inventory.extend(entries);
-                Ok(Step::Nothing)
-            }
-            Frame::InventoryDone => {
-                let theirs = std::mem::take(&mut self.their_inventory);
-                let ours = ours();
-                let to_start = differing(&ours, &theirs);
-                let peer_lacks = to_start
-                    .iter()
-                    .filter(|id| !theirs.contains_key(*id))
-                    .cloned()
-                    .collect();
-                self.pending.extend(to_start.iter().cloned());
-                self.pending.extend(differing(&theirs, &ours));
+                let reconciler = self.reconciler.as_mut().expect("just set");
+                let answer = reconciler.respond(ranges);
+                let (differing, peer_lacks) = reconciler.take_differences();
+                self.pending.extend(differing.iter().cloned());
                 Ok(Step::Start {
-                    to_start,
+                    reply: (!answer.is_empty()).then_some(Frame::Reconcile { ranges: answer }),
+                    to_start: differing.into_iter().collect(),
                     peer_lacks,
                 })
             }
             Frame::Left { doc } => {
-                self.pending.remove(&doc);
-                self.syncs.remove(&doc);
+                self.forget(&doc);
                 Ok(Step::Left(doc))
             }
             Frame::Sync {
@@ -206,10 +199,13 @@ impl PeerSession {
         self.syncs.remove(doc);
     }
 
-    /// Records whether `doc` is now known to be in sync with the peer.
+    /// Records whether `doc` is now known to be in sync with the peer. A document in sync
+    /// drops its in-memory sync progress (it is persisted), so memory follows the documents
+    /// being synced, not the documents held.
     pub fn mark(&mut self, doc: &DocId, in_sync: bool) {
         if in_sync {
             self.pending.remove(doc);
+            self.syncs.remove(doc);
         } else {
             self.pending.insert(doc.clone());
         }
@@ -229,11 +225,19 @@ mod tests {
         OrgPath::parse(s).unwrap()
     }
 
+    fn greeted(peer: &str) -> PeerSession {
+        let mut s = PeerSession::new(org(peer));
+        s.on_frame(PeerSession::hello(&org(peer)), BTreeMap::new)
+            .unwrap();
+        s
+    }
+
     #[test]
     fn hello_must_come_first_and_match_the_certificate() {
         let mut s = PeerSession::new(org("hoboksar/t1"));
+        let early = Frame::Reconcile { ranges: vec![] };
         assert_eq!(
-            s.on_frame(Frame::InventoryDone, BTreeMap::new),
+            s.on_frame(early, BTreeMap::new),
             Err(SessionError::NoHello("a frame"))
         );
         let liar = Frame::Hello {
@@ -259,45 +263,37 @@ mod tests {
     }
 
     #[test]
-    fn inventory_decides_what_to_start_and_what_is_pending() {
+    fn two_sessions_reconcile_to_the_documents_that_differ() {
         let id = |n| DocId::new_member([n; 8]);
-        let mut s = PeerSession::new(org("hoboksar/t1"));
-        s.on_frame(PeerSession::hello(&org("hoboksar/t1")), BTreeMap::new)
-            .unwrap();
-        let theirs = BTreeMap::from([(id(1), [1; 16]), (id(2), [2; 16]), (id(4), [4; 16])]);
-        let ours = BTreeMap::from([(id(1), [1; 16]), (id(2), [9; 16]), (id(3), [3; 16])]);
-        let mut step = Step::Nothing;
-        for f in PeerSession::inventory(&theirs) {
-            step = s.on_frame(f, || ours.clone()).unwrap();
-        }
-        assert_eq!(
-            step,
-            Step::Start {
-                to_start: vec![id(2), id(3)],
-                peer_lacks: BTreeSet::from([id(3)])
+        let ours = BTreeMap::from([(id(1), [1; 16]), (id(2), [2; 16]), (id(3), [3; 16])]);
+        let theirs = BTreeMap::from([(id(1), [1; 16]), (id(2), [9; 16]), (id(4), [4; 16])]);
+        let (mut a, mut b) = (greeted("hoboksar/t2"), greeted("hoboksar/t1"));
+        let mut frame = Some(a.reconcile(ours.clone()));
+        let mut found = BTreeSet::new();
+        let mut lacks = BTreeSet::new();
+        let mut at_b = true;
+        while let Some(f) = frame.take() {
+            let (side, mine) = if at_b {
+                (&mut b, theirs.clone())
+            } else {
+                (&mut a, ours.clone())
+            };
+            match side.on_frame(f, || mine).unwrap() {
+                Step::Start {
+                    reply,
+                    to_start,
+                    peer_lacks,
+                } => {
+                    found.extend(to_start);
+                    lacks.extend(peer_lacks);
+                    frame = reply;
+                }
+                other => panic!("{other:?}"),
             }
-        );
-        assert_eq!(s.pending(), 3, "2 differs, 3 only ours, 4 only theirs");
-        s.mark(&id(2), true);
-        s.mark(&id(4), true);
-        assert_eq!(s.pending(), 1);
-    }
-
-    #[test]
-    fn large_inventories_travel_in_bounded_frames() {
-        let ours: BTreeMap<DocId, Digest> = (0..10_000u32)
-            .map(|n| {
-                let mut b = [0u8; 8];
-                b[..4].copy_from_slice(&n.to_be_bytes());
-                (DocId::new_member(b), [0; 16])
-            })
-            .collect();
-        let frames = PeerSession::inventory(&ours);
-        assert_eq!(frames.len(), 10_000usize.div_ceil(MAX_INVENTORY_CHUNK) + 1);
-        assert!(
-            frames
-                .iter()
-                .all(|f| f.encode().len() < crate::wire::MAX_FRAME)
-        );
+            at_b = !at_b;
+        }
+        assert_eq!(found, BTreeSet::from([id(2), id(3), id(4)]));
+        assert_eq!(a.pending() + b.pending(), 3);
+        assert!(!lacks.is_empty());
     }
 }

@@ -12,13 +12,12 @@
 use crate::attest::Attestation;
 use crate::ids::DocId;
 use crate::org::OrgPath;
+use crate::reconcile::{Fingerprint, MAX_LISTED, MAX_RANGES, Payload, Range};
 
 /// Version spoken by this build; a peer with another version is refused at hello.
 pub const PROTOCOL_VERSION: u16 = 1;
 /// Largest frame body accepted (a whole large case file fits many times over).
 pub const MAX_FRAME: usize = 8 * 1024 * 1024;
-/// Most inventory entries in one frame.
-pub const MAX_INVENTORY_CHUNK: usize = 4096;
 /// Most attestations in one sync frame.
 pub const MAX_ATTESTATIONS: usize = 65_536;
 /// Largest certificate accepted on the wire.
@@ -39,13 +38,12 @@ pub enum Frame {
         /// The sender's org (must match its certificate).
         org: OrgPath,
     },
-    /// Part of the sender's inventory: documents it holds that the receiver may hold too.
-    Inventory {
-        /// Document ids and heads digests.
-        entries: Vec<(DocId, Digest)>,
+    /// A step of set reconciliation over the documents both sides may hold (see
+    /// [`crate::reconcile`]).
+    Reconcile {
+        /// Ranges of document ids with a fingerprint or the sender's items.
+        ranges: Vec<Range>,
     },
-    /// The sender's inventory is complete.
-    InventoryDone,
     /// An automerge sync message for one document, with the signatures of the changes it
     /// carries.
     Sync {
@@ -70,8 +68,7 @@ pub enum Frame {
 }
 
 const TAG_HELLO: u8 = 1;
-const TAG_INVENTORY: u8 = 2;
-const TAG_INVENTORY_DONE: u8 = 3;
+const TAG_RECONCILE: u8 = 2;
 const TAG_SYNC: u8 = 4;
 const TAG_CERTIFICATE: u8 = 5;
 const TAG_LEFT: u8 = 6;
@@ -106,15 +103,35 @@ impl Frame {
                 body.extend_from_slice(&version.to_be_bytes());
                 put_str(&mut body, org.as_str());
             }
-            Frame::Inventory { entries } => {
-                body.push(TAG_INVENTORY);
-                body.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-                for (id, digest) in entries {
-                    put_str(&mut body, id.as_str());
-                    body.extend_from_slice(digest);
+            Frame::Reconcile { ranges } => {
+                body.push(TAG_RECONCILE);
+                body.extend_from_slice(&(ranges.len() as u32).to_be_bytes());
+                for r in ranges {
+                    put_str(&mut body, &r.lower);
+                    match &r.upper {
+                        Some(u) => {
+                            body.push(1);
+                            put_str(&mut body, u);
+                        }
+                        None => body.push(0),
+                    }
+                    match &r.payload {
+                        Payload::Fingerprint(f) => {
+                            body.push(0);
+                            body.extend_from_slice(&f.count.to_be_bytes());
+                            body.extend_from_slice(&f.sum.to_be_bytes());
+                        }
+                        Payload::Items(items) => {
+                            body.push(1);
+                            body.extend_from_slice(&(items.len() as u32).to_be_bytes());
+                            for (id, digest) in items {
+                                put_str(&mut body, id.as_str());
+                                body.extend_from_slice(digest);
+                            }
+                        }
+                    }
                 }
             }
-            Frame::InventoryDone => body.push(TAG_INVENTORY_DONE),
             Frame::Sync {
                 doc,
                 message,
@@ -168,20 +185,48 @@ impl Frame {
                 let org = OrgPath::parse(r.str()?).map_err(|_| DecodeError::Invalid("org path"))?;
                 Frame::Hello { version, org }
             }
-            TAG_INVENTORY => {
+            TAG_RECONCILE => {
                 let n = u32::from_be_bytes(r.array()?) as usize;
-                if n > MAX_INVENTORY_CHUNK {
-                    return Err(DecodeError::Invalid("inventory size"));
+                if n > MAX_RANGES {
+                    return Err(DecodeError::Invalid("range count"));
                 }
-                let mut entries = Vec::with_capacity(n);
+                let (mut ranges, mut listed) = (Vec::with_capacity(n.min(256)), 0usize);
                 for _ in 0..n {
-                    let id =
-                        DocId::parse(r.str()?).map_err(|_| DecodeError::Invalid("document id"))?;
-                    entries.push((id, r.array()?));
+                    let lower = r.str()?.to_owned();
+                    let upper = match r.u8()? {
+                        0 => None,
+                        1 => Some(r.str()?.to_owned()),
+                        _ => return Err(DecodeError::Invalid("range bound")),
+                    };
+                    let payload = match r.u8()? {
+                        0 => Payload::Fingerprint(Fingerprint {
+                            count: u32::from_be_bytes(r.array()?),
+                            sum: u128::from_be_bytes(r.array()?),
+                        }),
+                        1 => {
+                            let k = u32::from_be_bytes(r.array()?) as usize;
+                            listed += k;
+                            if listed > MAX_LISTED {
+                                return Err(DecodeError::Invalid("listed item count"));
+                            }
+                            let mut items = Vec::with_capacity(k.min(1024));
+                            for _ in 0..k {
+                                let id = DocId::parse(r.str()?)
+                                    .map_err(|_| DecodeError::Invalid("document id"))?;
+                                items.push((id, r.array()?));
+                            }
+                            Payload::Items(items)
+                        }
+                        _ => return Err(DecodeError::Invalid("range payload")),
+                    };
+                    ranges.push(Range {
+                        lower,
+                        upper,
+                        payload,
+                    });
                 }
-                Frame::Inventory { entries }
+                Frame::Reconcile { ranges }
             }
-            TAG_INVENTORY_DONE => Frame::InventoryDone,
             TAG_SYNC => {
                 let doc =
                     DocId::parse(r.str()?).map_err(|_| DecodeError::Invalid("document id"))?;
@@ -288,17 +333,30 @@ mod tests {
                 version: PROTOCOL_VERSION,
                 org: OrgPath::parse("hoboksar/t1").unwrap(),
             },
-            Frame::Inventory {
-                entries: vec![
-                    (DocId::new_member([1; 8]), [9; DIGEST_LEN]),
-                    (
-                        DocId::roster(&OrgPath::parse("hoboksar").unwrap()),
-                        [0; DIGEST_LEN],
-                    ),
+            Frame::Reconcile {
+                ranges: vec![
+                    Range {
+                        lower: String::new(),
+                        upper: Some("m-8".into()),
+                        payload: Payload::Fingerprint(Fingerprint {
+                            count: 3,
+                            sum: 7 << 100,
+                        }),
+                    },
+                    Range {
+                        lower: "m-8".into(),
+                        upper: None,
+                        payload: Payload::Items(vec![
+                            (DocId::new_member([1; 8]), [9; DIGEST_LEN]),
+                            (
+                                DocId::roster(&OrgPath::parse("hoboksar").unwrap()),
+                                [0; DIGEST_LEN],
+                            ),
+                        ]),
+                    },
                 ],
             },
-            Frame::Inventory { entries: vec![] },
-            Frame::InventoryDone,
+            Frame::Reconcile { ranges: vec![] },
             Frame::Sync {
                 doc: DocId::new_member([2; 8]),
                 message: vec![0x42, 1, 2, 3],
@@ -354,18 +412,18 @@ mod tests {
             Frame::body_len([0xff; 4]),
             Err(DecodeError::TooLarge(u32::MAX as usize))
         );
-        let mut huge_inventory = vec![TAG_INVENTORY];
-        huge_inventory.extend_from_slice(&u32::MAX.to_be_bytes());
+        let mut huge = vec![TAG_RECONCILE];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(
-            Frame::decode_body(&huge_inventory),
-            Err(DecodeError::Invalid("inventory size"))
+            Frame::decode_body(&huge),
+            Err(DecodeError::Invalid("range count"))
         );
     }
 
     #[test]
     fn garbage_is_an_error_never_a_panic() {
         assert_eq!(Frame::decode_body(&[99]), Err(DecodeError::UnknownTag(99)));
-        let mut trailing = Frame::InventoryDone.encode();
+        let mut trailing = Frame::Reconcile { ranges: vec![] }.encode();
         trailing.push(0);
         assert!(Frame::decode(&trailing).is_err());
         let bad_org = [TAG_HELLO, 0, 1, 0, 3, b'B', b'A', b'D'];

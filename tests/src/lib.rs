@@ -192,6 +192,8 @@ impl Office {
 pub struct County {
     /// Temporary folder holding everything.
     pub root: tempfile::TempDir,
+    /// Fleet report interval given to offices started from now on (0: no reports).
+    pub status_interval_ms: u64,
     ca: PathBuf,
     offices: BTreeMap<String, Office>,
 }
@@ -211,6 +213,7 @@ impl County {
             root,
             ca,
             offices: BTreeMap::new(),
+            status_interval_ms: 300,
         }
     }
 
@@ -261,7 +264,7 @@ impl County {
                 )
                 .expect("office prepared");
                 // Fleet reports every 300 ms, stale after 2 s: fast enough for tests.
-                config.status_interval_ms = 300;
+                config.status_interval_ms = self.status_interval_ms;
                 config.fleet_stale_after_ms = 2_000;
                 config
             }

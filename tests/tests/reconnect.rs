@@ -1,0 +1,88 @@
+//! Reconnecting costs what changed, not what is held: with set reconciliation, a reconnect
+//! that finds nothing changed exchanges no per-document sync messages at all.
+
+use std::time::Duration;
+
+use amphi_cluster_tests::{County, eventually};
+
+const WAIT: Duration = Duration::from_secs(30);
+const BAYIN: &str = "hoboksar/chagantolgay/bayin";
+
+async fn counters(office: &amphi_cluster_tests::Office, peer: &str) -> (u64, u64, u64, u64) {
+    let p = office.peer_status(peer).await.expect("peer known");
+    let n = |k: &str| p[k].as_u64().unwrap_or(0);
+    (
+        n("messages_in"),
+        n("messages_out"),
+        n("bytes_in"),
+        n("bytes_out"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_nothing_changed_sends_no_document_messages() {
+    let mut county = County::new();
+    county.status_interval_ms = 0; // no fleet reports: they would be changes of their own
+    county.start_all(&["county", "chagantolgay", "bayin"]).await;
+    let bayin = county.office("bayin");
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        ids.push(bayin.create_member(&format!("Member {n}")).await);
+    }
+    let township = county.office("chagantolgay");
+    eventually(WAIT, "the township holds all 40 and is in sync", || async {
+        let p = township.peer_status(BAYIN).await?;
+        let listed = township.get("/api/v1/members").await.1["members"]
+            .as_array()?
+            .len();
+        (listed == 40 && p["docs_pending"] == 0 && p["state"] == "connected").then_some(())
+    })
+    .await;
+
+    county.stop("bayin").await;
+    let township = county.office("chagantolgay");
+    eventually(WAIT, "the township sees Bayin gone", || async {
+        (township.peer_status(BAYIN).await?["state"] == "disconnected").then_some(())
+    })
+    .await;
+    let before = counters(township, BAYIN).await;
+    county.start("bayin").await;
+    let township = county.office("chagantolgay");
+    eventually(WAIT, "Bayin reconnects and is in sync", || async {
+        let p = township.peer_status(BAYIN).await?;
+        (p["state"] == "connected" && p["docs_pending"] == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = counters(township, BAYIN).await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (0, 0),
+        "no sync message either way"
+    );
+    let bytes = (after.2 - before.2) + (after.3 - before.3);
+    println!("reconnect with 40 unchanged documents: {bytes} bytes of frames in all");
+    assert!(
+        bytes < 400,
+        "only hello and one fingerprint each way: {bytes} bytes"
+    );
+
+    // And a change made while apart is found and synced on the next reconnect.
+    county.stop("bayin").await;
+    let township = county.office("chagantolgay");
+    assert_eq!(
+        township
+            .record_activity(&ids[7], "recorded while Bayin was away")
+            .await,
+        201
+    );
+    county.start("bayin").await;
+    let bayin = county.office("bayin");
+    eventually(
+        WAIT,
+        "Bayin gets the change made while it was away",
+        || async { (bayin.activities(&ids[7]).await.len() == 1).then_some(()) },
+    )
+    .await;
+    county.shutdown().await;
+}
