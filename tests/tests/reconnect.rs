@@ -84,5 +84,15 @@ async fn a_reconnect_with_nothing_changed_sends_no_document_messages() {
         || async { (bayin.activities(&ids[7]).await.len() == 1).then_some(()) },
     )
     .await;
+    // After syncing that change, the link falls quiet again.
+    let township = county.office("chagantolgay");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let settled = counters(township, BAYIN).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        counters(township, BAYIN).await,
+        settled,
+        "quiet after syncing a change"
+    );
     county.shutdown().await;
 }
