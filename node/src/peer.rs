@@ -18,8 +18,10 @@ use crate::repo::{Notice, Outbound, Repo};
 use crate::status::{PeerState, Status, now_rfc3339};
 use crate::store::StoreError;
 
-/// Frames queued for sending before the session waits (backpressure).
+/// Frames read ahead from the peer before the reader waits.
 const SEND_QUEUE: usize = 256;
+/// Documents offered per turn of the session loop, between reads, when many differ.
+const OFFER_BATCH: usize = 32;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +83,7 @@ async fn read_frames(
 
 async fn write_frames(
     mut send: quinn::SendStream,
-    mut frames: mpsc::Receiver<Frame>,
+    mut frames: mpsc::UnboundedReceiver<Frame>,
     status: Arc<Status>,
     link: PeerLink,
 ) {
@@ -116,7 +118,9 @@ pub async fn run(
         conn.accept_bi().await
     }
     .map_err(|e| SessionEnd::Connection(e.to_string()))?;
-    let (out, out_rx) = mpsc::channel(SEND_QUEUE);
+    // Sending never blocks the loop: a session that stops reading while it waits to send,
+    // facing a peer doing the same, would deadlock once both queues and QUIC windows fill.
+    let (out, out_rx) = mpsc::unbounded_channel();
     let (in_tx, mut incoming) = mpsc::channel(SEND_QUEUE);
     let reader = tokio::spawn(read_frames(recv, in_tx));
     let writer = tokio::spawn(write_frames(send, out_rx, status.clone(), link.clone()));
@@ -129,7 +133,6 @@ pub async fn run(
         let out = out.clone();
         async move {
             out.send(f)
-                .await
                 .map_err(|_| SessionEnd::Connection("writer stopped".into()))
         }
     };
@@ -144,10 +147,17 @@ pub async fn run(
         p.last_error = None;
     });
     info!("session started");
+    // Documents found to differ, offered a batch at a time between reads.
+    let mut to_offer: std::collections::VecDeque<DocId> = std::collections::VecDeque::new();
 
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
+            _ = std::future::ready(()), if !to_offer.is_empty() && incoming.is_empty() => {
+                for doc in to_offer.drain(..OFFER_BATCH.min(to_offer.len())).collect::<Vec<_>>() {
+                    offer(&repo, &mut session, &doc, &out).await?;
+                }
+            }
             frame = incoming.recv() => {
                 let Some(frame) = frame else { break };
                 let (frame, size) = frame?;
@@ -172,7 +182,7 @@ pub async fn run(
                                 session.forget(&doc);
                                 continue;
                             }
-                            offer(&repo, &mut session, &doc, &out).await?;
+                            to_offer.push_back(doc);
                         }
                     }
                     Step::Left(doc) => repo.peer_left(&doc, &peer)?,
@@ -234,7 +244,7 @@ async fn offer(
     repo: &Repo,
     session: &mut PeerSession,
     doc: &DocId,
-    out: &mpsc::Sender<Frame>,
+    out: &mpsc::UnboundedSender<Frame>,
 ) -> Result<(), SessionEnd> {
     let peer = session.peer().clone();
     let ds = session.doc_sync(doc, || repo.resume_sync(doc, &peer));
@@ -254,7 +264,7 @@ async fn offer(
 async fn send_sync(
     repo: &Repo,
     session: &mut PeerSession,
-    out: &mpsc::Sender<Frame>,
+    out: &mpsc::UnboundedSender<Frame>,
     doc: DocId,
     outbound: Outbound,
 ) -> Result<(), SessionEnd> {
@@ -265,7 +275,7 @@ async fn send_sync(
     let closed = |_| SessionEnd::Connection("writer stopped".into());
     for cert in session.certificates_to_send(&attestations) {
         if let Some(der) = repo.trust().certificate(&cert) {
-            out.send(Frame::Certificate { der }).await.map_err(closed)?;
+            out.send(Frame::Certificate { der }).map_err(closed)?;
         }
     }
     out.send(Frame::Sync {
@@ -273,7 +283,6 @@ async fn send_sync(
         message,
         attestations,
     })
-    .await
     .map_err(closed)
 }
 

@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, ChangeHash};
+use sha2::{Digest as _, Sha256};
 
 use crate::attest::{Attestation, Authenticator};
 use crate::authority::Refusal;
@@ -30,7 +31,8 @@ pub struct Outgoing {
 #[derive(Debug, Default)]
 pub struct DocSync {
     state: sync::State,
-    last_sent: Option<Vec<u8>>,
+    /// SHA-256 of the last message sent (not the message: memory follows documents synced).
+    last_sent: Option<[u8; 32]>,
     refused: HashSet<ChangeHash>,
 }
 
@@ -65,10 +67,11 @@ impl DocSync {
         let mut message = doc.sync().generate_sync_message(&mut self.state)?;
         message.need.retain(|h| !self.refused.contains(h));
         let encoded = message.encode();
-        if self.last_sent.as_deref() == Some(&encoded[..]) {
+        let digest: [u8; 32] = Sha256::digest(&encoded).into();
+        if self.last_sent == Some(digest) {
             return None;
         }
-        self.last_sent = Some(encoded.clone());
+        self.last_sent = Some(digest);
         let changes = self
             .state
             .sent_hashes

@@ -22,9 +22,6 @@ use crate::org::OrgPath;
 use crate::reconcile::Reconciler;
 use crate::wire::{Digest, Frame, PROTOCOL_VERSION};
 
-/// Most per-document sync states a session keeps before dropping those in sync.
-pub const MAX_LIVE_SYNCS: usize = 4096;
-
 /// Why a session must end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionError {
@@ -202,21 +199,14 @@ impl PeerSession {
         self.syncs.remove(doc);
     }
 
-    /// Records whether `doc` is now known to be in sync with the peer.
-    ///
-    /// Sync progress is kept in memory while a document is being synced. When more than
-    /// [`MAX_LIVE_SYNCS`] are held, those of documents in sync (other than `doc`) are dropped
-    /// in one sweep; their state is persisted. Dropping a state right after each sync would
-    /// make both sides answer every message with a fresh state, forever.
+    /// Records whether `doc` is now known to be in sync with the peer. (Sync progress stays
+    /// for the whole session: dropping it for documents in sync made both sides answer every
+    /// later message with a fresh state.)
     pub fn mark(&mut self, doc: &DocId, in_sync: bool) {
         if in_sync {
             self.pending.remove(doc);
         } else {
             self.pending.insert(doc.clone());
-        }
-        if self.syncs.len() > MAX_LIVE_SYNCS {
-            let pending = &self.pending;
-            self.syncs.retain(|id, _| id == doc || pending.contains(id));
         }
     }
 

@@ -1,0 +1,254 @@
+//! B0, the engine's own limit (automerge's sync protocol in one process, no gate, no store,
+//! no network), and a per-document cost model of what a node adds on top of it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use amphi_node::repo::summarise;
+use amphi_node::store::Store;
+use amphi_node::trust::Trust;
+use amphi_protocol::attest::Authenticator;
+use amphi_protocol::docsync::DocSync;
+use amphi_protocol::{DocId, OrgPath, gate};
+use anyhow::Context;
+use automerge::AutoCommit;
+use automerge::sync::{Message, State, SyncDoc};
+use serde::Serialize;
+
+use crate::progress::Progress;
+
+/// B0: a full sync of each document to an empty peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineSync {
+    /// Documents synced.
+    pub docs: usize,
+    /// Time in sync (generate, encode, decode, receive on both sides), seconds.
+    pub seconds: f64,
+    /// Documents per second, one thread.
+    pub docs_per_s: f64,
+    /// Encoded sync messages, both directions, bytes.
+    pub bytes: u64,
+    /// Bytes per document.
+    pub bytes_per_doc: f64,
+    /// Messages per document, both directions.
+    pub messages_per_doc: f64,
+    /// Time to load the documents from the store first (not counted above), seconds.
+    pub load_seconds: f64,
+}
+
+/// Syncs `doc` into an empty document with automerge's protocol; returns (bytes, messages).
+fn full_sync(doc: &mut AutoCommit) -> anyhow::Result<(u64, u64)> {
+    sync_pair(doc, &mut AutoCommit::new())
+}
+
+/// Syncs two documents with automerge's protocol from fresh sync states, `a` speaking
+/// first; returns (bytes of encoded messages both ways, messages).
+pub fn sync_pair(a: &mut AutoCommit, b: &mut AutoCommit) -> anyhow::Result<(u64, u64)> {
+    let (mut ours, mut theirs) = (State::new(), State::new());
+    let (mut bytes, mut messages) = (0u64, 0u64);
+    loop {
+        let mut progressed = false;
+        if let Some(m) = a.sync().generate_sync_message(&mut ours) {
+            let encoded = m.encode();
+            bytes += encoded.len() as u64;
+            messages += 1;
+            b.sync()
+                .receive_sync_message(&mut theirs, Message::decode(&encoded)?)?;
+            progressed = true;
+        }
+        if let Some(m) = b.sync().generate_sync_message(&mut theirs) {
+            let encoded = m.encode();
+            bytes += encoded.len() as u64;
+            messages += 1;
+            a.sync()
+                .receive_sync_message(&mut ours, Message::decode(&encoded)?)?;
+            progressed = true;
+        }
+        if !progressed {
+            break;
+        }
+    }
+    anyhow::ensure!(
+        a.get_heads() == b.get_heads(),
+        "engine sync ended with different heads"
+    );
+    Ok((bytes, messages))
+}
+
+/// Every `step`-th id, so that a sample spreads over the whole county.
+pub fn sample(ids: &[DocId], n: usize) -> Vec<DocId> {
+    let step = (ids.len() / n.max(1)).max(1);
+    ids.iter().step_by(step).take(n).cloned().collect()
+}
+
+/// B0 over `ids`, one thread.
+pub fn engine_sync(store: &Store, ids: &[DocId]) -> anyhow::Result<EngineSync> {
+    let mut progress = Progress::new("B0 engine sync", ids.len());
+    let (mut sync_time, mut load_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut bytes, mut messages) = (0u64, 0u64);
+    for (n, id) in ids.iter().enumerate() {
+        let t = Instant::now();
+        let mut doc = store
+            .load(id)?
+            .with_context(|| format!("{id} not stored"))?;
+        load_time += t.elapsed();
+        let t = Instant::now();
+        let (b, m) = full_sync(&mut doc)?;
+        sync_time += t.elapsed();
+        bytes += b;
+        messages += m;
+        progress.set(n + 1);
+    }
+    progress.finish();
+    let docs = ids.len();
+    let seconds = sync_time.as_secs_f64();
+    Ok(EngineSync {
+        docs,
+        seconds,
+        docs_per_s: docs as f64 / seconds.max(1e-9),
+        bytes,
+        bytes_per_doc: bytes as f64 / docs.max(1) as f64,
+        messages_per_doc: messages as f64 / docs.max(1) as f64,
+        load_seconds: load_time.as_secs_f64(),
+    })
+}
+
+/// Where a receiving node's time goes per document, measured piece by piece on one thread
+/// (what B1 does, without the network and without the two sessions' scheduling).
+#[derive(Debug, Clone, Serialize)]
+pub struct CostModel {
+    /// Documents measured.
+    pub sample: usize,
+    /// Changes per document (each signed).
+    pub changes_per_doc: f64,
+    /// Loading the document from the sender's store, ms per doc.
+    pub load_ms: f64,
+    /// automerge's sync alone (as B0), ms per doc.
+    pub engine_ms: f64,
+    /// The sync through [`DocSync`] and the gate on the receiving side (signature checks,
+    /// diff-based authority checks, automerge), ms per doc.
+    pub gate_sync_ms: f64,
+    /// Of that, the signature and certificate checks alone, ms per doc.
+    pub authenticate_ms: f64,
+    /// Looking up the attestations of the changes sent in the sender's store, ms per doc.
+    pub attestations_ms: f64,
+    /// Summarising the received document (scope, names, digest), ms per doc.
+    pub summarise_ms: f64,
+    /// One durable store write of the received document with its attestations, ms per doc.
+    pub store_save_ms: f64,
+    /// The sum: a single-threaded ceiling for cold replication, docs/s.
+    pub ceiling_docs_per_s: f64,
+    /// Encoded attestations (signature beside each change) per doc, bytes.
+    pub attestation_bytes_per_doc: f64,
+}
+
+/// Measures the cost model on `ids`, as office `me` receiving from a peer of the same org.
+pub fn cost_model(
+    store: &Store,
+    ids: &[DocId],
+    trust: &Trust,
+    me: &OrgPath,
+    scratch: &Path,
+) -> anyhow::Result<CostModel> {
+    let scratch = Store::open(&scratch.join("scratch.redb"), me.as_str())?;
+    let mut t_load = Duration::ZERO;
+    let mut t_engine = Duration::ZERO;
+    let mut t_gate = Duration::ZERO;
+    let mut t_auth = Duration::ZERO;
+    let mut t_atts = Duration::ZERO;
+    let mut t_summary = Duration::ZERO;
+    let mut t_save = Duration::ZERO;
+    let mut changes = 0usize;
+    let mut attestation_bytes = 0usize;
+    for id in ids {
+        let t = Instant::now();
+        let mut src = store
+            .load(id)?
+            .with_context(|| format!("{id} not stored"))?;
+        t_load += t.elapsed();
+
+        let mut copy = src.clone();
+        let t = Instant::now();
+        full_sync(&mut copy)?;
+        t_engine += t.elapsed();
+
+        let (mut sender, mut receiver) = (DocSync::default(), DocSync::default());
+        let mut received = AutoCommit::new();
+        let mut all_attestations = Vec::new();
+        let t_exchange = Instant::now();
+        let mut lookups = Duration::ZERO;
+        loop {
+            let mut progressed = false;
+            if let Some(out) = sender.generate(&mut src) {
+                let t = Instant::now();
+                let attestations = store.attestations(id, &out.changes)?;
+                lookups += t.elapsed();
+                let admission = receiver.receive(
+                    &mut received,
+                    id,
+                    &out.message,
+                    &attestations,
+                    me,
+                    me,
+                    trust,
+                );
+                anyhow::ensure!(
+                    admission.refused.is_empty(),
+                    "the gate refused a generated change of {id}: {}",
+                    admission.refused[0].reason
+                );
+                all_attestations.extend(attestations);
+                progressed = true;
+            }
+            if let Some(out) = receiver.generate(&mut received) {
+                sender.receive(&mut src, id, &out.message, &[], me, me, trust);
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        t_gate += t_exchange.elapsed() - lookups;
+        t_atts += lookups;
+        anyhow::ensure!(received.get_heads() == src.get_heads(), "{id} not in sync");
+
+        let all = src.get_changes(&[]);
+        changes += all.len();
+        attestation_bytes += all_attestations
+            .iter()
+            .map(|a| a.encode().len())
+            .sum::<usize>();
+        let t = Instant::now();
+        for c in &all {
+            let author = gate::author_of(c).context("a change without author")?;
+            let att = all_attestations.iter().find(|a| a.change == c.hash());
+            trust
+                .authenticate(c, &author, att)
+                .map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+        }
+        t_auth += t.elapsed();
+
+        let t = Instant::now();
+        let summary = summarise(id, &mut received);
+        t_summary += t.elapsed();
+        let t = Instant::now();
+        scratch.save(id, &mut received, &[], &summary, &all_attestations, None)?;
+        t_save += t.elapsed();
+    }
+    let n = ids.len().max(1) as f64;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0 / n;
+    let per_doc = ms(t_load) + ms(t_gate) + ms(t_atts) + ms(t_summary) + ms(t_save);
+    Ok(CostModel {
+        sample: ids.len(),
+        changes_per_doc: changes as f64 / n,
+        load_ms: ms(t_load),
+        engine_ms: ms(t_engine),
+        gate_sync_ms: ms(t_gate),
+        authenticate_ms: ms(t_auth),
+        attestations_ms: ms(t_atts),
+        summarise_ms: ms(t_summary),
+        store_save_ms: ms(t_save),
+        ceiling_docs_per_s: 1000.0 / per_doc.max(1e-9),
+        attestation_bytes_per_doc: attestation_bytes as f64 / n,
+    })
+}
