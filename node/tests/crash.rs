@@ -7,38 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{amphi, run, token};
+use common::{office, run, token};
 
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
-    let (ca, office) = (tmp.path().join("ca"), tmp.path().join("bayin"));
-    amphi(&[
-        "ca",
-        "init",
-        "--dir",
-        ca.to_str().unwrap(),
-        "--org",
-        "hoboksar",
-    ]);
-    amphi(&[
-        "ca",
-        "issue",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--org",
-        "hoboksar/chagantolgay/bayin",
-        "--out",
-        office.to_str().unwrap(),
-    ]);
-    let config = office.join("amphi.toml");
-    std::fs::write(
-        &config,
-        "data_dir = \"data\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ncert = \"node.crt\"\nkey = \"node.key\"\nca = \"ca.crt\"\n",
-    )
-    .unwrap();
+    let config = office(tmp.path(), "hoboksar/chagantolgay/bayin");
+    let office = config.parent().unwrap().to_owned();
 
     let (mut child, admin) = run(&config);
     let http = reqwest::Client::new();
