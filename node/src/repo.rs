@@ -559,43 +559,45 @@ impl Repo {
     /// `peer` no longer holds `id`. If this office is keeping `id` only to tell that peer,
     /// the document is purged now.
     pub fn peer_left(&self, id: &DocId, peer: &OrgPath) -> Result<(), StoreError> {
-        let left = {
-            let _guard = self.lock(id);
-            let Some(mut summary) = self.store.summary(id)? else {
-                return Ok(());
-            };
-            if !summary.leaving || !self.children_to_tell(&summary).contains(peer) {
-                return Ok(());
+        self.settle_leaving(id, |summary| {
+            if !summary.leaving || !self.children_to_tell(summary).contains(peer) {
+                return false;
             }
             summary.confirmed.push(peer.to_string());
-            if !self.children_to_tell(&summary).is_empty() || summary.awaiting_upstream {
-                return self.store.set_summary(id, &summary);
-            }
-            let Some(doc) = self.load(id)? else {
-                return Ok(());
-            };
-            self.leave_scope(id, &doc, Some(&summary))?
-        };
-        if let Some(line) = left {
-            self.add_history(line);
-        }
-        Ok(())
+            true
+        })
     }
 
     /// `peer` is known to hold exactly this office's heads of `id`. If this office's own
     /// write took `id` out of its scope and `peer` still holds it, the write is safe there:
     /// the document can go (once the offices below know, if any held it).
     pub fn peer_synced(&self, id: &DocId, peer: &OrgPath) -> Result<(), StoreError> {
+        self.settle_leaving(id, |summary| {
+            if !summary.awaiting_upstream || view_of(id, Some(summary), peer) != View::Holds {
+                return false;
+            }
+            summary.awaiting_upstream = false;
+            true
+        })
+    }
+
+    /// For a document kept only until others learn it left: applies `confirm` to its
+    /// summary (false: nothing to record), then purges it if nobody is left to tell, or
+    /// stores the updated summary.
+    fn settle_leaving(
+        &self,
+        id: &DocId,
+        confirm: impl FnOnce(&mut DocSummary) -> bool,
+    ) -> Result<(), StoreError> {
         let left = {
             let _guard = self.lock(id);
             let Some(mut summary) = self.store.summary(id)? else {
                 return Ok(());
             };
-            if !summary.awaiting_upstream || view_of(id, Some(&summary), peer) != View::Holds {
+            if !confirm(&mut summary) {
                 return Ok(());
             }
-            summary.awaiting_upstream = false;
-            if !self.children_to_tell(&summary).is_empty() {
+            if !self.children_to_tell(&summary).is_empty() || summary.awaiting_upstream {
                 return self.store.set_summary(id, &summary);
             }
             let Some(doc) = self.load(id)? else {
