@@ -24,6 +24,7 @@ use amphi_node::trust::{Signer, cert_id};
 use amphi_protocol::attest::Attestation;
 use amphi_protocol::casefile::{self, ActivityInput, NewMember, ResidenceInput, ReviewInput};
 use amphi_protocol::ids::entry_id;
+use amphi_protocol::stamp::Stamp;
 use amphi_protocol::{DocId, OrgPath, gate, roster};
 use anyhow::Context;
 use automerge::{ActorId, AutoCommit};
@@ -182,8 +183,6 @@ pub fn issue_identities(
 /// What one member's case file will hold.
 #[derive(Debug, Clone)]
 pub struct MemberPlan {
-    /// The case file id.
-    pub id: DocId,
     /// Home unit.
     pub home: usize,
     /// Residence community, if two-dwelling.
@@ -205,7 +204,6 @@ pub fn plan_members(n: usize, tree: &Tree, seed: u64) -> Vec<MemberPlan> {
     let communities: Vec<usize> = (0..UNITS).filter(|&u| tree.units[u].community).collect();
     (0..n)
         .map(|i| {
-            let id = DocId::new_member(rng.random());
             let (home, residence) = if i < B2_MEMBERS.min(n) {
                 (tree.b2_village, Some(tree.b2_community))
             } else {
@@ -217,7 +215,6 @@ pub fn plan_members(n: usize, tree: &Tree, seed: u64) -> Vec<MemberPlan> {
             let total = rng.random_range(20..=40);
             let residence_activities = if residence.is_some() { total / 3 } else { 0 };
             MemberPlan {
-                id,
                 home,
                 residence,
                 home_activities: total - residence_activities,
@@ -310,7 +307,8 @@ fn commit(
     now_ms: i64,
     attestations: &mut Vec<Attestation>,
 ) -> anyhow::Result<()> {
-    let hash = gate::commit_as(doc, &office.org, now_ms).context("an empty change")?;
+    let stamp = Stamp::at(now_ms);
+    let hash = gate::commit_as(doc, &office.org, &stamp).context("an empty change")?;
     attestations.push(office.signer.sign(&hash));
     Ok(())
 }
@@ -353,15 +351,18 @@ pub fn build_member(
     };
     let mut attestations = Vec::new();
     let mut doc = AutoCommit::new().with_actor(home.actor.clone());
-    casefile::create(&mut doc, &plan.id, &member)?;
+    casefile::create(&mut doc, &member)?;
     commit(&mut doc, home, now_ms, &mut attestations)?;
+    let id = DocId::member_created_by(&attestations[0].change);
     if let Some(r) = plan.residence {
         let residence = ResidenceInput {
             org: tree.units[r].org.clone(),
             since: "2025-10-15".into(),
             until: Some("2026-04-15".into()),
         };
-        casefile::set_residence(&mut doc, &residence)?;
+        let assignment = casefile::assignment_id(&id, rng.random());
+        let stamp = Stamp::at(now_ms);
+        casefile::assign_residence(&mut doc, &assignment, Some(&residence), &home.org, &stamp)?;
         commit(&mut doc, home, now_ms, &mut attestations)?;
     }
     for n in 0..plan.home_activities {
@@ -389,9 +390,9 @@ pub fn build_member(
             commit(&mut doc, office, now_ms, &mut attestations)?;
         }
     }
-    let summary = summarise(&plan.id, &mut doc);
+    let summary = summarise(&id, &mut doc);
     Ok(Built {
-        id: plan.id.clone(),
+        id,
         doc,
         summary,
         attestations,
@@ -440,6 +441,8 @@ pub struct Generated {
     pub seconds: f64,
     /// Time the writer spent in `Store::save` (one durable transaction per document).
     pub store_seconds: f64,
+    /// The member case files' ids (derived from their creation changes), sorted.
+    pub ids: Vec<DocId>,
 }
 
 /// Builds every document on `threads` threads and writes them into `store` (one writer:
@@ -492,7 +495,9 @@ pub fn generate(
         }
         drop(tx);
         for built in rx {
-            save(built?, &mut out)?;
+            let built = built?;
+            out.ids.push(built.id.clone());
+            save(built, &mut out)?;
             out.members += 1;
             progress.set(out.members);
         }
@@ -521,6 +526,7 @@ pub fn generate(
         )?;
         out.rosters += 1;
     }
+    out.ids.sort();
     out.two_dwelling = plans.iter().filter(|p| p.residence.is_some()).count();
     out.store_seconds = store_seconds;
     out.seconds = started.elapsed().as_secs_f64();

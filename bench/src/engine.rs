@@ -9,6 +9,7 @@ use amphi_node::store::Store;
 use amphi_node::trust::Trust;
 use amphi_protocol::attest::Authenticator;
 use amphi_protocol::docsync::DocSync;
+use amphi_protocol::gate::Inbound;
 use amphi_protocol::{DocId, OrgPath, gate};
 use anyhow::Context;
 use automerge::AutoCommit;
@@ -183,15 +184,16 @@ pub fn cost_model(
                 let t = Instant::now();
                 let attestations = store.attestations(id, &out.changes)?;
                 lookups += t.elapsed();
-                let admission = receiver.receive(
-                    &mut received,
+                let cx = Inbound {
                     id,
-                    &out.message,
-                    &attestations,
+                    peer: me,
                     me,
-                    me,
-                    trust,
-                );
+                    now_ms: i64::MAX / 2,
+                    auth: trust,
+                    attestations: &attestations,
+                };
+                let admission =
+                    receiver.receive(&mut received, &out.message, &cx, &mut AutoCommit::new);
                 anyhow::ensure!(
                     admission.refused.is_empty(),
                     "the gate refused a generated change of {id}: {}",
@@ -201,7 +203,15 @@ pub fn cost_model(
                 progressed = true;
             }
             if let Some(out) = receiver.generate(&mut received) {
-                sender.receive(&mut src, id, &out.message, &[], me, me, trust);
+                let cx = Inbound {
+                    id,
+                    peer: me,
+                    me,
+                    now_ms: i64::MAX / 2,
+                    auth: trust,
+                    attestations: &[],
+                };
+                sender.receive(&mut src, &out.message, &cx, &mut AutoCommit::new);
                 progressed = true;
             }
             if !progressed {

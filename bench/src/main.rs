@@ -290,7 +290,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         generated.seconds,
         generated.store_seconds
     );
-    let ids: Vec<DocId> = plans.iter().map(|p| p.id.clone()).collect();
+    let ids: Vec<DocId> = generated.ids.clone();
 
     section("B0: engine sync (automerge alone, one thread)");
     let b0 = engine::engine_sync(&store, &engine::sample(&ids, cli.b0_sample))?;

@@ -704,7 +704,7 @@ pub async fn propagate(
             tr.activity.push(aid.clone());
             tr.started.push(t);
         }
-        repo.write(id, false, |doc| {
+        repo.write(id, false, |doc, _| {
             Ok(casefile::add_activity(doc, &aid, &activity, &me)?)
         })?;
         local.push(t.elapsed());

@@ -1,5 +1,5 @@
 //! How many incoming changes a node verifies per second: the signature and certificate
-//! checks alone, and the whole gate (signature, certificate, authority by diff).
+//! checks alone, and the whole gate (signature, certificate, structure, authority by ops).
 //!
 //! `cargo bench -p amphi-node --bench verify` prints medians of 5 runs.
 
@@ -10,8 +10,54 @@ use amphi_node::trust::{Signer, Trust};
 use amphi_protocol::attest::{Attestation, Authenticator};
 use amphi_protocol::casefile::{self, ActivityInput, NewMember};
 use amphi_protocol::docsync::DocSync;
+use amphi_protocol::gate::Inbound;
+use amphi_protocol::stamp::Stamp;
 use amphi_protocol::{DocId, OrgPath, gate};
 use automerge::{ActorId, AutoCommit, Change};
+
+/// Syncs `doc` from the village into an empty copy at the township, through the gate (the
+/// township's first message asks for everything; the village's answer carries it all).
+/// Returns (changes applied, the first refusal if any).
+fn into_township(
+    doc: &mut AutoCommit,
+    id: &DocId,
+    attestations: &[Attestation],
+    trust: &Trust,
+    (village, township): (&OrgPath, &OrgPath),
+) -> (usize, Option<String>) {
+    let now = i64::MAX / 2; // no change is "from the future" in this benchmark
+    let cx = |peer, me, atts| Inbound {
+        id,
+        peer,
+        me,
+        now_ms: now,
+        auth: trust,
+        attestations: atts,
+    };
+    let mut sender = DocSync::default();
+    let mut receiver = AutoCommit::new();
+    let mut sync = DocSync::default();
+    let first = sender.generate(doc).unwrap().message;
+    let _ = sync.receive(
+        &mut receiver,
+        &first,
+        &cx(village, township, &[]),
+        &mut AutoCommit::new,
+    );
+    let ask = sync.generate(&mut receiver).unwrap().message;
+    let _ = sender.receive(doc, &ask, &cx(township, village, &[]), &mut AutoCommit::new);
+    let batch = sender.generate(doc).unwrap();
+    let admission = sync.receive(
+        &mut receiver,
+        &batch.message,
+        &cx(village, township, attestations),
+        &mut AutoCommit::new,
+    );
+    (
+        admission.applied.len(),
+        admission.refused.first().map(|r| r.reason.to_string()),
+    )
+}
 
 const CHANGES: usize = 2_000;
 const RUNS: usize = 5;
@@ -34,18 +80,19 @@ fn main() {
     trust.admit(&identity.cert_der).unwrap();
 
     // One case file with CHANGES activity entries, each its own signed change.
-    let id = DocId::new_member([1; 8]);
     let mut doc = AutoCommit::new().with_actor(ActorId::from(identity.actor_id()));
     let member: NewMember = serde_json::from_value(serde_json::json!({
         "name": "Bayar", "gender": "male", "ethnicity": "Mongol", "birth_date": "1971-03-02",
         "joined_at": "1996-07-01", "home_org": village.as_str()}))
     .unwrap();
-    casefile::create(&mut doc, &id, &member).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    gate::commit_as(&mut doc, &village, now).unwrap();
+    casefile::create(&mut doc, &member).unwrap();
+    let now = Stamp::at(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let id = DocId::member_created_by(&gate::commit_as(&mut doc, &village, &now).unwrap());
     for n in 0..CHANGES {
         let a = ActivityInput {
             date: "2026-11-02".into(),
@@ -54,7 +101,7 @@ fn main() {
             points: Some(1),
         };
         casefile::add_activity(&mut doc, &format!("a-{n:016x}"), &a, &village).unwrap();
-        gate::commit_as(&mut doc, &village, now).unwrap();
+        gate::commit_as(&mut doc, &village, &now).unwrap();
     }
     let changes: Vec<Change> = doc.get_changes(&[]);
     let attestations: Vec<Attestation> = changes.iter().map(|c| signer.sign(&c.hash())).collect();
@@ -71,57 +118,22 @@ fn main() {
     let mut gate_rates = Vec::new();
     let township = OrgPath::parse("hoboksar/chagantolgay").unwrap();
     for _ in 0..RUNS {
-        let mut sender = DocSync::default();
-        let message = sender.generate(&mut doc.clone()).unwrap().message;
-        let mut receiver = AutoCommit::new();
-        let mut sync = DocSync::default();
+        let mut copy = doc.clone();
         let t = Instant::now();
-        // The township's first message asks for everything; the second carries it all.
-        let _ = sync.receive(
-            &mut receiver,
-            &id,
-            &message,
-            &[],
-            &village,
-            &township,
-            &trust,
-        );
-        let ask = sync.generate(&mut receiver).unwrap().message;
-        let _ = sender.receive(
-            &mut doc.clone(),
-            &id,
-            &ask,
-            &[],
-            &township,
-            &village,
-            &trust,
-        );
-        let batch = sender.generate(&mut doc.clone()).unwrap();
-        let admission = sync.receive(
-            &mut receiver,
-            &id,
-            &batch.message,
-            &attestations,
-            &village,
-            &township,
-            &trust,
-        );
+        let (applied, refused) =
+            into_township(&mut copy, &id, &attestations, &trust, (&village, &township));
         let elapsed = t.elapsed().as_secs_f64();
-        assert_eq!(
-            admission.applied.len(),
-            changes.len(),
-            "refused: {:?}",
-            admission.refused.first()
-        );
+        assert_eq!(applied, changes.len(), "refused: {refused:?}");
         gate_rates.push(changes.len() as f64 / elapsed);
     }
     // The county's shape: many case files of one creation and 20 activity changes each.
     let files: Vec<(DocId, AutoCommit, Vec<Attestation>)> = (0..100u8)
         .map(|n| {
-            let id = DocId::new_member([n; 8]);
             let mut d = AutoCommit::new().with_actor(ActorId::from(identity.actor_id()));
-            casefile::create(&mut d, &id, &member).unwrap();
-            gate::commit_as(&mut d, &village, now).unwrap();
+            let mut m = member.clone();
+            m.name = format!("Bayar {n}");
+            casefile::create(&mut d, &m).unwrap();
+            let id = DocId::member_created_by(&gate::commit_as(&mut d, &village, &now).unwrap());
             for k in 0..20 {
                 let a = ActivityInput {
                     date: "2026-11-02".into(),
@@ -130,7 +142,7 @@ fn main() {
                     points: Some(1),
                 };
                 casefile::add_activity(&mut d, &format!("a-{k:016x}"), &a, &village).unwrap();
-                gate::commit_as(&mut d, &village, now).unwrap();
+                gate::commit_as(&mut d, &village, &now).unwrap();
             }
             let atts = d
                 .get_changes(&[])
@@ -146,26 +158,7 @@ fn main() {
         let t = Instant::now();
         for (id, d, atts) in &files {
             let mut d = d.clone();
-            let mut sender = DocSync::default();
-            let mut receiver = AutoCommit::new();
-            let mut sync = DocSync::default();
-            let first = sender.generate(&mut d).unwrap().message;
-            let _ = sync.receive(&mut receiver, id, &first, &[], &village, &township, &trust);
-            let ask = sync.generate(&mut receiver).unwrap().message;
-            let _ = sender.receive(&mut d, id, &ask, &[], &township, &village, &trust);
-            let batch = sender.generate(&mut d).unwrap();
-            total += sync
-                .receive(
-                    &mut receiver,
-                    id,
-                    &batch.message,
-                    atts,
-                    &village,
-                    &township,
-                    &trust,
-                )
-                .applied
-                .len();
+            total += into_township(&mut d, id, atts, &trust, (&village, &township)).0;
         }
         file_rates.push(total as f64 / t.elapsed().as_secs_f64());
     }

@@ -135,7 +135,7 @@ pub fn write_report(repo: &Repo, status: &Status, node_id: &str) -> Result<(), W
     let json = serde_json::to_string(&report(repo, status, node_id)?).expect("report serialises");
     let exists = repo.store().summary(&id)?.is_some();
     let me = repo.me().to_string();
-    repo.write(&id, !exists, |doc| {
+    repo.write(&id, !exists, |doc, _| {
         if !exists {
             doc.put(ROOT, "kind", "status")?;
             doc.put(ROOT, "org", me.as_str())?;

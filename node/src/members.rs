@@ -11,6 +11,7 @@ use amphi_protocol::casefile::{
 };
 use amphi_protocol::ids::entry_id;
 use amphi_protocol::reader::Reader;
+use amphi_protocol::stamp::Stamp;
 use amphi_protocol::transfer::{self, Decision};
 use amphi_protocol::validate::{self, FieldError};
 use amphi_protocol::{DocId, DocKind, OrgPath, roster};
@@ -59,13 +60,13 @@ pub fn get(repo: &Repo, id: &str) -> Result<CaseFile, OpError> {
     let doc = repo
         .load(&id)?
         .ok_or_else(|| WriteError::NotFound(id.clone()))?;
-    CaseFile::read(&doc).ok_or(OpError::Write(WriteError::NotFound(id)))
+    CaseFile::read(&id, &doc).ok_or(OpError::Write(WriteError::NotFound(id)))
 }
 
 fn update(
     repo: &Repo,
     id: &str,
-    edit: impl FnOnce(&mut automerge::AutoCommit) -> Result<(), WriteError>,
+    edit: impl FnOnce(&mut automerge::AutoCommit, &Stamp) -> Result<(), WriteError>,
 ) -> Result<CaseFile, OpError> {
     let doc_id = member_id(id)?;
     repo.write(&doc_id, false, edit)?;
@@ -75,8 +76,7 @@ fn update(
 /// Creates a member's case file at this office (`POST /api/v1/members`).
 pub fn create(repo: &Repo, member: &NewMember) -> Result<CaseFile, OpError> {
     member.validate()?;
-    let id = DocId::new_member(rand::random());
-    repo.write(&id, true, |doc| Ok(casefile::create(doc, &id, member)?))?;
+    let id = repo.create_member(member)?;
     get(repo, id.as_str())
 }
 
@@ -86,7 +86,9 @@ pub fn patch(repo: &Repo, id: &str, patch: &IdentityPatch) -> Result<CaseFile, O
     if patch.is_empty() {
         return Err(FieldError::new("body", "no field to change").into());
     }
-    update(repo, id, |doc| Ok(casefile::update_identity(doc, patch)?))
+    update(repo, id, |doc, _| {
+        Ok(casefile::update_identity(doc, patch)?)
+    })
 }
 
 /// Issues or changes the two-dwelling assignment (`PUT …/residence`).
@@ -102,7 +104,18 @@ pub fn set_residence(
             FieldError::new("org", "the residence org must differ from the home org").into(),
         );
     }
-    update(repo, id, |doc| Ok(casefile::set_residence(doc, residence)?))
+    let member = member_id(id)?;
+    let me = repo.me().clone();
+    let assignment = casefile::assignment_id(&member, rand::random());
+    update(repo, id, |doc, stamp| {
+        Ok(casefile::assign_residence(
+            doc,
+            &assignment,
+            Some(residence),
+            &me,
+            stamp,
+        )?)
+    })
 }
 
 /// Ends the two-dwelling assignment (`DELETE …/residence`).
@@ -110,7 +123,18 @@ pub fn end_residence(repo: &Repo, id: &str) -> Result<CaseFile, OpError> {
     if get(repo, id)?.residence.is_none() {
         return Err(WriteError::Conflict("the member has no residence assignment".into()).into());
     }
-    update(repo, id, |doc| Ok(casefile::end_residence(doc)?))
+    let member = member_id(id)?;
+    let me = repo.me().clone();
+    let assignment = casefile::assignment_id(&member, rand::random());
+    update(repo, id, |doc, stamp| {
+        Ok(casefile::assign_residence(
+            doc,
+            &assignment,
+            None,
+            &me,
+            stamp,
+        )?)
+    })
 }
 
 /// Records the member's report-in (報到) at the residence org (`POST …/report-in`).
@@ -122,14 +146,16 @@ pub fn report_in(repo: &Repo, id: &str, date: Option<&str>) -> Result<CaseFile, 
     })?;
     let org = OrgPath::parse(&residence.org)
         .map_err(|e| FieldError::new("residence.org", e.to_string()))?;
-    update(repo, id, |doc| Ok(casefile::report_in(doc, &org, &date)?))
+    update(repo, id, |doc, _| {
+        Ok(casefile::report_in(doc, &org, &date)?)
+    })
 }
 
 /// Records an activity, stamped with this office (`POST …/activities`).
 pub fn add_activity(repo: &Repo, id: &str, activity: &ActivityInput) -> Result<CaseFile, OpError> {
     activity.validate()?;
     let me = repo.me().clone();
-    update(repo, id, |doc| {
+    update(repo, id, |doc, _| {
         Ok(casefile::add_activity(
             doc,
             &entry_id('a', rand::random()),
@@ -144,7 +170,7 @@ pub fn comment(repo: &Repo, id: &str, activity_id: &str, text: &str) -> Result<C
     validate::text("text", text, 2000, false)?;
     let me = repo.me().clone();
     let at = today();
-    update(repo, id, |doc| {
+    update(repo, id, |doc, _| {
         casefile::comment_activity(doc, activity_id, &me, &at, text)?.ok_or_else(|| {
             WriteError::Conflict(format!("no activity {activity_id:?} in this case file"))
         })
@@ -155,7 +181,9 @@ pub fn comment(repo: &Repo, id: &str, activity_id: &str, text: &str) -> Result<C
 pub fn add_review(repo: &Repo, id: &str, review: &ReviewInput) -> Result<CaseFile, OpError> {
     review.validate()?;
     let me = repo.me().clone();
-    update(repo, id, |doc| Ok(casefile::add_review(doc, review, &me)?))
+    update(repo, id, |doc, _| {
+        Ok(casefile::add_review(doc, review, &me)?)
+    })
 }
 
 /// One line of a member list.
@@ -282,25 +310,12 @@ pub struct TransferView {
     pub state: String,
 }
 
-/// Now, RFC 3339 with milliseconds (text order is time order).
-fn now_ms_text() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
-}
-
-/// The member a transfer id belongs to: `t-<member hex>-<random>`.
+/// The member a transfer or residence assignment id belongs to: `t-<member hex>-<random>`
+/// or `r-<member hex>-<random>`.
 fn member_of_transfer(transfer_id: &str) -> Result<DocId, OpError> {
     transfer_id
         .strip_prefix("t-")
+        .or_else(|| transfer_id.strip_prefix("r-"))
         .and_then(|rest| rest.split('-').next())
         .and_then(|hex| DocId::parse(&format!("m-{hex}")).ok())
         .ok_or_else(|| FieldError::new("id", "a transfer id is t-<member>-<suffix>").into())
@@ -344,16 +359,14 @@ pub fn open_transfer(repo: &Repo, input: &TransferInput) -> Result<TransferView,
     let home =
         OrgPath::parse(&case.home_org).map_err(|e| FieldError::new("home_org", e.to_string()))?;
     let me = repo.me().clone();
-    let at = now_ms_text();
-    repo.write(&member, false, |doc| {
+    repo.write(&member, false, |doc, stamp| {
         Ok(transfer::open(
             doc,
             &transfer_id,
-            &home,
-            &input.to_org,
+            (&home, &input.to_org),
             &input.reason,
             &me,
-            &at,
+            stamp,
         )?)
     })?;
     let case = get(repo, &input.member_id)?;
@@ -379,15 +392,14 @@ pub fn decide_transfer(
         .into());
     }
     let me = repo.me().clone();
-    let at = now_ms_text();
-    repo.write(&member, false, |doc| {
-        transfer::decide(doc, transfer_id, decision, &me, &at)?
+    repo.write(&member, false, |doc, stamp| {
+        transfer::decide(doc, transfer_id, decision, &me, stamp)?
             .ok_or_else(|| WriteError::NotFound(member.clone()))
     })?;
     // After an accept at the target, or a reject, this office may no longer hold the file.
     let after = repo
         .load(&member)?
-        .and_then(|d| CaseFile::read(&d))
+        .and_then(|d| CaseFile::read(&member, &d))
         .unwrap_or(case);
     Ok(transfer_view(&after, transfer_id).unwrap_or(current))
 }
@@ -428,7 +440,7 @@ pub struct ConflictView {
     pub name: String,
     /// The conflict.
     #[serde(flatten)]
-    pub conflict: transfer::Conflict,
+    pub conflict: amphi_protocol::affiliation::Conflict,
 }
 
 /// Unacknowledged conflicts in the case files this office holds.
@@ -468,9 +480,8 @@ pub fn acknowledge(repo: &Repo, conflict_id: &str) -> Result<(), OpError> {
         return Err(WriteError::NotFound(member).into());
     }
     let me = repo.me().clone();
-    let at = now_ms_text();
-    repo.write(&member, false, |doc| {
-        Ok(transfer::acknowledge(doc, conflict_id, &me, &at)?)
+    repo.write(&member, false, |doc, stamp| {
+        Ok(transfer::acknowledge(doc, conflict_id, &me, stamp)?)
     })?;
     Ok(())
 }
@@ -493,7 +504,7 @@ pub fn contact(repo: &Repo, id: &str, input: &ContactInput) -> Result<CaseFile, 
     let date = input.last_contact_at.clone().unwrap_or_else(today);
     validate::date("last_contact_at", &date)?;
     let me = repo.me().clone();
-    update(repo, id, |doc| {
+    update(repo, id, |doc, _| {
         if let Some(p) = &input.person {
             casefile::set_contact_person(doc, p)?;
         }
@@ -612,7 +623,7 @@ pub fn patch_profile(
     }
     let id = DocId::roster(org);
     let exists = repo.store().summary(&id)?.is_some();
-    repo.write(&id, !exists, |doc| {
+    repo.write(&id, !exists, |doc, _| {
         roster::ensure(doc, org)?;
         for (field, value) in [
             ("name", &input.name),

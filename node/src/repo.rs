@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex};
 
 use amphi_protocol::attest::{Attestation, Authenticator, Revocation};
 use amphi_protocol::authority::Refusal;
-use amphi_protocol::casefile::{CaseFile, MemberFacts};
+use amphi_protocol::casefile::{CaseFile, MemberFacts, NewMember};
 use amphi_protocol::docsync::DocSync;
-use amphi_protocol::gate::{self, RefusedChange};
+use amphi_protocol::gate::{self, Inbound, RefusedChange};
 use amphi_protocol::inventory::heads_digest;
 use amphi_protocol::reader::Reader;
 use amphi_protocol::roster::{self, HistoryLine};
+use amphi_protocol::stamp::{self, Stamp};
 use amphi_protocol::transfer;
 use amphi_protocol::visibility::{may_hold, scope};
 use amphi_protocol::wire::Digest;
@@ -121,11 +122,13 @@ pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
     };
     match id.kind() {
         DocKind::Member => {
-            let facts = MemberFacts::read(&Reader::now(doc));
+            let reader = Reader::now(doc);
+            let (entries, affiliation) = transfer::resolve_doc(&reader);
+            let facts = MemberFacts::from_affiliation(&entries, &affiliation);
             summary.kind = "member".into();
             summary.home_org = facts.home_org.map(|o| o.to_string());
             summary.residence_org = facts.residence_org.map(|o| o.to_string());
-            if let Some(case) = CaseFile::read(doc) {
+            if let Some(case) = CaseFile::read(id, doc) {
                 summary.transfers = case
                     .transfers
                     .iter()
@@ -148,10 +151,8 @@ pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
                 summary.last_seen = activity.chain(contact).chain(report).max();
                 summary.name = case.name;
             }
-            let reader = Reader::now(doc);
             let acked = transfer::acknowledged(&reader);
-            let (_, resolution) = transfer::resolve_doc(&reader);
-            summary.conflicts = resolution
+            summary.conflicts = affiliation
                 .conflicts
                 .into_iter()
                 .map(|c| c.id)
@@ -291,34 +292,70 @@ impl Repo {
         }))
     }
 
-    /// Makes a write to a document as this office: `edit` makes the operations, the change
-    /// is signed, the gate judges it, and only then is it stored durably and announced.
-    /// With `create`, the document must not exist yet; otherwise it must.
+    /// Makes a write to a document as this office: `edit` makes the operations (stamped with
+    /// the change's time), the change is judged exactly as a peer's would be, signed, and
+    /// only then stored durably and announced. With `create`, the document must not exist
+    /// yet; otherwise it must.
     pub fn write<T>(
         &self,
         id: &DocId,
         create: bool,
-        edit: impl FnOnce(&mut AutoCommit) -> Result<T, WriteError>,
+        edit: impl FnOnce(&mut AutoCommit, &Stamp) -> Result<T, WriteError>,
     ) -> Result<T, WriteError> {
         let _guard = self.lock(id);
-        let mut doc = match (self.load(id)?, create) {
+        let doc = match (self.load(id)?, create) {
             (Some(_), true) => return Err(WriteError::Exists(id.clone())),
             (None, false) => return Err(WriteError::NotFound(id.clone())),
             (Some(doc), false) => doc,
             (None, true) => AutoCommit::new().with_actor(self.actor.clone()),
         };
+        self.commit_and_store(id, doc, edit)
+    }
+
+    /// Creates a member's case file at this office: the creation change names the file
+    /// (its id is derived from the change's hash, see [`DocId::member_created_by`]).
+    pub fn create_member(&self, member: &NewMember) -> Result<DocId, WriteError> {
+        let mut doc = AutoCommit::new().with_actor(self.actor.clone());
+        let stamp = Stamp::at(stamp::commit_time(&mut doc, now_ms()));
+        amphi_protocol::casefile::create(&mut doc, member)?;
+        let hash = gate::commit_as(&mut doc, &self.me, &stamp)
+            .ok_or_else(|| WriteError::Conflict("a new case file with nothing in it".into()))?;
+        let id = DocId::member_created_by(&hash);
+        let _guard = self.lock(&id);
+        if self.store.summary(&id)?.is_some() {
+            return Err(WriteError::Exists(id));
+        }
+        self.judge_sign_store(&id, doc, &[], hash)?;
+        Ok(id)
+    }
+
+    fn commit_and_store<T>(
+        &self,
+        id: &DocId,
+        mut doc: AutoCommit,
+        edit: impl FnOnce(&mut AutoCommit, &Stamp) -> Result<T, WriteError>,
+    ) -> Result<T, WriteError> {
         let heads_before = doc.get_heads();
-        let created_before = !heads_before.is_empty() && id.kind() == DocKind::Member;
-        let out = edit(&mut doc)?;
-        let Some(hash) = gate::commit_as(&mut doc, &self.me, now_ms()) else {
+        let stamp = Stamp::at(stamp::commit_time(&mut doc, now_ms()));
+        let out = edit(&mut doc, &stamp)?;
+        let Some(hash) = gate::commit_as(&mut doc, &self.me, &stamp) else {
             return Ok(out); // nothing changed
         };
-        let change = doc.get_change_by_hash(&hash).expect("the change just made");
-        if let Err(refusal) =
-            gate::judge_change(&mut doc, id, &change, created_before, &*self.trust)
-        {
-            return Err(WriteError::Forbidden(refusal));
-        }
+        self.judge_sign_store(id, doc, &heads_before, hash)?;
+        Ok(out)
+    }
+
+    /// Judges this office's own change `hash` (already committed to `doc`), signs it, and
+    /// stores it durably before announcing it.
+    fn judge_sign_store(
+        &self,
+        id: &DocId,
+        mut doc: AutoCommit,
+        heads_before: &[ChangeHash],
+        hash: ChangeHash,
+    ) -> Result<(), WriteError> {
+        gate::judge_local(&mut doc, id, &hash, &*self.trust, now_ms())
+            .map_err(WriteError::Forbidden)?;
         let attestation = self.signer.sign(&hash);
         let before = self.store.summary(id)?;
         let mut summary = summarise_after(id, &mut doc, before.as_ref());
@@ -329,9 +366,9 @@ impl Repo {
             summary.awaiting_upstream = true;
         }
         self.store
-            .save(id, &mut doc, &heads_before, &summary, &[attestation], None)?;
+            .save(id, &mut doc, heads_before, &summary, &[attestation], None)?;
         let _ = self.changed.send(Notice::Changed(id.clone()));
-        Ok(out)
+        Ok(())
     }
 
     /// Generates the next sync message for `id` to `peer`, with the attestations of the
@@ -349,8 +386,9 @@ impl Repo {
                 Some(Ok(fork)) => fork,
                 _ => return Ok((None, true)),
             },
-            View::Nothing => return Ok((None, true)),
-            View::Unknown => AutoCommit::new(),
+            // A document the peer may not see is answered for exactly as one this node does
+            // not hold: whether it is held here cannot be probed.
+            View::Nothing | View::Unknown => AutoCommit::new(),
         };
         let message = self.outgoing(id, &mut doc, sync)?;
         Ok((message, sync.in_sync(&doc.get_heads())))
@@ -415,37 +453,48 @@ impl Repo {
         attestations: &[Attestation],
         sync: &mut DocSync,
     ) -> Result<(Received, Option<HistoryLine>), StoreError> {
-        let mut doc = self
-            .load(id)?
-            .unwrap_or_else(|| AutoCommit::new().with_actor(self.actor.clone()));
-        let heads_before = doc.get_heads();
         let before = self.store.summary(id)?;
         let view = view_of(id, before.as_ref(), peer);
-        if !heads_before.is_empty() && view == View::Nothing {
-            // A peer asking about a document it may not hold gets nothing, not even heads.
-            let refused = vec![RefusedChange::unreadable(Refusal::OutsideSenderScope)];
-            let codes = self.quarantine(id, peer.as_str(), &refused, attestations)?;
+        let cx = Inbound {
+            id,
+            peer,
+            me: &self.me,
+            now_ms: now_ms(),
+            auth: &*self.trust,
+            attestations,
+        };
+        let fresh = || AutoCommit::new().with_actor(self.actor.clone());
+        if view == View::Nothing {
+            // The peer may not see this document: it is answered as one this node does not
+            // hold (from an empty copy that is never stored), so that cannot be probed.
+            let mut sandbox = fresh();
+            let admission = sync.receive(&mut sandbox, bytes, &cx, &mut || fresh());
+            let codes = vec![Refusal::OutsideSenderScope.code(); admission.applied.len()];
+            self.status.count_refused(Some(peer.as_str()), &codes);
+            let reply = self.outgoing(id, &mut sandbox, sync)?;
+            let in_sync = sync.in_sync(&sandbox.get_heads());
             return Ok((
                 Received {
-                    reply: None,
+                    reply,
                     applied: 0,
                     refused: codes,
-                    in_sync: true,
+                    in_sync,
                 },
                 None,
             ));
         }
-        let admission = sync.receive(
-            &mut doc,
-            id,
-            bytes,
-            attestations,
-            peer,
-            &self.me,
-            &*self.trust,
-        );
-        let refused = self.quarantine(id, peer.as_str(), &admission.refused, attestations)?;
-        let changed = doc.get_heads() != heads_before;
+        let mut doc = self.load(id)?.unwrap_or_else(fresh);
+        let heads_before = doc.get_heads();
+        let mut reload = || match self.load(id) {
+            Ok(Some(d)) => d,
+            _ => fresh(),
+        };
+        let admission = sync.receive(&mut doc, bytes, &cx, &mut reload);
+        let mut refused = self.quarantine(id, peer.as_str(), &admission.refused, attestations)?;
+        if admission.rebuilt() {
+            refused.extend(self.quarantine(id, peer.as_str(), &admission.dropped, attestations)?);
+        }
+        let changed = admission.rebuilt() || doc.get_heads() != heads_before;
         let mut left = None;
         if changed {
             let applied: Vec<Attestation> = attestations
@@ -459,14 +508,22 @@ impl Repo {
                 left = self.leave_scope(id, &doc, before.as_ref())?;
             } else {
                 summary.leaving = leaves;
-                self.store.save(
-                    id,
-                    &mut doc,
-                    &heads_before,
-                    &summary,
-                    &applied,
-                    Some((peer.as_str(), &sync.persisted())),
-                )?;
+                if admission.rebuilt() {
+                    let dropped: Vec<ChangeHash> =
+                        admission.dropped.iter().filter_map(|r| r.hash).collect();
+                    tracing::warn!(peer = %peer, doc = %id, dropped = dropped.len(), "an equivocation was settled: document rebuilt without the losing change");
+                    self.store
+                        .replace(id, &mut doc, &summary, &applied, &dropped)?;
+                } else {
+                    self.store.save(
+                        id,
+                        &mut doc,
+                        &heads_before,
+                        &summary,
+                        &applied,
+                        Some((peer.as_str(), &sync.persisted())),
+                    )?;
+                }
             }
             let _ = self.changed.send(Notice::Changed(id.clone()));
         } else if !heads_before.is_empty() {
@@ -630,7 +687,9 @@ impl Repo {
 
     fn add_history(&self, line: HistoryLine) {
         let roster = DocId::roster(&self.me);
-        if let Err(e) = self.write(&roster, false, |doc| Ok(roster::add_history(doc, &line)?)) {
+        if let Err(e) = self.write(&roster, false, |doc, _| {
+            Ok(roster::add_history(doc, &line)?)
+        }) {
             tracing::error!("cannot record roster history for {}: {e}", line.id);
         }
     }
@@ -643,11 +702,21 @@ impl Repo {
         attestations: &[Attestation],
     ) -> Result<Vec<&'static str>, StoreError> {
         let at = now_rfc3339();
+        // A change this node held (dropped by an equivocation) has its signature in the store.
+        let stored: Vec<Attestation> = {
+            let hashes: Vec<ChangeHash> = refused.iter().filter_map(|r| r.hash).collect();
+            self.store.attestations(id, &hashes)?
+        };
         let records: Vec<QuarantineRecord> = refused
             .iter()
             .map(|r| {
                 tracing::warn!(peer, doc = %id, author = ?r.author.as_ref().map(ToString::to_string), reason = r.reason.code(), "refused change: {}", r.reason);
-                let attestation = r.hash.and_then(|h| attestations.iter().find(|a| a.change == h));
+                let attestation = r.hash.and_then(|h| {
+                    attestations
+                        .iter()
+                        .chain(&stored)
+                        .find(|a| a.change == h)
+                });
                 QuarantineRecord {
                     at: at.clone(),
                     peer: peer.to_owned(),
@@ -702,7 +771,7 @@ impl Repo {
         let id = DocId::roster(&self.me);
         let exists = self.store.summary(&id)?.is_some();
         let me = self.me.clone();
-        self.write(&id, !exists, |doc| Ok(roster::ensure(doc, &me)?))
+        self.write(&id, !exists, |doc, _| Ok(roster::ensure(doc, &me)?))
     }
 
     /// Teaches `trust` what the store holds: learned certificates and the revocation list.
@@ -743,7 +812,7 @@ impl Repo {
             .map_err(WriteError::Forbidden)?;
         let id = DocId::revocations();
         let exists = self.store.summary(&id)?.is_some();
-        self.write(&id, !exists, |doc| {
+        self.write(&id, !exists, |doc, _| {
             Ok(doc.put(ROOT, revocation.key(), json.as_str())?)
         })
     }

@@ -275,6 +275,40 @@ impl Store {
         Ok(())
     }
 
+    /// Durably replaces a document that was rebuilt without some of its changes (an
+    /// equivocation settled against them): its chunks become one compact save, the
+    /// attestations of `removed` go (their evidence is in quarantine), `added` ones come,
+    /// and every peer's sync state for it is dropped (it may name removed changes).
+    pub fn replace(
+        &self,
+        id: &DocId,
+        doc: &mut AutoCommit,
+        summary: &DocSummary,
+        added: &[Attestation],
+        removed: &[ChangeHash],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let key = id.as_str();
+            let mut chunks = txn.open_table(DOC_CHUNKS)?;
+            chunks.retain_in((key, 0)..=(key, u64::MAX), |_, _| false)?;
+            chunks.insert((key, 0), doc.save().as_slice())?;
+            let json = serde_json::to_vec(summary).expect("summary serialises");
+            txn.open_table(DOC_INDEX)?.insert(key, json.as_slice())?;
+            txn.open_table(SYNC_STATES)?
+                .retain_in((key, "")..=(key, "\u{10ffff}"), |_, _| false)?;
+            let mut table = txn.open_table(ATTESTATIONS)?;
+            for h in removed {
+                table.remove((key, &h.0[..]))?;
+            }
+            for a in added {
+                table.insert((key, &a.change.0[..]), a.encode().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// The attestations of the given changes of a document (those the store has).
     pub fn attestations(
         &self,

@@ -505,7 +505,7 @@ impl Authenticator for Trust {
                 ),
             });
         }
-        let t = change.timestamp();
+        let t = change.timestamp().div_euclid(1000);
         if t < cert.not_before.saturating_sub(CLOCK_SKEW_SECS) || t > cert.not_after {
             return Err(Refusal::CertificateExpired);
         }
@@ -584,7 +584,7 @@ mod tests {
     fn change(actor: &[u8], author: &OrgPath, at_ms: i64) -> Change {
         let mut d = AutoCommit::new().with_actor(ActorId::from(actor));
         d.put(ROOT, "k", "v").unwrap();
-        let hash = commit_as(&mut d, author, at_ms).unwrap();
+        let hash = commit_as(&mut d, author, &amphi_protocol::stamp::Stamp::at(at_ms)).unwrap();
         d.get_change_by_hash(&hash).unwrap().clone()
     }
 

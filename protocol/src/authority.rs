@@ -1,41 +1,37 @@
 //! Who may write what: the authority table of contract.md as pure functions.
 //!
-//! [`classify`] names the field a document path belongs to; [`authorise`] decides whether an
-//! author org may write that field, given the facts of the document as the author saw them.
-//! The gate applies these to every incoming change; the node applies the same gate to its
-//! own writes, so the API's 403 and the wire's refusal can never disagree.
+//! [`crate::judge`] names the [`Field`] each operation of a change touches; [`authorise`]
+//! decides whether the change's author may write that field, given the document's facts as
+//! the author saw them (at the change's dependencies). The node runs its own writes through
+//! the same judge as a peer's changes, so the API's 403 and the wire's refusal never
+//! disagree.
 
-use automerge::Prop;
-
-use crate::casefile::keys;
-use crate::ids::DocKind;
 use crate::org::OrgPath;
-use crate::roster;
 use crate::transfer;
 use crate::visibility::visible_to;
 
 /// The field of a document that a write touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Field {
-    /// Root keys written once when the case file is created (kind, id, home_org, containers).
+    /// Root keys written once, by the change that creates the case file.
     Creation,
     /// Identity fields: name, gender, ethnicity, birth date, ID number, joined date, phone, categories.
     Identity,
-    /// Residence assignment: org, since, until.
+    /// A residence assignment event (two-dwelling certificate issued, changed or ended).
     ResidenceAssignment,
-    /// A report-in (報到) recorded for the named residence org.
+    /// A report-in (报到) recorded for the named residence org.
     ReportIn {
         /// The org under which the report-in is recorded.
         org: String,
     },
     /// An activity entry (not its comments).
     Activity {
-        /// Who recorded the entry: before the change if it existed, else as the change set it.
+        /// Who recorded the entry: as the author saw it, or the author for a new entry.
         recorder: Option<String>,
     },
     /// A comment on an activity entry.
     ActivityComment,
-    /// A half-yearly review (發證黨組織審核).
+    /// A half-yearly review (发证党组织审核).
     Review,
     /// Opening a transfer (home org and ancestors; from the current home).
     TransferOpen,
@@ -43,7 +39,7 @@ pub enum Field {
     TransferDecision {
         /// Which step.
         decision: transfer::Decision,
-        /// The transfer before the change.
+        /// The transfer as the author saw it.
         transfer: TransferFacts,
     },
     /// Acknowledging a conflict (any office in scope).
@@ -55,9 +51,9 @@ pub enum Field {
         /// The org the date is recorded for.
         org: String,
     },
-    /// A field that is written once and was written again.
+    /// Something written once that a later change touched.
     Immutable(String),
-    /// A roster document's identity keys, profile, or history.
+    /// A roster document's identity keys, profile, grids or history.
     Roster,
     /// A record of the revocation list (any office may relay a CA-signed record).
     Revocation,
@@ -65,6 +61,17 @@ pub enum Field {
     StatusReport,
     /// Anything else: refused.
     Unknown(String),
+}
+
+/// A transfer as the author of a decision saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferFacts {
+    /// The home it was opened from.
+    pub from_org: String,
+    /// Its target.
+    pub to_org: String,
+    /// Its derived state.
+    pub state: transfer::State,
 }
 
 /// What the gate knows of a case file when judging a write.
@@ -178,6 +185,40 @@ pub enum Refusal {
     /// A revocation record is not validly signed by the CA.
     #[error("invalid revocation record: {0}")]
     BadRevocation(String),
+    /// The author signed two different changes with the same (actor, seq); the other one is
+    /// kept (see `docs/design.md`), and the author's certificate should be revoked.
+    #[error("equivocation: another change {other} has the same actor and seq")]
+    Equivocation {
+        /// The other change of the pair.
+        other: String,
+    },
+    /// The change does not continue its actor's own history (seq and dependencies).
+    #[error("broken chain: {0}")]
+    BrokenChain(String),
+    /// An op names an object, element or predecessor outside the change's own history.
+    #[error("outside the change's history: {0}")]
+    OutsideHistory(String),
+    /// The change's time runs backwards along its history, or a time written in the
+    /// document is not the change's own.
+    #[error("time: {0}")]
+    Time(String),
+    /// A decision on a transfer its author could not see open.
+    #[error("transfer {0} is not open")]
+    TransferNotOpen(String),
+    /// A transfer opened while its author could see another open.
+    #[error("transfer {0} is already open; settle it first")]
+    TransferAlreadyOpen(String),
+    /// A value the API would refuse (a bad date, an unknown category, points out of range).
+    #[error("invalid {field}: {message}")]
+    InvalidValue {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The CRDT engine failed on the change (a contained panic).
+    #[error("{0}")]
+    EngineFault(String),
 }
 
 impl Refusal {
@@ -214,149 +255,15 @@ impl Refusal {
             Refusal::CertificateExpired => "certificate_expired",
             Refusal::Revoked(_) => "revoked",
             Refusal::BadRevocation(_) => "bad_revocation",
+            Refusal::Equivocation { .. } => "equivocation",
+            Refusal::BrokenChain(_) => "broken_chain",
+            Refusal::OutsideHistory(_) => "outside_history",
+            Refusal::Time(_) => "time",
+            Refusal::TransferNotOpen(_) => "transfer_not_open",
+            Refusal::TransferAlreadyOpen(_) => "transfer_already_open",
+            Refusal::InvalidValue { .. } => "invalid_value",
+            Refusal::EngineFault(_) => "engine_fault",
         }
-    }
-}
-
-/// Keys whose value must be the author's own org.
-pub const STAMP_KEYS: &[&str] = &[
-    keys::RECORDED_BY,
-    keys::REVIEWED_BY,
-    keys::BY,
-    "opened_by",
-    "accepted_by",
-    "rejected_by",
-    "cancelled_by",
-];
-
-fn map_key(p: Option<&Prop>) -> Option<&str> {
-    match p {
-        Some(Prop::Map(k)) => Some(k.as_str()),
-        _ => None,
-    }
-}
-
-/// What classification needs to know of entries as the author saw them.
-pub trait Lookup {
-    /// Who recorded activity `id` (before the change if it existed, else as the change set it).
-    fn recorder(&self, id: &str) -> Option<String>;
-    /// Transfer `id` as it was before the change, if it existed.
-    fn transfer(&self, id: &str) -> Option<TransferFacts>;
-}
-
-/// A transfer as it was before a change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferFacts {
-    /// The home it was opened from.
-    pub from_org: String,
-    /// Its target.
-    pub to_org: String,
-    /// A decision was already recorded.
-    pub decided: bool,
-}
-
-/// Names the field that a write at `path` (map keys and list indexes from the root) touches.
-pub fn classify(kind: DocKind, path: &[Prop], lookup: &dyn Lookup) -> Field {
-    let key = |i: usize| map_key(path.get(i));
-    let shown = || {
-        path.iter()
-            .map(|p| match p {
-                Prop::Map(k) => k.clone(),
-                Prop::Seq(i) => i.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join("/")
-    };
-    if kind == DocKind::Revocations {
-        return match key(0) {
-            Some(k) if path.len() == 1 && k.starts_with(crate::attest::REVOCATION_PREFIX) => {
-                Field::Revocation
-            }
-            _ => Field::Unknown(shown()),
-        };
-    }
-    if kind == DocKind::Status {
-        return match key(0) {
-            Some("kind" | "org" | "summary") if path.len() == 1 => Field::StatusReport,
-            _ => Field::Unknown(shown()),
-        };
-    }
-    if kind == DocKind::OrgRoster {
-        return match key(0) {
-            Some("kind" | "org") if path.len() == 1 => Field::Roster,
-            Some(k)
-                if path.len() == 1
-                    && (k.starts_with(roster::HISTORY_PREFIX)
-                        || k.starts_with(roster::GRID_PREFIX)
-                        || k.strip_prefix(roster::PROFILE_PREFIX)
-                            .is_some_and(|f| roster::PROFILE_FIELDS.contains(&f))) =>
-            {
-                Field::Roster
-            }
-            _ => Field::Unknown(shown()),
-        };
-    }
-    match (key(0), path.len()) {
-        (Some(keys::KIND | keys::ID | keys::HOME_ORG), 1) => Field::Creation,
-        (
-            Some(
-                keys::IDENTITY
-                | keys::RESIDENCE
-                | keys::ACTIVITIES
-                | keys::REVIEWS
-                | keys::TRANSFERS
-                | keys::CONTACTS
-                | transfer::ACKS,
-            ),
-            1,
-        ) => Field::Creation,
-        (Some(keys::IDENTITY), _) => Field::Identity,
-        (Some(keys::RESIDENCE), _) => match key(1) {
-            Some("org" | "since" | "until") if path.len() == 2 => Field::ResidenceAssignment,
-            Some(keys::REPORTS) if path.len() == 2 => Field::Creation,
-            Some(keys::REPORTS) if path.len() == 3 => Field::ReportIn {
-                org: key(2).unwrap_or_default().to_owned(),
-            },
-            _ => Field::Unknown(shown()),
-        },
-        (Some(keys::ACTIVITIES), _) => match key(1) {
-            Some(id) if key(2) == Some(keys::COMMENTS) && path.len() >= 4 => {
-                let _ = id;
-                Field::ActivityComment
-            }
-            Some(id) => Field::Activity {
-                recorder: lookup.recorder(id),
-            },
-            None => Field::Unknown(shown()),
-        },
-        (Some(keys::REVIEWS), _) => Field::Review,
-        (Some(keys::TRANSFERS), _) => match (key(1), lookup.transfer(key(1).unwrap_or_default())) {
-            (None, _) => Field::Unknown(shown()),
-            (Some(_), None)
-                if path.len() == 2 || key(2).is_some_and(|k| transfer::OPEN_KEYS.contains(&k)) =>
-            {
-                Field::TransferOpen
-            }
-            (Some(_), Some(t)) if path.len() == 3 => match key(2)
-                .and_then(transfer::Decision::of_key)
-            {
-                Some(decision) => Field::TransferDecision {
-                    decision,
-                    transfer: t,
-                },
-                None => Field::Immutable(format!("{} (transfer fields are written once)", shown())),
-            },
-            _ => Field::Unknown(shown()),
-        },
-        (Some(transfer::ACKS), _) => Field::ConflictAck,
-        (Some(keys::CONTACTS), 2) => match key(1) {
-            Some(keys::CONTACT_PERSON) => Field::ContactPerson,
-            Some(org) => Field::ContactRecord {
-                org: org.to_owned(),
-            },
-            None => Field::Unknown(shown()),
-        },
-        _ => Field::Unknown(shown()),
     }
 }
 
@@ -396,10 +303,11 @@ pub fn authorise(author: &OrgPath, field: &Field, facts: &Facts) -> Result<(), R
             decision,
             transfer: t,
         } => {
-            if t.decided {
-                return Err(Refusal::Immutable(
-                    "the transfer was already settled".into(),
-                ));
+            if t.state != transfer::State::Open {
+                return Err(Refusal::TransferNotOpen(format!(
+                    "(it is {})",
+                    t.state.name()
+                )));
             }
             let (org, what) = match decision {
                 transfer::Decision::Cancel => (&t.from_org, "the home org"),
@@ -430,7 +338,7 @@ pub fn authorise(author: &OrgPath, field: &Field, facts: &Facts) -> Result<(), R
         Field::ContactPerson => home_authority(author, facts, "the contact person"),
         Field::Immutable(what) => Err(Refusal::Immutable(what.clone())),
         Field::ReportIn { org } => {
-            residence_authority(author, facts, "a report-in")?;
+            residence_authority(author, facts, "a report-in (报到)")?;
             if facts.residence_org.as_ref().map(OrgPath::as_str) == Some(org.as_str()) {
                 Ok(())
             } else {
@@ -484,23 +392,8 @@ mod tests {
     fn org(s: &str) -> OrgPath {
         OrgPath::parse(s).unwrap()
     }
-    fn path(keys: &[&str]) -> Vec<Prop> {
-        keys.iter().map(|k| Prop::Map((*k).to_owned())).collect()
-    }
     const VILLAGE: &str = "hoboksar/chagantolgay/bayin";
     const COMMUNITY: &str = "hoboksar/hoboksar-town/xingfu";
-
-    /// A lookup that knows one recorder for every activity and no transfers.
-    struct Fixed(Option<String>);
-
-    impl Lookup for Fixed {
-        fn recorder(&self, _: &str) -> Option<String> {
-            self.0.clone()
-        }
-        fn transfer(&self, _: &str) -> Option<TransferFacts> {
-            None
-        }
-    }
 
     fn facts() -> Facts {
         Facts {
@@ -509,81 +402,6 @@ mod tests {
             scope: vec![org(VILLAGE), org(COMMUNITY)],
             roster_org: None,
         }
-    }
-
-    #[test]
-    fn paths_are_classified_by_layout() {
-        let none = &Fixed(None);
-        let k = DocKind::Member;
-        assert_eq!(
-            classify(k, &path(&["identity", "name"]), none),
-            Field::Identity
-        );
-        assert_eq!(
-            classify(
-                k,
-                &[
-                    Prop::Map("identity".into()),
-                    Prop::Map("categories".into()),
-                    Prop::Seq(0)
-                ],
-                none
-            ),
-            Field::Identity
-        );
-        assert_eq!(classify(k, &path(&["home_org"]), none), Field::Creation);
-        assert_eq!(
-            classify(k, &path(&["residence", "org"]), none),
-            Field::ResidenceAssignment
-        );
-        assert_eq!(
-            classify(k, &path(&["residence", "reports", COMMUNITY]), none),
-            Field::ReportIn {
-                org: COMMUNITY.into()
-            }
-        );
-        assert_eq!(
-            classify(
-                k,
-                &path(&["activities", "a-1", "date"]),
-                &Fixed(Some(VILLAGE.into()))
-            ),
-            Field::Activity {
-                recorder: Some(VILLAGE.into())
-            }
-        );
-        assert_eq!(
-            classify(
-                k,
-                &[
-                    Prop::Map("activities".into()),
-                    Prop::Map("a-1".into()),
-                    Prop::Map("comments".into()),
-                    Prop::Seq(0)
-                ],
-                none
-            ),
-            Field::ActivityComment
-        );
-        assert_eq!(
-            classify(k, &path(&["reviews", "2026H1", "rating"]), none),
-            Field::Review
-        );
-        assert!(matches!(
-            classify(k, &path(&["secret"]), none),
-            Field::Unknown(_)
-        ));
-        assert!(matches!(
-            classify(k, &path(&["residence", "colour"]), none),
-            Field::Unknown(_)
-        ));
-        let r = DocKind::OrgRoster;
-        assert_eq!(classify(r, &path(&["profile:name"]), none), Field::Roster);
-        assert_eq!(classify(r, &path(&["history:m-1:x"]), none), Field::Roster);
-        assert!(matches!(
-            classify(r, &path(&["profile:colour"]), none),
-            Field::Unknown(_)
-        ));
     }
 
     #[test]

@@ -1,37 +1,44 @@
-//! The member case file (黨員檔案) as an automerge document.
+//! The member case file (党员档案) as an automerge document.
 //!
 //! Layout (root map):
 //! ```text
-//! kind = "member", id = "m-…", home_org = "<org>"         written once, at creation
+//! kind = "member", home_org = "<org>"                        written once, by the creation change
 //! identity   { name, gender, ethnicity, birth_date, joined_at, id_number, phone,
-//!              education, categories: [..] }                home org and ancestors
-//! residence  { org, since, until,                            home org and ancestors
-//!              reports { <residence org>: date } }           residence org and ancestors (報到)
+//!              education, categories: [..] }                  home org and ancestors
+//! residence  { assignments { <r-id>: { org | null, since, until, by, at } }
+//!                                                             home org and ancestors (两栖党员活动证)
+//!              reports { <residence org>: date } }            residence org and ancestors (报到)
 //! activities { <a-id>: { id, date, kind, description, points, recorded_by,
-//!                        comments: [{ by, at, text }] } }    recorder / residence org (comments)
+//!                        comments: [{ by, at, text }] } }     recorder / residence org (comments)
 //! reviews    { <period>: { period, rating, comment, reviewed_by } }   home org and ancestors
-//! transfers  { <t-id>: { id, from_org, to_org, reason, state, … } }
+//! transfers  { <t-id>: { id, from_org, to_org, reason, opened_by, opened_at, … } }
+//! contacts   { person, <org>: date }, acks { <conflict id>: { by, at } }
 //! ```
-//! Every container exists from the first change, so two offices never race to create the
-//! same map, and each office writes under keys no other office writes: entries merge
-//! without loss. Stamps (`recorded_by`, `reviewed_by`, `by`) must equal the author's org.
+//! The creation change is the document's only root (it has no dependencies) and the case
+//! file's id is derived from its hash ([`crate::ids::DocId::member_created_by`]), so no
+//! office can create a rival case file under an existing id. Every container exists from
+//! that first change, so two offices never race to create the same map, and each office
+//! writes only under keys no other office writes: entries merge without loss. Stamps
+//! (`recorded_by`, `reviewed_by`, `by`) must equal the author's org. Residence assignments
+//! are events (one entry each, never edited): the assignment in force is derived with the
+//! transfers by [`crate::affiliation::derive`].
 
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ROOT};
 use serde::{Deserialize, Serialize};
 
+use crate::affiliation::{Affiliation, Assignment, Order};
 use crate::ids::DocId;
 use crate::org::OrgPath;
 use crate::reader::Reader;
+use crate::stamp::Stamp;
 use crate::validate::{self, FieldError};
 
 /// Root keys of a case file.
 pub mod keys {
     /// Document kind marker.
     pub const KIND: &str = "kind";
-    /// The case file's own id.
-    pub const ID: &str = "id";
-    /// 組織關係所在黨組織: the one org the member belongs to.
+    /// 组织关系所在党组织: the one org the member belongs to.
     pub const HOME_ORG: &str = "home_org";
     /// Identity fields.
     pub const IDENTITY: &str = "identity";
@@ -39,6 +46,8 @@ pub mod keys {
     pub const RESIDENCE: &str = "residence";
     /// Report-ins by residence org, under residence.
     pub const REPORTS: &str = "reports";
+    /// Residence assignment events, under residence.
+    pub const ASSIGNMENTS: &str = "assignments";
     /// Activity entries by id.
     pub const ACTIVITIES: &str = "activities";
     /// Half-yearly reviews by period.
@@ -53,9 +62,9 @@ pub mod keys {
     pub const BY: &str = "by";
     /// Comments on an activity.
     pub const COMMENTS: &str = "comments";
-    /// Last contact dates by recording org (聯繫), and the contact person.
+    /// Last contact dates by recording org (联系), and the contact person.
     pub const CONTACTS: &str = "contacts";
-    /// Key of the contact person (聯繫責任人) in the contacts map.
+    /// Key of the contact person (联系责任人) in the contacts map.
     pub const CONTACT_PERSON: &str = "person";
 }
 use keys::*;
@@ -171,6 +180,70 @@ fn check_categories(field: &str, categories: &[String]) -> Result<(), FieldError
         .try_for_each(|c| validate::one_of(field, c, validate::CATEGORIES))
 }
 
+/// Checks one identity field as the API does (`field` is one of the identity keys).
+pub fn check_identity_field(field: &str, value: &str) -> Result<(), FieldError> {
+    let mut patch = IdentityPatch::default();
+    let slot = match field {
+        "name" => &mut patch.name,
+        "gender" => &mut patch.gender,
+        "ethnicity" => &mut patch.ethnicity,
+        "birth_date" => &mut patch.birth_date,
+        "joined_at" => &mut patch.joined_at,
+        "id_number" => &mut patch.id_number,
+        "phone" => &mut patch.phone,
+        "education" => &mut patch.education,
+        other => return Err(FieldError::new(other, "not an identity field")),
+    };
+    *slot = Some(value.to_owned());
+    patch.validate()
+}
+
+/// Checks one field of an activity entry as the API does: `date`, `kind`, `description`
+/// or `points`.
+pub fn check_activity_field(field: &str, value: &automerge::ScalarValue) -> Result<(), FieldError> {
+    use automerge::ScalarValue as V;
+    let text = || match value {
+        V::Str(s) => Ok(s.as_str()),
+        _ => Err(FieldError::new(field, "must be text")),
+    };
+    match field {
+        "date" => validate::date(field, text()?),
+        "kind" => validate::one_of(field, text()?, validate::ACTIVITY_KINDS),
+        "description" => validate::text(field, text()?, DESCRIPTION_MAX, false),
+        "points" => match value {
+            V::Int(p) if (0..=100).contains(p) => Ok(()),
+            V::Uint(p) if *p <= 100 => Ok(()),
+            _ => Err(FieldError::new(
+                field,
+                "must be a whole number between 0 and 100",
+            )),
+        },
+        other => Err(FieldError::new(other, "not an activity field")),
+    }
+}
+
+/// Checks an entry id: `prefix`, `-`, then 16 lowercase hex digits (as [`crate::ids::entry_id`]
+/// makes them).
+pub fn check_entry_id(prefix: char, id: &str) -> Result<(), FieldError> {
+    let ok = id
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|hex| {
+            hex.len() == 16
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "id",
+            format!("{id:?} is not an entry id ({prefix}- and 16 hex digits)"),
+        ))
+    }
+}
+
 impl NewMember {
     /// Checks every field; the first bad one is named.
     pub fn validate(&self) -> Result<(), FieldError> {
@@ -274,13 +347,14 @@ impl ReviewInput {
     }
 }
 
-/// Writes a new case file into an empty document. The caller commits with the author's org.
-pub fn create(doc: &mut AutoCommit, id: &DocId, member: &NewMember) -> Result<(), AutomergeError> {
+/// Writes a new case file into an empty document. The caller commits with the author's org;
+/// the case file's id is then [`DocId::member_created_by`] that change.
+pub fn create(doc: &mut AutoCommit, member: &NewMember) -> Result<(), AutomergeError> {
     doc.put(ROOT, KIND, KIND_MEMBER)?;
-    doc.put(ROOT, ID, id.as_str())?;
     doc.put(ROOT, HOME_ORG, member.home_org.as_str())?;
     doc.put_object(ROOT, IDENTITY, ObjType::Map)?;
     let residence = doc.put_object(ROOT, RESIDENCE, ObjType::Map)?;
+    doc.put_object(&residence, ASSIGNMENTS, ObjType::Map)?;
     doc.put_object(&residence, REPORTS, ObjType::Map)?;
     doc.put_object(ROOT, ACTIVITIES, ObjType::Map)?;
     doc.put_object(ROOT, REVIEWS, ObjType::Map)?;
@@ -336,28 +410,75 @@ pub fn update_identity(doc: &mut AutoCommit, patch: &IdentityPatch) -> Result<()
     Ok(())
 }
 
-/// Issues or changes the two-dwelling assignment (兩棲黨員活動證).
-pub fn set_residence(
+/// The id of a new residence assignment of member `member`: `r-<member hex>-<suffix>`, so
+/// an assignment (and a conflict about it) names its case file.
+pub fn assignment_id(member: &DocId, random: [u8; 4]) -> String {
+    format!(
+        "r-{}-{}",
+        member.as_str().trim_start_matches("m-"),
+        hex::encode(random)
+    )
+}
+
+/// Issues, changes (`Some`) or ends (`None`) the two-dwelling assignment (两栖党员活动证):
+/// a new assignment event `id`, stamped with the author and the change's time.
+pub fn assign_residence(
     doc: &mut AutoCommit,
-    residence: &ResidenceInput,
+    id: &str,
+    residence: Option<&ResidenceInput>,
+    by: &OrgPath,
+    stamp: &Stamp,
 ) -> Result<(), AutomergeError> {
-    let obj = container(doc, RESIDENCE)?;
-    doc.put(&obj, "org", residence.org.as_str())?;
-    doc.put(&obj, "since", residence.since.as_str())?;
-    match &residence.until {
-        Some(u) => doc.put(&obj, "until", u.as_str())?,
-        None => doc.put(&obj, "until", automerge::ScalarValue::Null)?,
+    let holder = container(doc, RESIDENCE)?;
+    let assignments = Reader::now(doc)
+        .obj(&holder, ASSIGNMENTS)
+        .ok_or_else(|| AutomergeError::InvalidObjId("case file has no assignments".into()))?;
+    let entry = doc.put_object(&assignments, id, ObjType::Map)?;
+    let null = automerge::ScalarValue::Null;
+    match residence {
+        Some(r) => {
+            doc.put(&entry, "org", r.org.as_str())?;
+            doc.put(&entry, "since", r.since.as_str())?;
+            match &r.until {
+                Some(u) => doc.put(&entry, "until", u.as_str())?,
+                None => doc.put(&entry, "until", null)?,
+            }
+        }
+        None => {
+            for key in ["org", "since", "until"] {
+                doc.put(&entry, key, null.clone())?;
+            }
+        }
     }
+    doc.put(&entry, BY, by.as_str())?;
+    doc.put(&entry, "at", stamp.text.as_str())?;
     Ok(())
 }
 
-/// Ends the two-dwelling assignment: the member is no longer resident anywhere.
-pub fn end_residence(doc: &mut AutoCommit) -> Result<(), AutomergeError> {
-    let obj = container(doc, RESIDENCE)?;
-    for key in ["org", "since", "until"] {
-        doc.put(&obj, key, automerge::ScalarValue::Null)?;
-    }
-    Ok(())
+/// Every residence assignment event (incomplete ones are skipped: the gate never admits them).
+pub fn assignments(reader: &Reader<'_>) -> Vec<Assignment> {
+    let Some(map) = reader
+        .obj(&ROOT, RESIDENCE)
+        .and_then(|r| reader.obj(&r, ASSIGNMENTS))
+    else {
+        return Vec::new();
+    };
+    reader
+        .keys(&map)
+        .iter()
+        .filter_map(|k| Some((k, reader.obj(&map, k)?)))
+        .filter_map(|(k, e)| {
+            let at = reader.str(&e, "at")?;
+            Some(Assignment {
+                id: k.clone(),
+                org: reader.str(&e, "org"),
+                since: reader.str(&e, "since"),
+                until: reader.str(&e, "until"),
+                by: reader.str(&e, BY)?,
+                order: Order::of(&at, &e),
+            })
+        })
+        .collect()
 }
 
 /// Records the member's report-in (報到) at `org`, the current residence org.
@@ -494,7 +615,7 @@ pub struct Contact {
     pub last_contact_at: Option<String>,
 }
 
-/// One step of a transfer.
+/// One step of a transfer, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Step {
     /// accept, reject or cancel.
@@ -503,17 +624,6 @@ pub struct Step {
     pub by: String,
     /// When.
     pub at: String,
-}
-
-fn state_name(s: crate::transfer::State) -> &'static str {
-    use crate::transfer::State;
-    match s {
-        State::Open => "open",
-        State::Accepted => "accepted",
-        State::Rejected => "rejected",
-        State::Cancelled => "cancelled",
-        State::Superseded => "superseded",
-    }
 }
 
 /// The two-dwelling residence assignment.
@@ -605,21 +715,22 @@ pub struct MemberFacts {
 }
 
 impl MemberFacts {
-    /// Reads the facts through `reader`.
+    /// Reads the facts through `reader` (derived from the events it sees).
     pub fn read(reader: &Reader<'_>) -> MemberFacts {
-        let org = |s: Option<String>| s.and_then(|s| OrgPath::parse(&s).ok());
-        let residence_org = reader
-            .obj(&ROOT, RESIDENCE)
-            .and_then(|r| org(reader.str(&r, "org")));
-        let (entries, resolution) = crate::transfer::resolve_doc(reader);
-        let open_transfer_targets = resolution
-            .open_targets(&entries)
-            .filter_map(|o| OrgPath::parse(o).ok())
-            .collect();
+        let (entries, affiliation) = crate::transfer::resolve_doc(reader);
+        MemberFacts::from_affiliation(&entries, &affiliation)
+    }
+
+    /// The facts of an affiliation already derived.
+    pub fn from_affiliation(entries: &[crate::transfer::Entry], a: &Affiliation) -> MemberFacts {
+        let org = |s: Option<&str>| s.and_then(|s| OrgPath::parse(s).ok());
         MemberFacts {
-            home_org: org(resolution.home.clone()),
-            residence_org,
-            open_transfer_targets,
+            home_org: org(a.home.as_deref()),
+            residence_org: org(a.residence_org()),
+            open_transfer_targets: a
+                .open_targets(entries)
+                .filter_map(|o| OrgPath::parse(o).ok())
+                .collect(),
         }
     }
 
@@ -642,20 +753,24 @@ pub fn activity_recorder(reader: &Reader<'_>, activity_id: &str) -> Option<Strin
 }
 
 impl CaseFile {
-    /// Reads the case file; `None` if the document is not (yet) a case file.
-    pub fn read(doc: &AutoCommit) -> Option<CaseFile> {
+    /// Reads case file `id`; `None` if the document is not (yet) a case file.
+    pub fn read(id: &DocId, doc: &AutoCommit) -> Option<CaseFile> {
         let r = Reader::now(doc);
         if r.str(&ROOT, KIND).as_deref() != Some(KIND_MEMBER) {
             return None;
         }
         let identity = r.obj(&ROOT, IDENTITY)?;
         let text = |key: &str| r.str(&identity, key).unwrap_or_default();
-        let residence = r.obj(&ROOT, RESIDENCE).and_then(|res| {
-            let org = r.str(&res, "org")?;
-            let reported_in_at = r.obj(&res, REPORTS).and_then(|rep| r.str(&rep, &org));
+        let (transfer_entries, affiliation) = crate::transfer::resolve_doc(&r);
+        let residence = affiliation.residence.as_ref().and_then(|a| {
+            let org = a.org.clone()?;
+            let reported_in_at = r
+                .obj(&ROOT, RESIDENCE)
+                .and_then(|res| r.obj(&res, REPORTS))
+                .and_then(|rep| r.str(&rep, &org));
             Some(Residence {
-                since: r.str(&res, "since"),
-                until: r.str(&res, "until"),
+                since: a.since.clone(),
+                until: a.until.clone(),
                 reported_in_at,
                 org,
             })
@@ -699,17 +814,16 @@ impl CaseFile {
                 reviewed_by: r.str(e, REVIEWED_BY).unwrap_or_default(),
             })
             .collect();
-        let (transfer_entries, resolution) = crate::transfer::resolve_doc(&r);
         let mut transfers: Vec<Transfer> = transfer_entries
             .iter()
             .map(|e| Transfer {
                 id: e.id.clone(),
                 from_org: e.from_org.clone(),
                 to_org: e.to_org.clone(),
-                state: resolution
+                state: affiliation
                     .states
                     .get(&e.id)
-                    .map_or("open", |s| state_name(*s))
+                    .map_or("open", |s| s.name())
                     .to_owned(),
                 reason: e.reason.clone(),
                 opened_by: e.opened_by.clone(),
@@ -717,10 +831,10 @@ impl CaseFile {
                 steps: e
                     .decisions
                     .iter()
-                    .map(|(d, by, at)| Step {
-                        step: *d,
-                        by: by.clone(),
-                        at: at.clone(),
+                    .map(|d| Step {
+                        step: d.decision,
+                        by: d.by.clone(),
+                        at: d.at.clone(),
                     })
                     .collect(),
             })
@@ -740,7 +854,7 @@ impl CaseFile {
             }
         });
         Some(CaseFile {
-            id: r.str(&ROOT, ID)?,
+            id: id.to_string(),
             name: text("name"),
             gender: text("gender"),
             ethnicity: text("ethnicity"),
@@ -753,7 +867,7 @@ impl CaseFile {
                 .obj(&identity, "categories")
                 .map(|c| r.strings(&c))
                 .unwrap_or_default(),
-            home_org: resolution.home.clone()?,
+            home_org: affiliation.home.clone()?,
             residence,
             activities,
             reviews,

@@ -1,22 +1,27 @@
 //! Syncing one document with one peer: automerge's sync protocol behind the gate.
 //!
-//! [`DocSync`] wraps automerge's per-peer [`sync::State`] with two things the plain
-//! protocol lacks once changes can be refused: it never asks the peer again for a change
-//! it refused (it drops those hashes from `need`), and it does not repeat a message that
-//! says exactly what its previous one said (with heads that differ forever because of a
-//! refused change, plain automerge would ping-pong without end).
+//! [`DocSync`] wraps automerge's per-peer [`sync::State`] with what the plain protocol lacks
+//! once changes can be refused and peers can lie:
+//!
+//! - incoming messages go through [`gate::receive`], never straight into automerge;
+//! - it never asks the peer again for a change it refused (it drops those hashes from
+//!   `need`), and does not repeat a message identical to its last one (with heads that differ
+//!   forever because of a refused change, plain automerge would ping-pong without end);
+//! - it holds back, bounded, the changes that wait for a dependency (automerge keeps them
+//!   in its own queue, which the gate never fills) and asks for what they miss;
+//! - outgoing messages carry no capability flags, so a peer never sends this node a
+//!   whole-document message (the gate accepts individual changes only);
+//! - generating a message runs contained: if automerge fails on a state a peer shaped, the
+//!   state is reset and the message generated afresh.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{AutoCommit, ChangeHash};
+use automerge::{AutoCommit, Change, ChangeHash};
 use sha2::{Digest as _, Sha256};
 
-use crate::attest::{Attestation, Authenticator};
-use crate::authority::Refusal;
-use crate::gate::{self, Admission, RefusedChange};
-use crate::ids::DocId;
-use crate::org::OrgPath;
+use crate::contain::contain;
+use crate::gate::{self, Admission, Inbound};
 
 /// A sync message to send, with the changes it carries (whose attestations go with it).
 #[derive(Debug)]
@@ -34,6 +39,8 @@ pub struct DocSync {
     /// SHA-256 of the last message sent (not the message: memory follows documents synced).
     last_sent: Option<[u8; 32]>,
     refused: HashSet<ChangeHash>,
+    /// Changes from the peer waiting for a dependency (see [`gate::receive`]).
+    held_back: Vec<Change>,
 }
 
 impl DocSync {
@@ -55,7 +62,7 @@ impl DocSync {
     }
 
     /// Tells this sync about changes refused earlier (e.g. kept in quarantine), so they are
-    /// never asked for again.
+    /// never asked for or judged again.
     pub fn remember_refused(&mut self, hashes: impl IntoIterator<Item = ChangeHash>) {
         self.refused.extend(hashes);
     }
@@ -64,8 +71,28 @@ impl DocSync {
     /// say.
     pub fn generate(&mut self, doc: &mut AutoCommit) -> Option<Outgoing> {
         let sent_before: BTreeSet<ChangeHash> = self.state.sent_hashes.clone();
-        let mut message = doc.sync().generate_sync_message(&mut self.state)?;
+        let generated = match contain("generating a sync message", || {
+            doc.sync().generate_sync_message(&mut self.state)
+        }) {
+            Ok(m) => m,
+            Err(_) => {
+                // A state automerge cannot work with: start this document's sync afresh.
+                self.state = sync::State::new();
+                contain("generating a sync message", || {
+                    doc.sync().generate_sync_message(&mut self.state)
+                })
+                .ok()
+                .flatten()
+            }
+        };
+        let mut message = generated?;
+        if !self.held_back.is_empty() {
+            let their_heads = self.state.their_heads.clone().unwrap_or_default();
+            message.need = gate::missing_from(doc, &their_heads, &self.held_back);
+        }
         message.need.retain(|h| !self.refused.contains(h));
+        message.flags = None;
+        message.version = sync::MessageVersion::V1;
         let encoded = message.encode();
         let digest: [u8; 32] = Sha256::digest(&encoded).into();
         if self.last_sent == Some(digest) {
@@ -84,42 +111,32 @@ impl DocSync {
         })
     }
 
-    /// Receives an encoded message from `peer` through the gate, as office `me`, with the
-    /// attestations that came with it.
-    #[allow(clippy::too_many_arguments)]
+    /// Receives an encoded message through the gate. `reload` gives the document as the
+    /// store holds it (see [`gate::receive`]).
     pub fn receive(
         &mut self,
         doc: &mut AutoCommit,
-        id: &DocId,
         bytes: &[u8],
-        attestations: &[Attestation],
-        peer: &OrgPath,
-        me: &OrgPath,
-        auth: &dyn Authenticator,
+        cx: &Inbound<'_>,
+        reload: &mut dyn FnMut() -> AutoCommit,
     ) -> Admission {
-        let message = match sync::Message::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                return Admission {
-                    applied: Vec::new(),
-                    refused: vec![RefusedChange::unreadable(Refusal::Malformed(e.to_string()))],
-                };
-            }
-        };
-        let by_change: HashMap<ChangeHash, Attestation> =
-            attestations.iter().map(|a| (a.change, a.clone())).collect();
         let admission = gate::receive(
             doc,
             &mut self.state,
-            id,
-            message,
-            peer,
-            me,
-            auth,
-            &by_change,
+            bytes,
+            cx,
+            &self.refused,
+            &mut self.held_back,
+            reload,
         );
         let final_refusals = admission.refused.iter().filter(|r| r.reason.is_final());
         self.refused.extend(final_refusals.filter_map(|r| r.hash));
+        self.refused
+            .extend(admission.dropped.iter().filter_map(|r| r.hash));
+        if admission.rebuilt() {
+            // The shared heads may name changes that are gone.
+            self.state = sync::State::new();
+        }
         admission
     }
 

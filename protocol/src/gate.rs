@@ -1,47 +1,50 @@
 //! The gate: every change reaches a document only through here.
 //!
-//! Each change names its author org in its commit message (`org:<path>`). For every change
-//! a peer sends, the gate computes exactly what that change touched (the diff from the
-//! change's own dependencies to the change) and judges each touched path against the
-//! authority table, with the document's facts as the author saw them. Refused changes, and
-//! changes that depend on them, never reach the document; the rest of the batch applies.
-//! The node runs its own writes through [`judge_change`] too, so an API 403 and a wire
-//! refusal always agree.
+//! A peer's sync message is decoded and bounded first ([`crate::syncmsg`]); then each change
+//! it carries is taken on its own, in causal order, and must pass, before automerge sees it:
+//!
+//! 1. **authenticity** — signed by a trusted, unrevoked certificate naming the claimed author
+//!    and the change's actor ([`Authenticator`]);
+//! 2. **structure** — its dependencies are here, it continues its actor's own chain, its op
+//!    counters and time follow its history ([`crate::history`]);
+//! 3. **authority** — every op touches only what its author may write, as the author saw the
+//!    document, with values the API would accept ([`crate::judge`]);
+//! 4. **one change per (actor, seq)** — if the document already holds a different change with
+//!    the same actor and seq (an equivocation), the one with the lower hash is kept on every
+//!    node; a node holding the other rebuilds the document without it and what depends on it.
+//!
+//! Then the change is applied — alone, and contained ([`crate::contain`]). A refused change
+//! takes only its dependants with it; the rest of the message applies. Changes whose
+//! dependencies are missing, or dated in the future, wait for a later message. The node runs
+//! its own writes through [`judge_local`]: the same checks, so an API 403 and a wire refusal
+//! always agree.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{AutoCommit, Change, ChangeHash, PatchAction, Prop, ROOT, ReadDoc};
+use automerge::{AutoCommit, Change, ChangeHash};
 
 use crate::attest::{Attestation, Authenticator};
-use crate::authority::{self, Facts, Field, Refusal, STAMP_KEYS};
-use crate::casefile::{self, MemberFacts};
-use crate::ids::{DocId, DocKind};
+use crate::authority::Refusal;
+use crate::contain::contain;
+use crate::history::History;
+use crate::ids::DocId;
 use crate::org::OrgPath;
-use crate::reader::Reader;
-use crate::transfer;
+use crate::stamp::{self, MAX_FUTURE_MS, Stamp};
+use crate::syncmsg::{self, SyncMessage};
 use crate::visibility::{may_hold, scope};
 
-/// Commit-message prefix naming the author org of a change.
-pub const AUTHOR_PREFIX: &str = "org:";
+pub use crate::judge::{AUTHOR_PREFIX, author_of};
 
 /// The commit message that names `org` as a change's author.
 pub fn author_message(org: &OrgPath) -> String {
     format!("{AUTHOR_PREFIX}{org}")
 }
 
-/// The author org a change claims, if it claims a valid one.
-pub fn author_of(change: &Change) -> Option<OrgPath> {
-    change
-        .message()?
-        .strip_prefix(AUTHOR_PREFIX)
-        .and_then(|s| OrgPath::parse(s).ok())
-}
-
 /// A change the gate refused: kept in quarantine, never applied, never forwarded.
 #[derive(Debug, Clone)]
 pub struct RefusedChange {
-    /// The change's hash (none when the whole message was unreadable).
+    /// The change's hash (none when its bytes could not be read).
     pub hash: Option<ChangeHash>,
     /// The org the change claimed as author.
     pub author: Option<OrgPath>,
@@ -49,18 +52,42 @@ pub struct RefusedChange {
     pub reason: Refusal,
     /// The change's bytes, kept as evidence.
     pub bytes: Option<Vec<u8>>,
+    /// For an equivocation: the other change with the same (actor, seq).
+    pub other: Option<ChangeHash>,
 }
 
 impl RefusedChange {
-    /// A refusal of a whole message that could not be read.
+    /// A refusal of bytes that could not be read as a change (or a message).
     pub fn unreadable(reason: Refusal) -> RefusedChange {
         RefusedChange {
             hash: None,
             author: None,
             reason,
             bytes: None,
+            other: None,
         }
     }
+
+    fn of(change: &Change, reason: Refusal) -> RefusedChange {
+        RefusedChange {
+            hash: Some(change.hash()),
+            author: author_of(change),
+            reason,
+            bytes: Some(change.raw_bytes().to_vec()),
+            other: None,
+        }
+    }
+}
+
+/// Why a change was not applied yet (it is not refused: a later message may bring it again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defer {
+    /// A dependency is not here yet.
+    MissingDependency,
+    /// Dated more than [`MAX_FUTURE_MS`] ahead of this node's clock.
+    FromTheFuture,
+    /// The message was abandoned (the CRDT engine failed on another change of it).
+    Abandoned,
 }
 
 /// What receiving one sync message did.
@@ -70,340 +97,427 @@ pub struct Admission {
     pub applied: Vec<ChangeHash>,
     /// Changes refused (not applied).
     pub refused: Vec<RefusedChange>,
+    /// Changes not applied yet, and why.
+    pub deferred: Vec<(ChangeHash, Defer)>,
+    /// Changes removed from the document because an equivocation was settled against them
+    /// (with what depended on them); the document was rebuilt without them.
+    pub dropped: Vec<RefusedChange>,
+    /// Contained panics of the CRDT engine.
+    pub faults: usize,
 }
 
-fn full_path(patch: &automerge::Patch) -> Vec<Prop> {
-    let mut path: Vec<Prop> = patch.path.iter().map(|(_, p)| p.clone()).collect();
-    match &patch.action {
-        PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
-            path.push(Prop::Map(key.clone()))
+impl Admission {
+    fn refused_whole(reason: Refusal) -> Admission {
+        Admission {
+            refused: vec![RefusedChange::unreadable(reason)],
+            ..Admission::default()
         }
-        PatchAction::PutSeq { index, .. }
-        | PatchAction::Insert { index, .. }
-        | PatchAction::SpliceText { index, .. }
-        | PatchAction::DeleteSeq { index, .. } => path.push(Prop::Seq(*index)),
-        PatchAction::Increment { prop, .. } | PatchAction::Conflict { prop } => {
-            path.push(prop.clone())
-        }
-        PatchAction::Mark { .. } => {}
     }
-    path
-}
 
-/// The string a patch puts, if it puts a string under a map key.
-fn put_string(patch: &automerge::Patch) -> Option<(&str, Option<String>)> {
-    match &patch.action {
-        PatchAction::PutMap { key, value, .. } => {
-            let text = match &value.0 {
-                automerge::Value::Scalar(s) => s.as_str().map(str::to_owned),
-                _ => None,
-            };
-            Some((key.as_str(), text))
-        }
-        _ => None,
+    /// True when the document was rebuilt (it must be stored whole, not appended to).
+    pub fn rebuilt(&self) -> bool {
+        !self.dropped.is_empty()
     }
 }
 
-/// Judges one change that is already applied to `doc` (with its dependencies).
-///
-/// `already_created`: the receiving copy already had a case file before this change, so
-/// creation keys may not be written again.
-pub fn judge_change(
+/// Who receives what, from whom, and when: everything the gate needs besides the document.
+pub struct Inbound<'a> {
+    /// The document.
+    pub id: &'a DocId,
+    /// The sending peer, verified from its certificate.
+    pub peer: &'a OrgPath,
+    /// This office.
+    pub me: &'a OrgPath,
+    /// This node's clock, unix milliseconds (only to hold back changes dated in the future).
+    pub now_ms: i64,
+    /// Authenticity of changes.
+    pub auth: &'a dyn Authenticator,
+    /// Signatures that came with the message.
+    pub attestations: &'a [Attestation],
+}
+
+/// How the structure check ended for a change that was not simply fine.
+enum Hold {
+    Refuse(Refusal),
+    Defer(Defer),
+}
+
+/// Structure: dependencies here, the actor's chain continued, op counters and time
+/// following history. Returns the change already holding this change's (actor, seq), if a
+/// different one does (an equivocation, settled by the caller).
+fn check_structure(
+    history: &mut History,
+    change: &Change,
+    now_ms: i64,
+) -> Result<Option<ChangeHash>, Hold> {
+    let deps = change.deps();
+    if deps.iter().any(|d| !history.contains(d)) {
+        return Err(Hold::Defer(Defer::MissingDependency));
+    }
+    let time = change.timestamp();
+    if !(stamp::MIN_TIME..=stamp::MAX_TIME).contains(&time) {
+        return Err(Hold::Refuse(Refusal::Time(format!(
+            "{time} is not a plausible change time"
+        ))));
+    }
+    if time > now_ms.saturating_add(MAX_FUTURE_MS) {
+        return Err(Hold::Defer(Defer::FromTheFuture));
+    }
+    if let Some(newest) = deps.iter().filter_map(|d| history.time(d)).max()
+        && time < newest
+    {
+        return Err(Hold::Refuse(Refusal::Time(format!(
+            "made at {} but depends on a change made at {}",
+            stamp::rfc3339(time),
+            stamp::rfc3339(newest)
+        ))));
+    }
+    let (actor, seq) = (change.actor_id(), change.seq());
+    if seq == 0 {
+        return Err(Hold::Refuse(Refusal::BrokenChain("seq 0".into())));
+    }
+    if seq > 1 {
+        match history.at_slot(actor, seq - 1) {
+            Some(previous) if deps.contains(&previous) => {}
+            _ => {
+                return Err(Hold::Refuse(Refusal::BrokenChain(format!(
+                    "seq {seq} does not depend on its actor's change {}",
+                    seq - 1
+                ))));
+            }
+        }
+    }
+    let view = history.view(deps);
+    if view.seq_of(actor) != seq - 1 {
+        return Err(Hold::Refuse(Refusal::BrokenChain(format!(
+            "seq {seq} but its history already has seq {} of its actor",
+            view.seq_of(actor)
+        ))));
+    }
+    let expected = view.max_op() + 1;
+    if change.start_op().get() != expected {
+        return Err(Hold::Refuse(Refusal::BrokenChain(format!(
+            "its first op counter is {} but its history ends at {}",
+            change.start_op(),
+            expected - 1
+        ))));
+    }
+    Ok(history.at_slot(actor, seq).filter(|h| *h != change.hash()))
+}
+
+/// Authenticity, structure and authority of one change not yet in `doc`. `Ok` carries the
+/// change holding the same (actor, seq), if any.
+fn check(
+    doc: &AutoCommit,
+    history: &mut History,
+    change: &Change,
+    cx: &Inbound<'_>,
+) -> Result<Option<ChangeHash>, Hold> {
+    let author = author_of(change).ok_or(Hold::Refuse(Refusal::UnknownAuthor))?;
+    let attestation = cx.attestations.iter().find(|a| a.change == change.hash());
+    cx.auth
+        .authenticate(change, &author, attestation)
+        .map_err(Hold::Refuse)?;
+    let other = check_structure(history, change, cx.now_ms)?;
+    let view = history.view(change.deps());
+    crate::judge::judge(doc, cx.id, change, &view, cx.auth).map_err(Hold::Refuse)?;
+    Ok(other)
+}
+
+/// Orders `changes` so that each comes after those of its dependencies that are in the
+/// list (Kahn's algorithm; ties keep the order they came in).
+fn causal_order(changes: Vec<Change>) -> Vec<Change> {
+    let in_list: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+    let mut waiting: HashMap<ChangeHash, usize> = HashMap::new();
+    let mut dependants: HashMap<ChangeHash, Vec<usize>> = HashMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        let inner: Vec<&ChangeHash> = c.deps().iter().filter(|d| in_list.contains(*d)).collect();
+        waiting.insert(c.hash(), inner.len());
+        for d in inner {
+            dependants.entry(*d).or_default().push(i);
+        }
+    }
+    let mut ready: VecDeque<usize> = (0..changes.len())
+        .filter(|i| waiting[&changes[*i].hash()] == 0)
+        .collect();
+    let mut order = Vec::with_capacity(changes.len());
+    let mut placed = vec![false; changes.len()];
+    while let Some(i) = ready.pop_front() {
+        placed[i] = true;
+        order.push(i);
+        for j in dependants.get(&changes[i].hash()).into_iter().flatten() {
+            let n = waiting.get_mut(&changes[*j].hash()).expect("listed");
+            *n -= 1;
+            if *n == 0 {
+                ready.push_back(*j);
+            }
+        }
+    }
+    // A cycle cannot hash-chain; anything left (duplicates) goes last and fails its checks.
+    order.extend((0..changes.len()).filter(|i| !placed[*i]));
+    let mut slots: Vec<Option<Change>> = changes.into_iter().map(Some).collect();
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
+}
+
+/// Rebuilds `doc` without the changes in `drop` (an equivocation settled against one of
+/// them). Returns the dropped changes, in causal order.
+fn rebuild_without(
     doc: &mut AutoCommit,
-    id: &DocId,
-    change: &Change,
-    already_created: bool,
-    auth: &dyn Authenticator,
-) -> Result<(), Refusal> {
-    let author = author_of(change).ok_or(Refusal::UnknownAuthor)?;
-    let deps = change.deps().to_vec();
-    let after = vec![change.hash()];
-    let patches = doc.diff(&deps, &after);
-    let before_r = Reader::at(doc, &deps);
-    let after_r = Reader::at(doc, &after);
-    let kind = id.kind();
-    let facts = match kind {
-        DocKind::Member => {
-            let before = MemberFacts::read(&before_r);
-            let creating = before.home_org.is_none();
-            let seen = if creating {
-                MemberFacts::read(&after_r)
-            } else {
-                before
-            };
-            Facts {
-                home_org: seen.home_org.clone(),
-                residence_org: seen.residence_org.clone(),
-                scope: seen.scope(),
-                roster_org: None,
-            }
-        }
-        DocKind::OrgRoster => Facts {
-            roster_org: id.roster_org(),
-            ..Facts::default()
-        },
-        DocKind::Revocations => Facts::default(),
-        DocKind::Status => Facts {
-            roster_org: id.status_of().map(|(org, _)| org),
-            ..Facts::default()
-        },
-    };
-    let created_before = already_created || MemberFacts::read(&before_r).home_org.is_some();
-    let lookup = Entries {
-        before: &before_r,
-        after: &after_r,
-    };
-    for patch in &patches {
-        let path = full_path(patch);
-        let field = authority::classify(kind, &path, &lookup);
-        if field == Field::Creation && created_before {
-            return Err(Refusal::Immutable(describe(&path)));
-        }
-        authority::authorise(&author, &field, &facts)?;
-        check_values(id, &author, patch)?;
-        if field == Field::TransferOpen {
-            check_transfer_open(patch, &facts)?;
-        }
-        if field == Field::Revocation {
-            match put_string(patch) {
-                Some((key, Some(value))) => auth.check_revocation(key, &value)?,
-                _ => {
-                    return Err(Refusal::Immutable(
-                        "a revocation cannot be withdrawn or altered".into(),
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
+    drop: &HashSet<ChangeHash>,
+) -> Result<Vec<Change>, crate::contain::EngineFault> {
+    let all = doc.get_changes(&[]);
+    let (gone, kept): (Vec<Change>, Vec<Change>) =
+        all.into_iter().partition(|c| drop.contains(&c.hash()));
+    let mut fresh = AutoCommit::new().with_actor(doc.get_actor().clone());
+    contain(
+        "rebuilding a document without an equivocating change",
+        || fresh.apply_changes(kept),
+    )?
+    .map_err(|e| crate::contain::EngineFault {
+        what: "rebuilding a document",
+        message: e.to_string(),
+    })?;
+    *doc = fresh;
+    Ok(gone)
 }
 
-/// The entries of a case file as the author saw them (before) and as the change left them.
-struct Entries<'a> {
-    before: &'a Reader<'a>,
-    after: &'a Reader<'a>,
-}
+/// Most changes held back per document and peer (waiting for a dependency, or dated in the
+/// future); beyond it the oldest are forgotten (the next session brings them again).
+pub const MAX_HELD_BACK: usize = 4096;
 
-impl authority::Lookup for Entries<'_> {
-    fn recorder(&self, id: &str) -> Option<String> {
-        casefile::activity_recorder(self.before, id)
-            .or_else(|| casefile::activity_recorder(self.after, id))
-    }
-
-    fn transfer(&self, id: &str) -> Option<authority::TransferFacts> {
-        transfer::entries(self.before)
-            .into_iter()
-            .find(|e| e.id == id)
-            .map(|e| authority::TransferFacts {
-                decided: !e.decisions.is_empty(),
-                from_org: e.from_org,
-                to_org: e.to_org,
-            })
-    }
-}
-
-/// A transfer is opened from the member's current home, to another valid org.
-fn check_transfer_open(patch: &automerge::Patch, facts: &Facts) -> Result<(), Refusal> {
-    let Some((key, value)) = put_string(patch) else {
-        return Ok(());
-    };
-    let home = facts.home_org.as_ref().map(OrgPath::as_str);
-    match key {
-        "from_org" if value.as_deref() != home => Err(Refusal::Immutable(format!(
-            "a transfer must be opened from the current home {}",
-            home.unwrap_or("(none)")
-        ))),
-        "to_org"
-            if value
-                .as_deref()
-                .and_then(|v| OrgPath::parse(v).ok())
-                .is_none()
-                || value.as_deref() == home =>
-        {
-            Err(Refusal::Malformed(
-                "a transfer's target must be another org".into(),
-            ))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn describe(path: &[Prop]) -> String {
-    path.iter()
-        .map(|p| match p {
-            Prop::Map(k) => k.clone(),
-            Prop::Seq(i) => i.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-/// Stamps must name the author; identity keys of the document must match its id.
-fn check_values(id: &DocId, author: &OrgPath, patch: &automerge::Patch) -> Result<(), Refusal> {
-    let Some((key, value)) = put_string(patch) else {
-        return Ok(());
-    };
-    if STAMP_KEYS.contains(&key) && value.as_deref() != Some(author.as_str()) {
-        return Err(Refusal::StampMismatch {
-            key: key.to_owned(),
-            value: value.unwrap_or_default(),
-            author: author.to_string(),
-        });
-    }
-    if patch.path.is_empty() {
-        let expected = match (id.kind(), key) {
-            (DocKind::Member, "id") => Some(id.as_str().to_owned()),
-            (DocKind::Member, "kind") => Some(casefile::KIND_MEMBER.to_owned()),
-            (DocKind::OrgRoster, "org") => id.roster_org().map(|o| o.to_string()),
-            (DocKind::OrgRoster, "kind") => Some(crate::roster::KIND_ORG.to_owned()),
-            _ => None,
-        };
-        if let Some(expected) = expected
-            && value.as_deref() != Some(expected.as_str())
-        {
-            return Err(Refusal::Immutable(format!("{key} must be {expected:?}")));
-        }
-        if key == casefile::keys::HOME_ORG
-            && value
-                .as_deref()
-                .and_then(|v| OrgPath::parse(v).ok())
-                .is_none()
-        {
-            return Err(Refusal::Malformed("home_org is not an org path".into()));
-        }
-    }
-    Ok(())
-}
-
-fn refused(change: &Change, reason: Refusal) -> RefusedChange {
-    RefusedChange {
-        hash: Some(change.hash()),
-        author: author_of(change),
-        reason,
-        bytes: Some(change.raw_bytes().to_vec()),
-    }
-}
-
-fn refuse_all(changes: &[Change], reason: Refusal) -> Admission {
-    Admission {
-        applied: Vec::new(),
-        refused: changes.iter().map(|c| refused(c, reason.clone())).collect(),
-    }
-}
-
-/// Authenticates and judges one incoming change (already applied to `trial`).
-fn admit_change(
-    trial: &mut AutoCommit,
-    id: &DocId,
-    change: &Change,
-    created: bool,
-    auth: &dyn Authenticator,
-    attestations: &HashMap<ChangeHash, Attestation>,
-) -> Result<(), Refusal> {
-    let author = author_of(change).ok_or(Refusal::UnknownAuthor)?;
-    auth.authenticate(change, &author, attestations.get(&change.hash()))?;
-    judge_change(trial, id, change, created, auth)
-}
-
-/// Receives a sync message from `peer` into `doc` as office `me`, applying only the changes
-/// that are authentic (`auth`, with the `attestations` that came with the message) and
-/// within their author's authority. Sync bookkeeping in `state` advances as automerge's
-/// own would.
-#[allow(clippy::too_many_arguments)]
+/// Receives a sync message (`bytes`) from a peer into `doc`, as described in the module
+/// docs, and advances `state` as automerge's own receive would. `refused_before` are changes
+/// already refused (never judged again). `held_back` are changes from earlier messages still
+/// waiting (automerge's sender does not send a change twice, so waiting changes are kept and
+/// tried again with every message); it is updated with what still waits. `reload` gives the
+/// document as the store holds it: the document is replaced by it if the message has to be
+/// abandoned (a contained engine failure) or must not be kept (outside this office's or the
+/// sender's scope).
 pub fn receive(
     doc: &mut AutoCommit,
     state: &mut sync::State,
-    id: &DocId,
-    mut message: sync::Message,
-    peer: &OrgPath,
-    me: &OrgPath,
-    auth: &dyn Authenticator,
-    attestations: &HashMap<ChangeHash, Attestation>,
+    bytes: &[u8],
+    cx: &Inbound<'_>,
+    refused_before: &HashSet<ChangeHash>,
+    held_back: &mut Vec<Change>,
+    reload: &mut dyn FnMut() -> AutoCommit,
 ) -> Admission {
-    if message.changes.is_empty() {
-        // Heads, have and need only: nothing to judge.
-        if let Err(e) = doc.sync().receive_sync_message(state, message) {
-            return Admission {
-                applied: Vec::new(),
-                refused: vec![RefusedChange::unreadable(Refusal::Malformed(e.to_string()))],
-            };
-        }
-        return Admission::default();
-    }
-    let before_heads = doc.get_heads();
-    let existed = !before_heads.is_empty();
-    let mut trial = doc.clone();
-    let bytes: Vec<u8> = message.changes.iter().flatten().copied().collect();
-    if let Err(e) = trial.load_incremental(&bytes) {
-        return Admission {
-            applied: Vec::new(),
-            refused: vec![RefusedChange::unreadable(Refusal::Malformed(e.to_string()))],
-        };
-    }
-    let incoming = trial.get_changes(&before_heads);
-    // A document new to this office must be one the sender may hold, and this office too.
-    // For a document already held there is no sender check: every change is authenticated
-    // and judged on its own, and leaks are stopped on the sending side (a node never sends a
-    // document to a peer outside its scope); a check here would only stall sync when two
-    // offices' views of the scope differ for a moment (e.g. a transfer in flight).
-    if !existed && !may_hold(id, &scope(id, &trial), peer) {
-        return refuse_all(&incoming, Refusal::OutsideSenderScope);
-    }
-    if !existed && !may_hold(id, &scope(id, &trial), me) {
-        return refuse_all(&incoming, Refusal::OutsideReceiverScope);
-    }
-    let mut created = MemberFacts::read(&Reader::now(doc)).home_org.is_some();
-    let mut refused_hashes: HashSet<ChangeHash> = HashSet::new();
+    let message = match SyncMessage::decode(bytes) {
+        Ok(m) => m,
+        Err(e) => return Admission::refused_whole(Refusal::Malformed(e.to_string())),
+    };
+    let bookkeeping = match message.bookkeeping() {
+        Ok(m) => m,
+        Err(e) => return Admission::refused_whole(Refusal::Malformed(e.to_string())),
+    };
     let mut admission = Admission::default();
-    for change in &incoming {
-        let verdict = if change.deps().iter().any(|d| refused_hashes.contains(d)) {
-            Err(Refusal::DependsOnRefused)
-        } else {
-            admit_change(&mut trial, id, change, created, auth, attestations)
-        };
-        match verdict {
-            Ok(()) => {
-                admission.applied.push(change.hash());
-                if id.kind() == DocKind::Member {
-                    created = created
-                        || trial
-                            .get_at(ROOT, casefile::keys::HOME_ORG, &[change.hash()])
-                            .ok()
-                            .flatten()
-                            .is_some();
-                }
+    let mut changes = std::mem::take(held_back);
+    let mut seen: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+    for chunk in &message.changes {
+        match syncmsg::decode_change(chunk) {
+            Ok(c) if seen.insert(c.hash()) => changes.push(c),
+            Ok(_) => {}
+            Err(e) => admission
+                .refused
+                .push(RefusedChange::unreadable(Refusal::Malformed(e.to_string()))),
+        }
+    }
+    let mut history = History::of(doc);
+    let was_empty = doc.get_heads().is_empty();
+    changes.retain(|c| !history.contains(&c.hash()) && !refused_before.contains(&c.hash()));
+    let mut refused: HashSet<ChangeHash> = refused_before.clone();
+    let mut deferred: HashSet<ChangeHash> = HashSet::new();
+    for change in causal_order(changes) {
+        let hash = change.hash();
+        if change.deps().iter().any(|d| refused.contains(d)) {
+            refused.insert(hash);
+            admission
+                .refused
+                .push(RefusedChange::of(&change, Refusal::DependsOnRefused));
+            continue;
+        }
+        if change.deps().iter().any(|d| deferred.contains(d)) {
+            deferred.insert(hash);
+            admission.deferred.push((hash, Defer::MissingDependency));
+            held_back.push(change);
+            continue;
+        }
+        let other = match check(doc, &mut history, &change, cx) {
+            Ok(other) => other,
+            Err(Hold::Defer(why)) => {
+                deferred.insert(hash);
+                admission.deferred.push((hash, why));
+                held_back.push(change);
+                continue;
             }
-            Err(reason) => {
-                refused_hashes.insert(change.hash());
-                admission.refused.push(refused(change, reason));
+            Err(Hold::Refuse(reason)) => {
+                refused.insert(hash);
+                admission.refused.push(RefusedChange::of(&change, reason));
+                continue;
+            }
+        };
+        if let Some(held) = other {
+            // An equivocation: both changes are authentic and valid. The lower hash stays.
+            if held < hash {
+                refused.insert(hash);
+                admission.refused.push(RefusedChange {
+                    other: Some(held),
+                    ..RefusedChange::of(
+                        &change,
+                        Refusal::Equivocation {
+                            other: held.to_string(),
+                        },
+                    )
+                });
+                continue;
+            }
+            let drop = history.with_descendants(held);
+            match rebuild_without(doc, &drop) {
+                Ok(gone) => {
+                    for c in gone {
+                        let reason = if c.hash() == held {
+                            Refusal::Equivocation {
+                                other: hash.to_string(),
+                            }
+                        } else {
+                            Refusal::DependsOnRefused
+                        };
+                        refused.insert(c.hash());
+                        admission.applied.retain(|h| *h != c.hash());
+                        admission.dropped.push(RefusedChange {
+                            other: (c.hash() == held).then_some(hash),
+                            ..RefusedChange::of(&c, reason)
+                        });
+                    }
+                    history = History::of(doc);
+                }
+                Err(fault) => return abandon(doc, reload, &change, fault, admission),
+            }
+        }
+        match contain("applying a change", || doc.apply_changes([change.clone()])) {
+            Ok(Ok(())) => {
+                history.add(&change);
+                admission.applied.push(hash);
+            }
+            Ok(Err(e)) => {
+                let fault = crate::contain::EngineFault {
+                    what: "applying a change",
+                    message: e.to_string(),
+                };
+                return abandon(doc, reload, &change, fault, admission);
+            }
+            Err(fault) => {
+                admission.faults += 1;
+                return abandon(doc, reload, &change, fault, admission);
             }
         }
     }
-    if !admission.refused.is_empty() {
-        let admitted: Vec<Vec<u8>> = incoming
-            .iter()
-            .filter(|c| !refused_hashes.contains(&c.hash()))
-            .map(|c| c.raw_bytes().to_vec())
-            .collect();
-        message.changes = admitted.into();
+    if was_empty && !admission.applied.is_empty() {
+        // A document new to this office: both ends must be in its scope, or nothing stays.
+        let reason = if !may_hold(cx.id, &scope(cx.id, doc), cx.peer) {
+            Some(Refusal::OutsideSenderScope)
+        } else if !may_hold(cx.id, &scope(cx.id, doc), cx.me) {
+            Some(Refusal::OutsideReceiverScope)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let applied = std::mem::take(&mut admission.applied);
+            let mut all = doc.get_changes(&[]);
+            all.retain(|c| applied.contains(&c.hash()));
+            admission
+                .refused
+                .extend(all.iter().map(|c| RefusedChange::of(c, reason.clone())));
+            *doc = reload();
+        }
     }
-    if let Err(e) = doc.sync().receive_sync_message(state, message) {
-        // Cannot happen for changes that already applied to the trial copy; refuse loudly.
-        admission.applied.clear();
-        admission
-            .refused
-            .push(RefusedChange::unreadable(Refusal::Malformed(e.to_string())));
+    let _ = contain("updating sync state", || {
+        doc.sync().receive_sync_message(state, bookkeeping)
+    });
+    if held_back.len() > MAX_HELD_BACK {
+        let over = held_back.len() - MAX_HELD_BACK;
+        held_back.drain(..over);
     }
     admission
 }
 
-/// Commits the pending operations of `doc` as a change authored by `org` at `now_ms`
-/// (milliseconds since the Unix epoch). Returns the change's hash, or `None` if nothing was
-/// pending.
-pub fn commit_as(doc: &mut AutoCommit, org: &OrgPath, now_ms: i64) -> Option<ChangeHash> {
+/// What to ask the peer for: the first change on each path back from its heads that this
+/// document neither holds nor has held back (walking through held-back changes' own
+/// dependencies), as automerge asks with its own queue.
+pub fn missing_from(
+    doc: &mut AutoCommit,
+    their_heads: &[ChangeHash],
+    held_back: &[Change],
+) -> Vec<ChangeHash> {
+    let held: HashMap<ChangeHash, &Change> = held_back.iter().map(|c| (c.hash(), c)).collect();
+    let mut missing = std::collections::BTreeSet::new();
+    let mut seen = HashSet::new();
+    let mut stack: Vec<ChangeHash> = their_heads.to_vec();
+    while let Some(h) = stack.pop() {
+        if !seen.insert(h) || doc.get_change_meta_by_hash(&h).is_some() {
+            continue;
+        }
+        match held.get(&h) {
+            Some(c) => stack.extend(c.deps().iter().copied()),
+            None => {
+                missing.insert(h);
+            }
+        }
+    }
+    missing.into_iter().collect()
+}
+
+/// Gives up on a message after the engine failed on `change`: the document goes back to the
+/// store's copy, `change` is refused, everything else waits for a later message.
+fn abandon(
+    doc: &mut AutoCommit,
+    reload: &mut dyn FnMut() -> AutoCommit,
+    change: &Change,
+    fault: crate::contain::EngineFault,
+    mut admission: Admission,
+) -> Admission {
+    *doc = reload();
+    let undone = std::mem::take(&mut admission.applied);
+    // (What the message carried is dropped; the peer offers it again in a later round.)
+    admission
+        .deferred
+        .extend(undone.into_iter().map(|h| (h, Defer::Abandoned)));
+    admission.dropped.clear();
+    admission.refused.push(RefusedChange::of(
+        change,
+        Refusal::EngineFault(fault.to_string()),
+    ));
+    admission
+}
+
+/// Judges this node's own change `hash`, already committed to `doc`, exactly as a peer's
+/// change is judged (structure and authority; authenticity is the node's own signature).
+pub fn judge_local(
+    doc: &mut AutoCommit,
+    id: &DocId,
+    hash: &ChangeHash,
+    auth: &dyn Authenticator,
+    now_ms: i64,
+) -> Result<(), Refusal> {
+    let change = doc
+        .get_change_by_hash(hash)
+        .ok_or_else(|| Refusal::Malformed("the change just made is missing".into()))?;
+    let mut history = History::of(doc);
+    match check_structure(&mut history, &change, now_ms) {
+        Ok(_) => {}
+        Err(Hold::Refuse(r)) => return Err(r),
+        Err(Hold::Defer(why)) => return Err(Refusal::Time(format!("{why:?}"))),
+    }
+    let view = history.view(change.deps());
+    crate::judge::judge(doc, id, &change, &view, auth)
+}
+
+/// Commits the pending operations of `doc` as a change authored by `org` at `stamp` (see
+/// [`stamp::commit_time`]). Returns the change's hash, or `None` if nothing was pending.
+pub fn commit_as(doc: &mut AutoCommit, org: &OrgPath, stamp: &Stamp) -> Option<ChangeHash> {
     doc.commit_with(
         automerge::transaction::CommitOptions::default()
             .with_message(author_message(org))
-            .with_time(now_ms / 1000),
+            .with_time(stamp.ms),
     )
 }

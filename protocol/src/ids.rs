@@ -26,9 +26,9 @@ pub struct IdError {
 /// What a document is: a member's case file or an org's roster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DocKind {
-    /// 黨員檔案: one member's case file.
+    /// 党员档案: one member's case file.
     Member,
-    /// 組織名冊: one org's roster document (profile and history).
+    /// 组织名册: one org's roster document (profile and history).
     OrgRoster,
     /// The county's revocation list, held by every office.
     Revocations,
@@ -44,6 +44,15 @@ impl DocId {
     /// The case file id for a member, from 8 random bytes chosen by the caller.
     pub fn new_member(random: [u8; 8]) -> DocId {
         DocId(format!("m-{}", hex::encode(random)))
+    }
+
+    /// The id of the case file created by the change `hash`: `m-` and the first 8 bytes of
+    /// the hash in hex. A case file's creation change is its only root, so binding the id to
+    /// it leaves no room for a rival creation under the same id.
+    pub fn member_created_by(hash: &automerge::ChangeHash) -> DocId {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.0[..8]);
+        DocId::new_member(first)
     }
 
     /// The roster document of `org`.

@@ -5,27 +5,36 @@
 //!
 //! - [`org`]: org paths, the names of offices.
 //! - [`ids`]: document and entry ids.
-//! - [`casefile`], [`roster`]: the two document layouts.
+//! - [`casefile`], [`roster`]: the two document layouts; [`transfer`] and [`affiliation`]:
+//!   transfers and residence as events, and the member's home derived from them.
 //! - [`visibility`], [`authority`]: who sees what, who may write what (contract.md).
-//! - [`attest`]: signed authorship and revocation records.
-//! - [`gate`]: judging every incoming change before it reaches a document.
+//! - [`attest`]: signed authorship and revocation records; [`stamp`]: change times.
+//! - [`gate`]: every change reaches a document only through here — [`syncmsg`] reads a
+//!   peer's message, [`history`] checks a change's place in history, [`judge`] checks its
+//!   ops against the authority table, [`contain`] catches the CRDT engine's panics.
 //! - [`wire`]: the framed wire format between nodes.
 //! - [`docsync`]: syncing one document with one peer behind the gate.
 //! - [`inventory`]: which shared documents differ (the reconciliation seam).
 //! - [`session`]: one sync session with one peer, as a state machine.
 
+pub mod affiliation;
 pub mod attest;
 pub mod authority;
 pub mod casefile;
+pub mod contain;
 pub mod docsync;
 pub mod gate;
+pub mod history;
 pub mod ids;
 pub mod inventory;
+pub mod judge;
 pub mod org;
 pub mod reader;
 pub mod reconcile;
 pub mod roster;
 pub mod session;
+pub mod stamp;
+pub mod syncmsg;
 pub mod transfer;
 pub mod validate;
 pub mod visibility;

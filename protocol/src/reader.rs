@@ -41,6 +41,14 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A string field with the id of the op that wrote it (its place in history).
+    pub fn str_with_id(&self, obj: &ObjId, key: &str) -> Option<(String, ObjId)> {
+        match self.get(obj, key)? {
+            (Value::Scalar(s), id) => s.as_str().map(|s| (s.to_owned(), id)),
+            _ => None,
+        }
+    }
+
     /// An integer field.
     pub fn int(&self, obj: &ObjId, key: &str) -> Option<i64> {
         match self.get(obj, key)? {

@@ -9,6 +9,7 @@ use amphi_node::repo::summarise;
 use amphi_node::trust::Signer;
 use amphi_protocol::attest::Attestation;
 use amphi_protocol::casefile::{self, ActivityInput, IdentityPatch};
+use amphi_protocol::stamp::{self, Stamp};
 use amphi_protocol::{DocId, OrgPath, gate};
 use automerge::{ActorId, AutoCommit, Change};
 use serde_json::json;
@@ -37,8 +38,9 @@ fn forge(
         .expect("the office holds the document");
     doc.set_actor(ActorId::from(identity.actor_id()));
     let before = doc.get_heads();
+    let stamp = Stamp::at(stamp::commit_time(&mut doc, now_ms()));
     edit(&mut doc);
-    let hash = gate::commit_as(&mut doc, &org(author), now_ms()).unwrap();
+    let hash = gate::commit_as(&mut doc, &org(author), &stamp).unwrap();
     let mut attestation = Signer::new(&identity).unwrap().sign(&hash);
     if corrupt {
         let last = attestation.signature.len() - 1;

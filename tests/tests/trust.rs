@@ -12,6 +12,7 @@ use amphi_node::repo::summarise;
 use amphi_node::store::Store;
 use amphi_node::trust::Signer;
 use amphi_protocol::casefile::{self, IdentityPatch};
+use amphi_protocol::stamp::{self, Stamp};
 use amphi_protocol::{DocId, OrgPath, gate};
 use automerge::ActorId;
 use serde_json::json;
@@ -180,6 +181,7 @@ async fn a_hand_crafted_change_outside_authority_is_refused_counted_and_does_not
         let mut doc = store.load(&doc_id).unwrap().unwrap();
         doc.set_actor(ActorId::from(identity.actor_id()));
         let before = doc.get_heads();
+        let stamp = Stamp::at(stamp::commit_time(&mut doc, now_ms()));
         casefile::update_identity(
             &mut doc,
             &IdentityPatch {
@@ -188,7 +190,7 @@ async fn a_hand_crafted_change_outside_authority_is_refused_counted_and_does_not
             },
         )
         .unwrap();
-        let hash = gate::commit_as(&mut doc, &identity.org, now_ms()).unwrap();
+        let hash = gate::commit_as(&mut doc, &identity.org, &stamp).unwrap();
         // Signed with Xingfu's own key: authentic, but outside Xingfu's authority.
         let attestation = Signer::new(&identity).unwrap().sign(&hash);
         let summary = summarise(&doc_id, &mut doc);

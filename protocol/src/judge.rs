@@ -1,0 +1,948 @@
+//! Judging one change by its operations, before automerge applies it.
+//!
+//! Each op of a change is read for what it touches — the path of its object (made earlier in
+//! history, or earlier in the same change), its key, its value — and for whether an honest
+//! automerge could have produced it from what the author saw (the document at the change's
+//! dependencies):
+//!
+//! - its object, list element and predecessors were made inside the change's own history
+//!   ([`crate::history::View`]) or earlier in the change;
+//! - a map write names as predecessors exactly the values the author could see at that key;
+//!   a list op only inserts (no layout ever edits or deletes a list item) after an element
+//!   the author could see;
+//! - no op deletes anything from a case file, increments or marks text.
+//!
+//! Then every touched path is classified ([`Field`]) against the document layouts
+//! ([`crate::casefile`], [`crate::roster`], the status and revocation documents), authorised
+//! against the authority table with the facts as the author saw them ([`authorise`]), and its
+//! value checked as the API checks it. Times that order events must be the change's own
+//! time. A change is admitted only if every op passes: judging happens before the change is
+//! applied, so a refused change never reaches the document, and the node's own writes go
+//! through the same function as a peer's.
+
+use std::collections::{HashMap, HashSet};
+
+use automerge::legacy::{ElementId, Key, ObjectId, OpType};
+use automerge::{ActorId, AutoCommit, Change, ObjType, ROOT, ReadDoc, ScalarValue};
+
+use crate::attest::Authenticator;
+use crate::authority::{Facts, Field, Refusal, TransferFacts, authorise};
+use crate::casefile::{self, MemberFacts, keys};
+use crate::contain::contain;
+use crate::history::View;
+use crate::ids::{DocId, DocKind};
+use crate::org::OrgPath;
+use crate::reader::Reader;
+use crate::roster;
+use crate::stamp::rfc3339;
+use crate::transfer::{self, Decision, Entry, State};
+use crate::validate::{self, FieldError};
+
+/// Commit-message prefix naming the author org of a change.
+pub const AUTHOR_PREFIX: &str = "org:";
+
+/// The author org a change claims, if it claims a valid one.
+pub fn author_of(change: &Change) -> Option<OrgPath> {
+    change
+        .message()?
+        .strip_prefix(AUTHOR_PREFIX)
+        .and_then(|s| OrgPath::parse(s).ok())
+}
+
+/// Most ops one change may carry (a new case file has about thirty).
+pub const MAX_OPS: usize = 4096;
+/// Longest map key accepted in any document.
+pub const MAX_KEY: usize = 320;
+
+/// Root containers every case file is created with.
+const CONTAINERS: &[&str] = &[
+    keys::IDENTITY,
+    keys::RESIDENCE,
+    keys::ACTIVITIES,
+    keys::REVIEWS,
+    keys::TRANSFERS,
+    keys::CONTACTS,
+    transfer::ACKS,
+];
+/// Identity fields holding text, with how each is checked.
+const IDENTITY_TEXT: &[&str] = &[
+    "name",
+    "gender",
+    "ethnicity",
+    "birth_date",
+    "joined_at",
+    "id_number",
+    "phone",
+    "education",
+];
+/// Activity fields its recorder may change after creating the entry.
+const ACTIVITY_EDITABLE: &[&str] = &["date", "kind", "description", "points"];
+
+/// One path segment: a map key, or an item of a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    Key(String),
+    Item,
+}
+
+/// An op id as (counter, actor bytes).
+type OpKey = (u64, Vec<u8>);
+
+fn op_key(id: &automerge::legacy::OpId) -> OpKey {
+    (id.counter(), id.actor().to_bytes().to_vec())
+}
+
+/// An object an op writes into.
+#[derive(Debug, Clone)]
+struct Obj {
+    path: Vec<Seg>,
+    kind: ObjType,
+    /// Made by this change.
+    new: bool,
+    /// Its id in the document (None for objects made by this change).
+    exid: Option<automerge::ObjId>,
+}
+
+/// What the kind of entry a new object of this change is, for the completeness check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Assignment,
+    Activity,
+    Comment,
+    Review,
+    Transfer,
+    Ack,
+}
+
+impl EntryKind {
+    fn required(self) -> &'static [&'static str] {
+        match self {
+            EntryKind::Assignment => &["org", "since", "until", "by", "at"],
+            EntryKind::Activity => &[
+                "id",
+                "date",
+                "kind",
+                "description",
+                "recorded_by",
+                "comments",
+            ],
+            EntryKind::Comment => &["by", "at", "text"],
+            EntryKind::Review => &["period", "rating", "comment", "reviewed_by"],
+            EntryKind::Transfer => transfer::OPEN_KEYS,
+            EntryKind::Ack => &["by", "at"],
+        }
+    }
+}
+
+/// What the judge knows of the document as the change's author saw it.
+struct Seen<'a> {
+    doc: &'a AutoCommit,
+    id: &'a DocId,
+    deps: Vec<automerge::ChangeHash>,
+    author: OrgPath,
+    /// The change's own time, as written in documents.
+    at: String,
+    creating: bool,
+    facts: Facts,
+    transfers: Vec<Entry>,
+    open: Option<String>,
+    auth: &'a dyn Authenticator,
+}
+
+fn bad(message: impl Into<String>) -> Refusal {
+    Refusal::Malformed(message.into())
+}
+
+fn invalid(e: FieldError) -> Refusal {
+    Refusal::InvalidValue {
+        field: e.field,
+        message: e.message,
+    }
+}
+
+fn text_of(v: &ScalarValue) -> Option<&str> {
+    match v {
+        ScalarValue::Str(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+fn describe(path: &[Seg]) -> String {
+    path.iter()
+        .map(|s| match s {
+            Seg::Key(k) => k.as_str(),
+            Seg::Item => "[]",
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A text value, checked with `check`.
+fn text(
+    field: &str,
+    v: &ScalarValue,
+    check: impl FnOnce(&str) -> Result<(), FieldError>,
+) -> Result<(), Refusal> {
+    let s = text_of(v).ok_or_else(|| Refusal::InvalidValue {
+        field: field.to_owned(),
+        message: "must be text".into(),
+    })?;
+    check(s).map_err(invalid)
+}
+
+fn nullable_date(field: &str, v: &ScalarValue) -> Result<(), Refusal> {
+    match v {
+        ScalarValue::Null => Ok(()),
+        v => text(field, v, |s| validate::date(field, s)),
+    }
+}
+
+impl Seen<'_> {
+    fn stamp(&self, key: &str, v: &ScalarValue) -> Result<(), Refusal> {
+        match text_of(v) {
+            Some(s) if s == self.author.as_str() => Ok(()),
+            other => Err(Refusal::StampMismatch {
+                key: key.to_owned(),
+                value: other.unwrap_or("(not text)").to_owned(),
+                author: self.author.to_string(),
+            }),
+        }
+    }
+
+    /// A time that orders events: it must be the change's own.
+    fn own_time(&self, key: &str, v: &ScalarValue) -> Result<(), Refusal> {
+        match text_of(v) {
+            Some(s) if s == self.at => Ok(()),
+            other => Err(Refusal::Time(format!(
+                "{key} = {:?} but the change was made at {}",
+                other.unwrap_or("(not text)"),
+                self.at
+            ))),
+        }
+    }
+
+    fn recorder(&self, activity: &str) -> Option<String> {
+        casefile::activity_recorder(&Reader::at(self.doc, &self.deps), activity)
+    }
+
+    fn transfer(&self, id: &str) -> Option<TransferFacts> {
+        let (_, affiliation) = transfer::resolve_doc(&Reader::at(self.doc, &self.deps));
+        self.transfers
+            .iter()
+            .find(|e| e.id == id)
+            .map(|e| TransferFacts {
+                from_org: e.from_org.clone(),
+                to_org: e.to_org.clone(),
+                state: affiliation
+                    .states
+                    .get(id)
+                    .copied()
+                    .unwrap_or(State::Superseded),
+            })
+    }
+
+    fn home(&self) -> Option<&str> {
+        self.facts.home_org.as_ref().map(OrgPath::as_str)
+    }
+
+    /// An entry id of the form `<prefix>-<this member's hex>-<8 hex>`.
+    fn member_entry_id(&self, prefix: char, key: &str) -> Result<(), Refusal> {
+        let member = self.id.as_str().trim_start_matches("m-");
+        let ok = key
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('-'))
+            .and_then(|r| r.strip_prefix(member))
+            .and_then(|r| r.strip_prefix('-'))
+            .is_some_and(|r| r.len() == 8 && r.bytes().all(|b| b.is_ascii_hexdigit()));
+        if ok {
+            Ok(())
+        } else {
+            Err(bad(format!("{key:?} is not an id of this case file")))
+        }
+    }
+}
+
+/// What an op does.
+#[derive(Debug, Clone, Copy)]
+enum Act<'a> {
+    Make(ObjType),
+    Put(&'a ScalarValue),
+    Delete,
+}
+
+/// Classifies and checks one op of a case file. `new` says the op's object was made by
+/// this change; `overwrites` says the op replaces a value the author could see.
+fn member_field(
+    seen: &Seen<'_>,
+    path: &[Seg],
+    act: Act<'_>,
+    new: bool,
+    overwrites: bool,
+) -> Result<(Field, Option<EntryKind>), Refusal> {
+    let p: Vec<Option<&str>> = path
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => Some(k.as_str()),
+            Seg::Item => None,
+        })
+        .collect();
+    let once = |what: &str| Refusal::Immutable(format!("{what} (entries are written once)"));
+    use Act::{Delete, Make, Put};
+    if matches!(act, Delete) {
+        return Err(Refusal::Immutable(format!(
+            "{} (nothing is ever deleted from a case file)",
+            describe(path)
+        )));
+    }
+    let field = match (p.as_slice(), act) {
+        // The creation change writes the root, once.
+        ([Some(k)], _) if !seen.creating => return Err(Refusal::Immutable((*k).to_owned())),
+        ([Some(keys::KIND)], Put(v)) if text_of(v) == Some(casefile::KIND_MEMBER) => {
+            Field::Creation
+        }
+        ([Some(keys::HOME_ORG)], Put(v)) => {
+            text(keys::HOME_ORG, v, |s| {
+                OrgPath::parse(s)
+                    .map(|_| ())
+                    .map_err(|e| FieldError::new(keys::HOME_ORG, e.to_string()))
+            })?;
+            Field::Creation
+        }
+        ([Some(k)], Make(ObjType::Map)) if CONTAINERS.contains(k) => Field::Creation,
+        (
+            [
+                Some(keys::RESIDENCE),
+                Some(keys::ASSIGNMENTS | keys::REPORTS),
+            ],
+            Make(ObjType::Map),
+        ) if seen.creating && new => Field::Creation,
+        // Identity.
+        ([Some(keys::IDENTITY), Some(f)], Put(v)) if IDENTITY_TEXT.contains(f) => {
+            text(f, v, |s| casefile::check_identity_field(f, s))?;
+            Field::Identity
+        }
+        ([Some(keys::IDENTITY), Some("categories")], Make(ObjType::List)) => Field::Identity,
+        ([Some(keys::IDENTITY), Some("categories"), None], Put(v)) if new => {
+            text("categories", v, |s| {
+                validate::one_of("categories", s, validate::CATEGORIES)
+            })?;
+            Field::Identity
+        }
+        // Residence: assignment events and report-ins.
+        ([Some(keys::RESIDENCE), Some(keys::ASSIGNMENTS), Some(rid)], Make(ObjType::Map)) => {
+            if overwrites {
+                return Err(once(rid));
+            }
+            seen.member_entry_id('r', rid)?;
+            return Ok((Field::ResidenceAssignment, Some(EntryKind::Assignment)));
+        }
+        (
+            [
+                Some(keys::RESIDENCE),
+                Some(keys::ASSIGNMENTS),
+                Some(_),
+                Some(f),
+            ],
+            Put(v),
+        ) if new => {
+            match *f {
+                "org" => match v {
+                    ScalarValue::Null => {}
+                    v => text("org", v, |s| match OrgPath::parse(s) {
+                        Ok(_) if Some(s) == seen.home() => Err(FieldError::new(
+                            "org",
+                            "the residence org must differ from the home org",
+                        )),
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(FieldError::new("org", e.to_string())),
+                    })?,
+                },
+                "since" | "until" => nullable_date(f, v)?,
+                keys::BY => seen.stamp(f, v)?,
+                "at" => seen.own_time("at", v)?,
+                other => {
+                    return Err(Refusal::UnknownField(format!(
+                        "residence assignment {other}"
+                    )));
+                }
+            }
+            Field::ResidenceAssignment
+        }
+        ([Some(keys::RESIDENCE), Some(keys::REPORTS), Some(org)], Put(v)) => {
+            text("date", v, |s| validate::date("date", s))?;
+            Field::ReportIn {
+                org: (*org).to_owned(),
+            }
+        }
+        // Activities: new entries, their comments, edits by the recorder.
+        ([Some(keys::ACTIVITIES), Some(aid)], Make(ObjType::Map)) => {
+            if overwrites {
+                return Err(once(aid));
+            }
+            casefile::check_entry_id('a', aid).map_err(invalid)?;
+            return Ok((
+                Field::Activity {
+                    recorder: Some(seen.author.to_string()),
+                },
+                Some(EntryKind::Activity),
+            ));
+        }
+        ([Some(keys::ACTIVITIES), Some(aid), Some(f)], _) if new => {
+            match (*f, act) {
+                ("id", Put(v)) if text_of(v) == Some(*aid) => {}
+                (keys::RECORDED_BY, Put(v)) => seen.stamp(f, v)?,
+                (keys::COMMENTS, Make(ObjType::List)) => {}
+                (f, Put(v)) if ACTIVITY_EDITABLE.contains(&f) => {
+                    casefile::check_activity_field(f, v).map_err(invalid)?
+                }
+                (f, _) => return Err(Refusal::UnknownField(format!("activity {f}"))),
+            }
+            Field::Activity {
+                recorder: Some(seen.author.to_string()),
+            }
+        }
+        ([Some(keys::ACTIVITIES), Some(aid), Some(f)], Put(v)) if ACTIVITY_EDITABLE.contains(f) => {
+            casefile::check_activity_field(f, v).map_err(invalid)?;
+            Field::Activity {
+                recorder: seen.recorder(aid),
+            }
+        }
+        ([Some(keys::ACTIVITIES), Some(_), Some(keys::COMMENTS), None], Make(ObjType::Map)) => {
+            return Ok((Field::ActivityComment, Some(EntryKind::Comment)));
+        }
+        (
+            [
+                Some(keys::ACTIVITIES),
+                Some(_),
+                Some(keys::COMMENTS),
+                None,
+                Some(f),
+            ],
+            Put(v),
+        ) if new => {
+            match *f {
+                keys::BY => seen.stamp(f, v)?,
+                "at" => text("at", v, |s| validate::text("at", s, 40, false))?,
+                "text" => text("text", v, |s| validate::text("text", s, 2000, false))?,
+                other => return Err(Refusal::UnknownField(format!("comment {other}"))),
+            }
+            Field::ActivityComment
+        }
+        // Reviews: a review of a period is written whole (a new review replaces it).
+        ([Some(keys::REVIEWS), Some(period)], Make(ObjType::Map)) => {
+            validate::period("period", period).map_err(invalid)?;
+            return Ok((Field::Review, Some(EntryKind::Review)));
+        }
+        ([Some(keys::REVIEWS), Some(period), Some(f)], Put(v)) if new => {
+            match *f {
+                "period" if text_of(v) == Some(*period) => {}
+                "rating" => text(f, v, |s| validate::one_of(f, s, validate::RATINGS))?,
+                "comment" => text(f, v, |s| validate::text(f, s, 2000, true))?,
+                keys::REVIEWED_BY => seen.stamp(f, v)?,
+                other => return Err(Refusal::UnknownField(format!("review {other}"))),
+            }
+            Field::Review
+        }
+        // Transfers: opened whole, then decided once.
+        ([Some(keys::TRANSFERS), Some(tid)], Make(ObjType::Map)) => {
+            if overwrites {
+                return Err(once(tid));
+            }
+            seen.member_entry_id('t', tid)?;
+            if let Some(open) = &seen.open {
+                return Err(Refusal::TransferAlreadyOpen(open.clone()));
+            }
+            return Ok((Field::TransferOpen, Some(EntryKind::Transfer)));
+        }
+        ([Some(keys::TRANSFERS), Some(tid), Some(f)], Put(v)) if new => {
+            match *f {
+                "id" if text_of(v) == Some(*tid) => {}
+                "from_org" if text_of(v).is_some() && text_of(v) == seen.home() => {}
+                "from_org" => {
+                    return Err(Refusal::Immutable(format!(
+                        "a transfer must be opened from the current home {}",
+                        seen.home().unwrap_or("(none)")
+                    )));
+                }
+                "to_org" => text(f, v, |s| match OrgPath::parse(s) {
+                    Ok(_) if Some(s) == seen.home() => Err(FieldError::new(
+                        *f,
+                        "a transfer's target must be another org",
+                    )),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(FieldError::new(*f, e.to_string())),
+                })?,
+                "reason" => text(f, v, |s| validate::text(f, s, 500, false))?,
+                "opened_by" => seen.stamp(f, v)?,
+                "opened_at" => seen.own_time(f, v)?,
+                other => return Err(Refusal::UnknownField(format!("transfer {other}"))),
+            }
+            Field::TransferOpen
+        }
+        ([Some(keys::TRANSFERS), Some(tid), Some(f)], Put(v)) => {
+            let Some(decision) = Decision::of_key(f) else {
+                return Err(Refusal::Immutable(format!(
+                    "transfers/{tid}/{f} (transfer fields are written once)"
+                )));
+            };
+            if overwrites {
+                return Err(Refusal::TransferNotOpen(format!("{tid} (already decided)")));
+            }
+            if *f == decision.keys().0 {
+                seen.stamp(f, v)?;
+            } else {
+                seen.own_time(f, v)?;
+            }
+            let transfer = seen
+                .transfer(tid)
+                .ok_or_else(|| Refusal::TransferNotOpen(format!("{tid} (no such transfer)")))?;
+            Field::TransferDecision { decision, transfer }
+        }
+        // Conflict acknowledgements, contacts.
+        ([Some(transfer::ACKS), Some(cid)], Make(ObjType::Map)) => {
+            validate::text("conflict", cid, 120, false).map_err(invalid)?;
+            return Ok((Field::ConflictAck, Some(EntryKind::Ack)));
+        }
+        ([Some(transfer::ACKS), Some(_), Some(f)], Put(v)) if new => {
+            match *f {
+                keys::BY => seen.stamp(f, v)?,
+                "at" => text("at", v, |s| validate::text("at", s, 40, false))?,
+                other => return Err(Refusal::UnknownField(format!("acknowledgement {other}"))),
+            }
+            Field::ConflictAck
+        }
+        ([Some(keys::CONTACTS), Some(keys::CONTACT_PERSON)], Put(v)) => {
+            text("person", v, |s| validate::text("person", s, 100, false))?;
+            Field::ContactPerson
+        }
+        ([Some(keys::CONTACTS), Some(org)], Put(v)) => {
+            text("last_contact_at", v, |s| {
+                validate::date("last_contact_at", s)
+            })?;
+            Field::ContactRecord {
+                org: (*org).to_owned(),
+            }
+        }
+        _ if !new && path.len() > 2 => {
+            return Err(Refusal::Immutable(format!(
+                "{} (entries are written once)",
+                describe(path)
+            )));
+        }
+        _ => return Err(Refusal::UnknownField(describe(path))),
+    };
+    Ok((field, None))
+}
+
+/// Classifies and checks one op of an org roster, status report or the revocation list
+/// (flat documents: scalar values under root keys).
+fn flat_field(
+    seen: &Seen<'_>,
+    path: &[Seg],
+    act: Act<'_>,
+    overwrites: bool,
+) -> Result<Field, Refusal> {
+    let key = match path {
+        [Seg::Key(k)] => k.as_str(),
+        _ => return Err(Refusal::UnknownField(describe(path))),
+    };
+    let kind = seen.id.kind();
+    let value = match act {
+        Act::Put(v) => Some(v),
+        Act::Delete if kind == DocKind::OrgRoster && key.starts_with(roster::GRID_PREFIX) => None,
+        Act::Delete => return Err(Refusal::Immutable(format!("{key} cannot be deleted"))),
+        Act::Make(_) => return Err(Refusal::UnknownField(format!("{key} (an object)"))),
+    };
+    let expect = |want: Option<String>, v: Option<&ScalarValue>| match (want, v.and_then(text_of)) {
+        (Some(w), Some(got)) if w == got => Ok(()),
+        (w, _) => Err(Refusal::Immutable(format!(
+            "{key} must be {:?}",
+            w.unwrap_or_default()
+        ))),
+    };
+    let bounded = |max: usize| {
+        let s = value
+            .and_then(text_of)
+            .ok_or_else(|| Refusal::InvalidValue {
+                field: key.to_owned(),
+                message: "must be text".into(),
+            })?;
+        validate::text(key, s, max, true).map_err(invalid)
+    };
+    match kind {
+        DocKind::OrgRoster => {
+            match key {
+                "kind" => expect(Some(roster::KIND_ORG.into()), value)?,
+                "org" => expect(seen.id.roster_org().map(|o| o.to_string()), value)?,
+                k if k
+                    .strip_prefix(roster::PROFILE_PREFIX)
+                    .is_some_and(|f| roster::PROFILE_FIELDS.contains(&f)) =>
+                {
+                    bounded(200)?
+                }
+                k if k.starts_with(roster::GRID_PREFIX) && value.is_none() => {}
+                k if k.starts_with(roster::GRID_PREFIX) => bounded(100)?,
+                k if k.starts_with(roster::HISTORY_PREFIX) => {
+                    let line = value.and_then(text_of).unwrap_or_default();
+                    if line.len() > 4096
+                        || serde_json::from_str::<roster::HistoryLine>(line).is_err()
+                    {
+                        return Err(Refusal::InvalidValue {
+                            field: key.to_owned(),
+                            message: "not a roster history line".into(),
+                        });
+                    }
+                }
+                other => return Err(Refusal::UnknownField(other.to_owned())),
+            }
+            Ok(Field::Roster)
+        }
+        DocKind::Status => {
+            match key {
+                "kind" => expect(Some("status".into()), value)?,
+                "org" => expect(seen.id.status_of().map(|(o, _)| o.to_string()), value)?,
+                "summary" => bounded(256 * 1024)?,
+                other => return Err(Refusal::UnknownField(other.to_owned())),
+            }
+            Ok(Field::StatusReport)
+        }
+        DocKind::Revocations => {
+            if !key.starts_with(crate::attest::REVOCATION_PREFIX) {
+                return Err(Refusal::UnknownField(key.to_owned()));
+            }
+            if overwrites {
+                return Err(Refusal::Immutable(
+                    "a revocation cannot be withdrawn or altered".into(),
+                ));
+            }
+            let record = value.and_then(text_of).unwrap_or_default();
+            seen.auth.check_revocation(key, record)?;
+            Ok(Field::Revocation)
+        }
+        DocKind::Member => Err(Refusal::UnknownField(describe(path))),
+    }
+}
+
+/// The facts a change is judged against: as its author saw the document (at its
+/// dependencies), or, for the change that creates a case file, as it creates it.
+fn seen<'a>(
+    doc: &'a AutoCommit,
+    id: &'a DocId,
+    change: &Change,
+    ops: &[automerge::legacy::Op],
+    auth: &'a dyn Authenticator,
+) -> Result<Seen<'a>, Refusal> {
+    let author = author_of(change).ok_or(Refusal::UnknownAuthor)?;
+    let deps = change.deps().to_vec();
+    let creating = id.kind() == DocKind::Member && deps.is_empty();
+    let mut seen = Seen {
+        doc,
+        id,
+        deps,
+        author,
+        at: rfc3339(change.timestamp()),
+        creating,
+        facts: Facts::default(),
+        transfers: Vec::new(),
+        open: None,
+        auth,
+    };
+    match id.kind() {
+        DocKind::Member if creating => {
+            if DocId::member_created_by(&change.hash()) != *id {
+                return Err(bad(
+                    "this change did not create this case file (its hash is not the case file's id)",
+                ));
+            }
+            let home = ops
+                .iter()
+                .find(|op| op.obj == ObjectId::Root && op.key == Key::Map(keys::HOME_ORG.into()))
+                .and_then(|op| match &op.action {
+                    OpType::Put(v) => text_of(v).and_then(|s| OrgPath::parse(s).ok()),
+                    _ => None,
+                })
+                .ok_or_else(|| bad("a new case file must name its home org"))?;
+            seen.facts = Facts {
+                scope: vec![home.clone()],
+                home_org: Some(home),
+                ..Facts::default()
+            };
+        }
+        DocKind::Member => {
+            let reader = Reader::at(doc, &seen.deps);
+            let (entries, affiliation) = transfer::resolve_doc(&reader);
+            let facts = MemberFacts::from_affiliation(&entries, &affiliation);
+            if facts.home_org.is_none() {
+                return Err(bad(
+                    "the case file does not exist at the change's dependencies",
+                ));
+            }
+            seen.open = affiliation.open_transfer(&entries).map(|e| e.id.clone());
+            seen.facts = Facts {
+                scope: facts.scope(),
+                home_org: facts.home_org,
+                residence_org: facts.residence_org,
+                roster_org: None,
+            };
+            seen.transfers = entries;
+        }
+        DocKind::OrgRoster => seen.facts.roster_org = id.roster_org(),
+        DocKind::Status => seen.facts.roster_org = id.status_of().map(|(o, _)| o),
+        DocKind::Revocations => {}
+    }
+    Ok(seen)
+}
+
+/// The object an op writes into.
+fn object(
+    doc: &AutoCommit,
+    obj: &ObjectId,
+    made: &HashMap<OpKey, Obj>,
+    view: &View<'_>,
+) -> Result<Obj, Refusal> {
+    let id = match obj {
+        ObjectId::Root => {
+            return Ok(Obj {
+                path: Vec::new(),
+                kind: ObjType::Map,
+                new: false,
+                exid: Some(ROOT),
+            });
+        }
+        ObjectId::Id(id) => id,
+    };
+    if let Some(o) = made.get(&op_key(id)) {
+        return Ok(o.clone());
+    }
+    if !view.covers(id.counter(), id.actor()) {
+        return Err(Refusal::OutsideHistory(format!(
+            "object {}@{} was not made in the change's history",
+            id.counter(),
+            id.actor()
+        )));
+    }
+    let exid = automerge::ObjId::Id(id.counter(), id.actor().clone(), usize::MAX);
+    let kind = doc
+        .object_type(&exid)
+        .map_err(|_| bad("an op writes into something that is not an object"))?;
+    let parents = doc
+        .parents(&exid)
+        .map_err(|e| bad(format!("an op's object has no place in the document: {e}")))?;
+    let path = parents
+        .path()
+        .into_iter()
+        .map(|(_, prop)| match prop {
+            automerge::Prop::Map(k) => Seg::Key(k),
+            automerge::Prop::Seq(_) => Seg::Item,
+        })
+        .collect();
+    Ok(Obj {
+        path,
+        kind,
+        new: false,
+        exid: Some(exid),
+    })
+}
+
+/// Judges one change (authenticated, structurally checked, not yet applied) against `doc`;
+/// `view` is what its dependencies could see. `Ok` means every op may be applied.
+pub fn judge(
+    doc: &AutoCommit,
+    id: &DocId,
+    change: &Change,
+    view: &View<'_>,
+    auth: &dyn Authenticator,
+) -> Result<(), Refusal> {
+    if change.len() > MAX_OPS {
+        return Err(bad(format!(
+            "{} ops in one change (at most {MAX_OPS})",
+            change.len()
+        )));
+    }
+    if change.is_empty() {
+        return Err(bad("a change with no ops"));
+    }
+    let expanded = contain("decoding a change's ops", || change.decode())
+        .map_err(|f| Refusal::EngineFault(f.to_string()))?;
+    let ops = &expanded.operations;
+    let seen = seen(doc, id, change, ops, auth)?;
+    let actor: &ActorId = change.actor_id();
+    let start = change.start_op().get();
+    let mut made: HashMap<OpKey, Obj> = HashMap::new();
+    let mut inserted: HashMap<OpKey, OpKey> = HashMap::new(); // element → its list
+    let mut visible: HashMap<(OpKey, String), Vec<OpKey>> = HashMap::new();
+    let mut entries: HashMap<OpKey, (EntryKind, HashSet<String>)> = HashMap::new();
+    let mut decisions: HashMap<OpKey, (Decision, HashSet<String>)> = HashMap::new();
+    let mut fields = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let own: OpKey = (start + i as u64, actor.to_bytes().to_vec());
+        let obj_key: OpKey = match &op.obj {
+            ObjectId::Root => (0, Vec::new()),
+            ObjectId::Id(o) => op_key(o),
+        };
+        let obj = object(doc, &op.obj, &made, view)?;
+        for p in op.pred.clone() {
+            let in_change = p.actor() == actor && p.counter() >= start && p.counter() < own.0;
+            if !in_change && !view.covers(p.counter(), p.actor()) {
+                return Err(Refusal::OutsideHistory(format!(
+                    "predecessor {}@{} was not made in the change's history",
+                    p.counter(),
+                    p.actor()
+                )));
+            }
+        }
+        let preds: Vec<OpKey> = op.pred.clone().into_iter().map(|p| op_key(&p)).collect();
+        let (seg, overwrites) = match &op.key {
+            Key::Map(k) => {
+                if obj.kind != ObjType::Map || op.insert {
+                    return Err(bad("a map key on something that is not a map"));
+                }
+                if k.len() > MAX_KEY {
+                    return Err(bad(format!("a key of {} bytes", k.len())));
+                }
+                let slot = (obj_key.clone(), k.to_string());
+                let expected: Vec<OpKey> = match (visible.get(&slot), &obj.exid) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(exid)) => doc
+                        .get_all_at(exid, k.as_str(), &seen.deps)
+                        .map_err(|e| bad(format!("cannot read {k}: {e}")))?
+                        .into_iter()
+                        .filter_map(|(_, id)| match id {
+                            automerge::ObjId::Id(c, a, _) => Some((c, a.to_bytes().to_vec())),
+                            automerge::ObjId::Root => None,
+                        })
+                        .collect(),
+                    (None, None) => Vec::new(),
+                };
+                let (mut want, mut got) = (expected.clone(), preds.clone());
+                want.sort();
+                got.sort();
+                if want != got {
+                    return Err(bad(format!(
+                        "the op on {k:?} overwrites other values than its author could see"
+                    )));
+                }
+                let after = match op.action {
+                    OpType::Delete => Vec::new(),
+                    _ => vec![own.clone()],
+                };
+                visible.insert(slot, after);
+                (Seg::Key(k.to_string()), !expected.is_empty())
+            }
+            Key::Seq(elem) => {
+                if obj.kind != ObjType::List {
+                    return Err(bad("a list position on something that is not a list"));
+                }
+                if !op.insert || !preds.is_empty() {
+                    return Err(Refusal::Immutable(format!(
+                        "{} (list items are never changed or removed)",
+                        describe(&obj.path)
+                    )));
+                }
+                if let ElementId::Id(e) = elem {
+                    let ek = op_key(e);
+                    let known = match inserted.get(&ek) {
+                        Some(list) => *list == obj_key,
+                        None => {
+                            let exid = obj
+                                .exid
+                                .as_ref()
+                                .ok_or_else(|| bad("an insert after an unknown element"))?;
+                            view.covers(e.counter(), e.actor())
+                                && doc.list_range_at(exid, .., &seen.deps).any(|item| {
+                                    matches!(item.id(), automerge::ObjId::Id(c, a, _) if c == e.counter() && &a == e.actor())
+                                })
+                        }
+                    };
+                    if !known {
+                        return Err(Refusal::OutsideHistory(
+                            "an insert after an element its author could not see".into(),
+                        ));
+                    }
+                }
+                inserted.insert(own.clone(), obj_key.clone());
+                (Seg::Item, false)
+            }
+        };
+        let act = match &op.action {
+            OpType::Make(t) => Act::Make(*t),
+            OpType::Put(v) => Act::Put(v),
+            OpType::Delete => Act::Delete,
+            OpType::Increment(_) | OpType::MarkBegin(_) | OpType::MarkEnd(_) => {
+                return Err(Refusal::UnknownField(format!(
+                    "{} (counters and marks are not used)",
+                    describe(&obj.path)
+                )));
+            }
+        };
+        let mut path = obj.path.clone();
+        path.push(seg.clone());
+        let (field, entry) = match id.kind() {
+            DocKind::Member => member_field(&seen, &path, act, obj.new, overwrites)?,
+            _ => (flat_field(&seen, &path, act, overwrites)?, None),
+        };
+        if let Act::Make(kind) = act {
+            if !matches!(kind, ObjType::Map | ObjType::List) {
+                return Err(bad("text and table objects are not used"));
+            }
+            made.insert(
+                own.clone(),
+                Obj {
+                    path: path.clone(),
+                    kind,
+                    new: true,
+                    exid: None,
+                },
+            );
+            if let Some(kind) = entry {
+                entries.insert(own.clone(), (kind, HashSet::new()));
+            }
+        }
+        if let Seg::Key(k) = &seg {
+            if let Some((_, written)) = entries.get_mut(&obj_key) {
+                written.insert(k.clone());
+            } else if let Field::TransferDecision { decision, .. } = &field {
+                decisions
+                    .entry(obj_key.clone())
+                    .or_insert_with(|| (*decision, HashSet::new()))
+                    .1
+                    .insert(k.clone());
+            }
+        }
+        fields.push(field);
+    }
+    // Entries are written whole, and a decision with both its stamps.
+    for (kind, written) in entries.values() {
+        if let Some(missing) = kind.required().iter().find(|k| !written.contains(**k)) {
+            return Err(bad(format!("a new entry without {missing}")));
+        }
+    }
+    for (decision, written) in decisions.values() {
+        let (by, at) = decision.keys();
+        if written.len() != 2 || !written.contains(by) || !written.contains(at) {
+            return Err(bad(format!(
+                "a transfer {} needs both {by} and {at}, and nothing else",
+                decision.name()
+            )));
+        }
+    }
+    if seen.creating {
+        let root: HashSet<&str> = ops
+            .iter()
+            .filter(|op| op.obj == ObjectId::Root)
+            .filter_map(|op| match &op.key {
+                Key::Map(k) => Some(k.as_str()),
+                Key::Seq(_) => None,
+            })
+            .collect();
+        let mut required = vec![keys::KIND, keys::HOME_ORG];
+        required.extend_from_slice(CONTAINERS);
+        if let Some(missing) = required.iter().find(|k| !root.contains(**k)) {
+            return Err(bad(format!("a new case file without {missing}")));
+        }
+    }
+    for field in &fields {
+        authorise(&seen.author, field, &seen.facts)?;
+    }
+    Ok(())
+}

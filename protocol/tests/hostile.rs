@@ -1,0 +1,422 @@
+//! A peer with a valid certificate writes any bytes it likes: changes automerge would panic
+//! on, forged authority from a stale view, ops reaching outside their history, two changes
+//! with one (actor, seq). Each is sent through the gate the way a node's session does
+//! (`DocSync::receive`); the receiving office refuses it, keeps its document intact, and
+//! keeps syncing honest work. (Over real QUIC sessions: tests/tests/hostile.rs.)
+
+mod common;
+
+use amphi_protocol::casefile::{self, ResidenceInput};
+use amphi_protocol::transfer::{self, Decision};
+use amphi_protocol::{DocId, stamp};
+use automerge::legacy::{Key, ObjectId, OpId, OpType};
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Change, ChangeHash, ExpandedChange, ROOT, ReadDoc as _, ScalarValue};
+use common::*;
+
+fn tid(id: &DocId, n: u8) -> String {
+    format!("t-{}-{}", &id.as_str()[2..], hex::encode([n; 4]))
+}
+
+fn rid(id: &DocId, n: u8) -> String {
+    casefile::assignment_id(id, [n; 4])
+}
+
+/// A new case file at the village, synced to the community and the county.
+fn county() -> (DocId, Office, Office, Office) {
+    let mut village = Office::new(VILLAGE);
+    let community = Office::new(COMMUNITY);
+    let mut county = Office::new(COUNTY);
+    let id = create_member(&mut village);
+    sync_pair(&id, &mut village, &mut county);
+    (id, village, community, county)
+}
+
+fn open(office: &mut Office, t: &str, from: &str, to: &str) -> ChangeHash {
+    let me = office.org.clone();
+    office.write(|d, s| transfer::open(d, t, (&org(from), &org(to)), "moves", &me, s).unwrap())
+}
+
+fn decide(office: &mut Office, t: &str, d: Decision) -> ChangeHash {
+    let me = office.org.clone();
+    office.write(|doc, s| {
+        transfer::decide(doc, t, d, &me, s).unwrap().unwrap();
+    })
+}
+
+fn change(office: &mut Office, hash: ChangeHash) -> Change {
+    office.doc.get_change_by_hash(&hash).unwrap()
+}
+
+/// The village's real change to `id`, rewritten field by field (and so re-hashed).
+fn forged(
+    office: &mut Office,
+    hash: ChangeHash,
+    edit: impl FnOnce(&mut ExpandedChange),
+) -> Vec<u8> {
+    let mut expanded = change(office, hash).decode();
+    edit(&mut expanded);
+    Change::from(expanded).raw_bytes().to_vec()
+}
+
+#[test]
+fn changes_automerge_would_panic_on_are_refused_and_honest_work_goes_on() {
+    let (id, mut village, mut community, mut county) = county();
+    let phone = village.write(|d, _| {
+        let identity = d.get(ROOT, "identity").unwrap().unwrap().1;
+        d.put(&identity, "phone", "0990-1234567").unwrap();
+    });
+    // seq 2 from an actor this document has never seen (automerge: `lookup_actor().unwrap()`).
+    let unseen = forged(&mut village, phone, |c| {
+        c.actor_id = ActorId::from(&[9u8; 16][..])
+    });
+    // An op whose object does not exist ("Missing from Index").
+    let missing = forged(&mut village, phone, |c| {
+        c.operations[0].obj = ObjectId::Id(OpId(9_999, c.actor_id.clone()));
+    });
+    // An op whose action automerge does not know how to expand.
+    let counter = forged(&mut village, phone, |c| {
+        c.operations[0].action = OpType::Increment(1);
+    });
+    let before = county.doc.get_heads();
+    let adm = county.receive(
+        &id,
+        &org(VILLAGE),
+        &message_with(&[unseen, missing, counter]),
+    );
+    let mut codes: Vec<&str> = adm.refused.iter().map(|r| r.reason.code()).collect();
+    codes.sort();
+    assert_eq!(codes, ["broken_chain", "outside_history", "unknown_field"]);
+    assert_eq!(
+        county.doc.get_heads(),
+        before,
+        "nothing reached the document"
+    );
+    // The honest change still syncs, and so does the community's new work.
+    sync_pair(&id, &mut village, &mut county);
+    assert_eq!(county.case(&id).phone.as_deref(), Some("0990-1234567"));
+    let _ = &mut community;
+}
+
+#[test]
+fn sync_messages_automerge_would_panic_on_are_refused_and_the_state_stays_usable() {
+    let (id, mut village, _, mut county) = county();
+    // A `have` Bloom filter with num_entries = 1, bits_per_entry = 0 (the reply path divides
+    // by zero), then one with four billion probes (a 16 GiB allocation).
+    let zero_bits = [0x42, 0, 0, 1, 0, 3, 1, 0, 7, 0];
+    let mut many_probes = vec![0x42, 0, 0, 1, 0];
+    let mut bloom = vec![1, 10];
+    leb(&mut bloom, 4_000_000_000);
+    bloom.extend_from_slice(&[0, 0]);
+    leb(&mut many_probes, bloom.len() as u64);
+    many_probes.extend_from_slice(&bloom);
+    many_probes.push(0);
+    for bytes in [&zero_bits[..], &many_probes] {
+        let adm = county.receive(&id, &org(VILLAGE), bytes);
+        assert_eq!(adm.refused[0].reason.code(), "malformed");
+        assert!(adm.applied.is_empty());
+    }
+    // Generating the next message from the same sync state works, and sync completes.
+    village.write(|d, _| {
+        let identity = d.get(ROOT, "identity").unwrap().unwrap().1;
+        d.put(&identity, "education", "high school").unwrap();
+    });
+    sync_pair(&id, &mut village, &mut county);
+    assert_eq!(county.case(&id).education.as_deref(), Some("high school"));
+}
+
+#[test]
+fn a_former_home_cannot_reopen_a_transfer_from_the_view_before_it_moved() {
+    // bayin → xingfu is accepted. Bayin then signs "open t-evil to bayin/x" and "accept
+    // t-evil" from the heads before the accept.
+    let (id, mut village, mut community, mut county) = county();
+    open(&mut village, &tid(&id, 1), VILLAGE, COMMUNITY);
+    sync_pair(&id, &mut village, &mut county);
+    sync_pair(&id, &mut county, &mut community);
+    let before_accept = village.doc.get_heads();
+    decide(&mut community, &tid(&id, 1), Decision::Accept);
+    sync_pair(&id, &mut community, &mut county);
+    assert_eq!(county.case(&id).home_org, COMMUNITY);
+
+    let mut forger = Office::copy_of(VILLAGE, &mut village);
+    forger.doc = village
+        .doc
+        .fork_at(&before_accept)
+        .unwrap()
+        .with_actor(actor_of(VILLAGE));
+    let evil = tid(&id, 66);
+    open(&mut forger, &evil, VILLAGE, "hoboksar/chagantolgay/bayin/x");
+    decide(&mut forger, &evil, Decision::Accept);
+    sync_pair(&id, &mut forger, &mut county);
+    assert_eq!(
+        county.refused,
+        ["transfer_already_open", "depends_on_refused"]
+    );
+    assert_eq!(county.case(&id).home_org, COMMUNITY);
+    sync_pair(&id, &mut county, &mut community);
+    assert_eq!(
+        community.case(&id).home_org,
+        COMMUNITY,
+        "xingfu keeps the file"
+    );
+}
+
+#[test]
+fn a_target_that_saw_the_cancel_cannot_accept_from_before_it() {
+    let (id, mut village, mut community, mut county) = county();
+    // Xingfu is also the member's residence, so it stays in scope after the cancel.
+    village.write(|d, s| {
+        let r = ResidenceInput {
+            org: org(COMMUNITY),
+            since: "2026-10-15".into(),
+            until: None,
+        };
+        casefile::assign_residence(d, &rid(&id, 1), Some(&r), &org(VILLAGE), s).unwrap();
+    });
+    let t = tid(&id, 2);
+    let opened = open(&mut village, &t, VILLAGE, COMMUNITY);
+    sync_pair(&id, &mut village, &mut county);
+    sync_pair(&id, &mut county, &mut community);
+    decide(&mut village, &t, Decision::Cancel);
+    sync_pair(&id, &mut village, &mut county);
+    sync_pair(&id, &mut county, &mut community);
+    // Xingfu records an activity after it saw the cancel: its history is a chain, so any
+    // change it signs from now on follows the cancel.
+    community.write(|d, _| {
+        let a = casefile::ActivityInput {
+            date: "2026-11-20".into(),
+            kind: "study".into(),
+            description: "after the cancel".into(),
+            points: None,
+        };
+        casefile::add_activity(
+            d,
+            &amphi_protocol::ids::entry_id('a', [4; 8]),
+            &a,
+            &org(COMMUNITY),
+        )
+        .unwrap();
+    });
+    // It signs an accept with deps = the open (plus its own previous change, as it must).
+    let own_last = community.doc.get_heads();
+    let mut forger = Office::copy_of(COMMUNITY, &mut community);
+    forger.doc = community
+        .doc
+        .fork_at(&[opened])
+        .unwrap()
+        .with_actor(actor_of(COMMUNITY));
+    forger
+        .doc
+        .merge(&mut community.doc.fork_at(&own_last).unwrap())
+        .unwrap();
+    decide(&mut forger, &t, Decision::Accept);
+    sync_pair(&id, &mut forger, &mut county);
+    assert_eq!(county.refused, ["transfer_not_open"]);
+    assert_eq!(county.case(&id).home_org, VILLAGE);
+    assert_eq!(county.case(&id).transfers[0].state, "cancelled");
+}
+
+#[test]
+fn a_concurrent_accept_and_cancel_settle_the_same_way_everywhere() {
+    // The honest, offline case: the target accepts without having seen the cancel. The
+    // earlier step wins on every node, and the other is listed as void.
+    let (id, mut village, mut community, mut county) = county();
+    let t = tid(&id, 3);
+    open(&mut village, &t, VILLAGE, COMMUNITY);
+    sync_pair(&id, &mut village, &mut county);
+    sync_pair(&id, &mut county, &mut community);
+    community.clock = village.clock + 100_000;
+    decide(&mut village, &t, Decision::Cancel);
+    decide(&mut community, &t, Decision::Accept);
+    sync_pair(&id, &mut village, &mut county);
+    sync_pair(&id, &mut community, &mut county);
+    sync_pair(&id, &mut county, &mut village);
+    assert!(county.refused.is_empty() && village.refused.is_empty());
+    for office in [&village, &county] {
+        let case = office.case(&id);
+        assert_eq!(case.home_org, VILLAGE);
+        assert_eq!(case.transfers[0].state, "cancelled");
+    }
+    let (_, affiliation) = transfer::resolve_doc(&amphi_protocol::reader::Reader::now(&county.doc));
+    assert_eq!(affiliation.conflicts[0].id, format!("{t}:accept-void"));
+}
+
+#[test]
+fn a_former_home_cannot_regain_the_file_through_a_residence() {
+    // After bayin → xingfu, bayin sets the residence to one of its own sub-orgs from before
+    // the accept, dated either before or after it: the file never comes back in its scope.
+    for backdate in [true, false] {
+        let (id, mut village, mut community, mut county) = county();
+        let t = tid(&id, 4);
+        open(&mut village, &t, VILLAGE, COMMUNITY);
+        let before_accept = village.doc.get_heads();
+        sync_pair(&id, &mut village, &mut county);
+        sync_pair(&id, &mut county, &mut community);
+        community.clock = village.clock + 50_000;
+        decide(&mut community, &t, Decision::Accept);
+        sync_pair(&id, &mut community, &mut county);
+
+        let mut forger = Office::copy_of(VILLAGE, &mut village);
+        forger.doc = village
+            .doc
+            .fork_at(&before_accept)
+            .unwrap()
+            .with_actor(actor_of(VILLAGE));
+        forger.clock = if backdate {
+            village.clock
+        } else {
+            community.clock + 10_000
+        };
+        let sub = ResidenceInput {
+            org: org("hoboksar/chagantolgay/bayin/x"),
+            since: "2026-11-01".into(),
+            until: None,
+        };
+        forger.write(|d, s| {
+            casefile::assign_residence(d, &rid(&id, 9), Some(&sub), &org(VILLAGE), s).unwrap()
+        });
+        sync_pair(&id, &mut forger, &mut county);
+        let case = county.case(&id);
+        assert_eq!(case.home_org, COMMUNITY);
+        assert_eq!(case.residence, None, "backdated: {backdate}");
+        let facts = casefile::MemberFacts::read(&amphi_protocol::reader::Reader::now(&county.doc));
+        assert!(!amphi_protocol::visibility::visible_to(
+            &facts.scope(),
+            &org(VILLAGE)
+        ));
+    }
+}
+
+#[test]
+fn opened_at_must_be_the_change_s_own_time() {
+    let (id, mut village, _, mut county) = county();
+    let me = org(VILLAGE);
+    village.write(|d, s| {
+        let early = stamp::Stamp::at(s.ms - 86_400_000 * 365);
+        transfer::open(
+            d,
+            &tid(&id, 5),
+            (&me, &org(COMMUNITY)),
+            "moves",
+            &me,
+            &early,
+        )
+        .unwrap();
+    });
+    sync_pair(&id, &mut village, &mut county);
+    assert_eq!(county.refused, ["time"]);
+    assert!(county.case(&id).transfers.is_empty());
+}
+
+#[test]
+fn an_op_cannot_reach_outside_its_change_s_history() {
+    // Xingfu (the residence) signs a change whose deps are the creation only, holding a
+    // write whose predecessor is the village's later identity.phone op.
+    let (id, mut village, mut community, mut county) = county();
+    village.write(|d, s| {
+        let r = ResidenceInput {
+            org: org(COMMUNITY),
+            since: "2026-10-15".into(),
+            until: None,
+        };
+        casefile::assign_residence(d, &rid(&id, 1), Some(&r), &org(VILLAGE), s).unwrap();
+    });
+    let phone = village.write(|d, _| {
+        let identity = d.get(ROOT, "identity").unwrap().unwrap().1;
+        d.put(&identity, "phone", "0990-1234567").unwrap();
+    });
+    sync_pair(&id, &mut village, &mut county);
+    sync_pair(&id, &mut county, &mut community);
+    let phone_op = change(&mut village, phone).decode().operations[0].clone();
+    let phone_id = OpId(
+        change(&mut village, phone).start_op().get(),
+        actor_of(VILLAGE),
+    );
+    let report =
+        community.write(|d, _| casefile::report_in(d, &org(COMMUNITY), "2026-10-20").unwrap());
+    let mut expanded = change(&mut community, report).decode();
+    let mut sneaky = phone_op.clone();
+    sneaky.action = OpType::Put(ScalarValue::Str("110".into()));
+    sneaky.pred = vec![phone_id].into();
+    expanded.operations.push(sneaky);
+    expanded.deps = vec![change(&mut village, phone).deps()[0]];
+    let bytes = Change::from(expanded).raw_bytes().to_vec();
+    let adm = county.receive(&id, &org(COMMUNITY), &message_with(&[bytes]));
+    assert_eq!(adm.refused.len(), 1, "{:?}", adm.refused);
+    assert!(
+        matches!(
+            adm.refused[0].reason.code(),
+            "outside_history" | "broken_chain"
+        ),
+        "{:?}",
+        adm.refused[0].reason
+    );
+    assert_eq!(county.case(&id).phone.as_deref(), Some("0990-1234567"));
+    let _ = Key::Map("x".into());
+}
+
+#[test]
+fn an_equivocation_keeps_the_lower_hash_everywhere_and_independent_work_flows() {
+    // The village signs two different changes with the same (actor, seq): one reaches the
+    // township, the other the county. Both end up with the same one; the township's change
+    // made on top of the dropped one is dropped with it; the county's independent change
+    // reaches everyone.
+    let (id, mut village, _, mut county) = county();
+    let mut township = Office::new(TOWNSHIP);
+    sync_pair(&id, &mut village, &mut township);
+    let fork_point = village.doc.get_heads();
+    let mut twin = Office::copy_of(VILLAGE, &mut village);
+    twin.doc = village
+        .doc
+        .fork_at(&fork_point)
+        .unwrap()
+        .with_actor(actor_of(VILLAGE));
+    let x = village.write(|d, _| {
+        let identity = d.get(ROOT, "identity").unwrap().unwrap().1;
+        d.put(&identity, "phone", "111").unwrap();
+    });
+    let y = twin.write(|d, _| {
+        let identity = d.get(ROOT, "identity").unwrap().unwrap().1;
+        d.put(&identity, "phone", "222").unwrap();
+    });
+    assert_eq!(change(&mut village, x).seq(), change(&mut twin, y).seq());
+    sync_pair(&id, &mut village, &mut township);
+    sync_pair(&id, &mut twin, &mut county);
+    // Work on top of each side's copy.
+    let on_top = township.write(|d, _| {
+        let contacts = d.get(ROOT, "contacts").unwrap().unwrap().1;
+        d.put(&contacts, TOWNSHIP, "2026-11-21").unwrap();
+    });
+    county.write(|d, _| {
+        let contacts = d.get(ROOT, "contacts").unwrap().unwrap().1;
+        d.put(&contacts, COUNTY, "2026-11-22").unwrap();
+    });
+    sync_pair(&id, &mut township, &mut county);
+    sync_pair(&id, &mut township, &mut county);
+    assert_eq!(
+        township.doc.get_heads(),
+        county.doc.get_heads(),
+        "one document again"
+    );
+    let kept = x.min(y);
+    let phone = if kept == x { "111" } else { "222" };
+    for office in [&township, &county] {
+        let case = office.case(&id);
+        assert_eq!(case.phone.as_deref(), Some(phone));
+        assert!(office.doc.get_change_by_hash(&kept).is_some());
+        assert!(office.doc.get_change_by_hash(&x.max(y)).is_none());
+    }
+    assert!(
+        township.refused.contains(&"equivocation".to_owned())
+            || county.refused.contains(&"equivocation".to_owned())
+    );
+    // What the township built on the village's dropped change went with it; the county's
+    // independent work is everywhere.
+    assert_eq!(county.doc.get_change_by_hash(&on_top).is_some(), kept == x);
+    let contacts = county.doc.get(ROOT, "contacts").unwrap().unwrap().1;
+    assert!(county.doc.get(&contacts, COUNTY).unwrap().is_some());
+    assert_eq!(
+        county.doc.get(&contacts, TOWNSHIP).unwrap().is_some(),
+        kept == x
+    );
+}
