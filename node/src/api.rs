@@ -264,6 +264,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
         "refused": refused,
         "refused_total": refused.values().sum::<u64>(),
         "quarantine": snap.quarantine,
+        "panics": crate::panics::count(),
         "revoked_certificates": s.repo.trust().revocations().len(),
         "cert_expires": &*s.cert_expires,
     })))
@@ -660,6 +661,13 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         "gauge",
         "Refused changes kept in quarantine.",
         &one(snap.quarantine),
+    );
+    family(
+        &mut out,
+        "amphi_panics_total",
+        "counter",
+        "Panics caught in this process (the task that panicked ended or was restarted).",
+        &one(crate::panics::count()),
     );
     family(
         &mut out,

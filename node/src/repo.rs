@@ -278,9 +278,11 @@ impl Repo {
     fn lock(&self, id: &DocId) -> std::sync::MutexGuard<'_, ()> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut h);
+        // A writer that panicked left nothing half-written in memory (documents are loaded
+        // from the store per operation), so a poisoned lock is as good as a clean one.
         self.locks[(h.finish() as usize) % LOCK_SHARDS]
             .lock()
-            .expect("doc lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Loads a document (with this node's actor, ready to write).

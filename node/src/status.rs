@@ -3,7 +3,7 @@
 //! Peer sessions and the repo report here; the API and `/metrics` read from here.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +118,7 @@ impl Status {
         direction: &'static str,
         f: impl FnOnce(&mut PeerStatus),
     ) {
-        let mut peers = self.peers.lock().expect("status lock");
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = peers
             .entry(org.to_owned())
             .or_insert_with(|| PeerStatus::new(org, addr, direction));
@@ -134,7 +134,7 @@ impl Status {
 
     /// Records one sync round: `applied` changes, taking `seconds`.
     pub fn count_round(&self, applied: usize, seconds: f64) {
-        let mut c = self.counters.lock().expect("status lock");
+        let mut c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         c.changes_applied += applied as u64;
         c.rounds += 1;
         c.round_seconds += seconds;
@@ -147,7 +147,10 @@ impl Status {
 
     /// A snapshot of the node-wide counters.
     pub fn counters(&self) -> Counters {
-        self.counters.lock().expect("status lock").clone()
+        self.counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Records refusals by reason code (node-wide and for `peer`).
@@ -155,7 +158,7 @@ impl Status {
         if codes.is_empty() {
             return;
         }
-        let mut all = self.refused.lock().expect("status lock");
+        let mut all = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
         for c in codes {
             *all.entry((*c).to_owned()).or_default() += 1;
         }
@@ -173,7 +176,7 @@ impl Status {
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.peers
             .lock()
-            .expect("status lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
             .collect()
@@ -181,6 +184,9 @@ impl Status {
 
     /// Refused changes since start, by reason.
     pub fn refused(&self) -> BTreeMap<String, u64> {
-        self.refused.lock().expect("status lock").clone()
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }

@@ -4,6 +4,9 @@
 //! capped, jittered backoff: offices go offline for days. Every connection is mutual TLS
 //! against the county CA; the peer's org comes from its verified certificate, and a dialed
 //! peer must be the org the config expects.
+//!
+//! Each session runs in its own task: a session that panics ends only itself (logged and
+//! counted), and a dialer goes on redialing.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, info, warn};
 
 use crate::config::PeerConfig;
+use crate::panics;
 use crate::peer::{self, PeerLink};
 use crate::pki::NodeIdentity;
 use crate::repo::Repo;
@@ -108,18 +112,49 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
     }
 }
 
+/// Runs `session` in a task of its own and waits for it: a panic inside ends only that
+/// task and comes back as an error, logged with the peer (the panic hook counted it).
+/// If the caller is aborted (the node stops), the session goes with it.
+async fn contained<F>(peer: &str, session: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), peer::SessionEnd>> + Send + 'static,
+{
+    let task = tokio::spawn(session.in_current_span());
+    let _abort = panics::AbortGuard(task.abort_handle());
+    match task.await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) if e.is_panic() => {
+            let why = panics::message(&*e.into_panic());
+            tracing::error!(peer, "session panicked: {why}");
+            Err(format!("session panicked: {why}"))
+        }
+        Err(e) => Err(format!("session stopped: {e}")),
+    }
+}
+
+/// Runs a session in its own task until it ends, then closes the connection and shows the
+/// peer as no longer connected. A session that panics is logged with its peer (and counted
+/// by the panic hook) like any other failed session.
 async fn serve_session(conn: quinn::Connection, link: PeerLink, shared: Shared) {
     let org = link.org.to_string();
     let direction = link.direction;
-    let result = peer::run(
+    let session = peer::run(
         conn.clone(),
         link,
-        shared.repo,
+        shared.repo.clone(),
         shared.status.clone(),
-        shared.shutdown,
-    )
-    .await;
-    let error = result.err().map(|e| e.to_string());
+        shared.shutdown.clone(),
+    );
+    let error = contained(&org, session).await.err().map(|e| {
+        // Say why, when the peer closed the connection (say, it refused this office).
+        match conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(close)) => format!(
+                "{e}: the peer closed the connection: {}",
+                String::from_utf8_lossy(&close.reason)
+            ),
+            _ => e,
+        }
+    });
     match &error {
         Some(e) => warn!("session ended: {e}"),
         None => info!("session ended"),
@@ -243,4 +278,22 @@ async fn dial(
         ));
     }
     Ok((conn, cert))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_session_ends_only_itself_and_is_counted() {
+        panics::install();
+        let before = panics::count();
+        let error = contained("hoboksar/t1", async { panic!("hostile input") })
+            .await
+            .unwrap_err();
+        assert_eq!(error, "session panicked: hostile input");
+        assert!(panics::count() > before, "the panic is counted");
+        let fine = contained("hoboksar/t1", async { Ok(()) }).await;
+        assert_eq!(fine, Ok(()), "and the caller goes on");
+    }
 }
