@@ -264,6 +264,8 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
         "refused": refused,
         "refused_total": refused.values().sum::<u64>(),
         "quarantine": snap.quarantine,
+        "refused_connections": s.status.refused_connections(),
+        "last_refused": s.status.last_refused(),
         "panics": crate::panics::count(),
         "revoked_certificates": s.repo.trust().revocations().len(),
         "cert_expires": &*s.cert_expires,
@@ -550,6 +552,13 @@ fn one(value: impl ToString) -> Vec<(String, String)> {
     vec![(String::new(), value.to_string())]
 }
 
+fn labelled(label: &str, values: std::collections::BTreeMap<String, u64>) -> Vec<(String, String)> {
+    values
+        .into_iter()
+        .map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n.to_string()))
+        .collect()
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
     let peers = s.status.peers();
     let counters = s.status.counters();
@@ -661,6 +670,13 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         "gauge",
         "Refused changes kept in quarantine.",
         &one(snap.quarantine),
+    );
+    family(
+        &mut out,
+        "amphi_connections_refused_total",
+        "counter",
+        "Connections refused, by reason (not_neighbour, busy, revoked, bad_certificate, handshake).",
+        &labelled("reason", s.status.refused_connections()),
     );
     family(
         &mut out,

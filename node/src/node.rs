@@ -147,11 +147,12 @@ impl Node {
                 source,
             })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let shared = Shared {
-            repo: repo.clone(),
-            status: status.clone(),
-            shutdown: shutdown_rx.clone(),
-        };
+        let shared = Shared::new(
+            repo.clone(),
+            status.clone(),
+            shutdown_rx.clone(),
+            &config.peers,
+        );
         // Long-lived tasks are restarted if they panic; sessions run in tasks of their own.
         let accept = {
             let (endpoint, shared) = (endpoint.clone(), shared.clone());

@@ -3,6 +3,7 @@
 //! Peer sessions and the repo report here; the API and `/metrics` read from here.
 
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -82,8 +83,26 @@ pub struct Status {
     peers: Mutex<BTreeMap<String, PeerStatus>>,
     refused: Mutex<BTreeMap<String, u64>>,
     counters: Mutex<Counters>,
+    refused_connections: Mutex<BTreeMap<String, u64>>,
+    last_refused: Mutex<VecDeque<RefusedConnection>>,
     /// Signalled when a peer's state or pending count changes (the fleet reporter listens).
     pub changed: tokio::sync::Notify,
+}
+
+/// How many refused connections [`Status::last_refused`] keeps.
+pub const LAST_REFUSED: usize = 16;
+
+/// A connection refused after (or during) the TLS handshake, as shown in status.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedConnection {
+    /// The org its certificate named, if it got that far.
+    pub org: Option<String>,
+    /// Its address.
+    pub addr: String,
+    /// Reason code (`not_neighbour`, `busy`, `revoked`, `bad_certificate`, `handshake`).
+    pub reason: &'static str,
+    /// When (RFC 3339).
+    pub at: String,
 }
 
 /// Node-wide counters for `/metrics`.
@@ -178,6 +197,48 @@ impl Status {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Records a refused connection: counted by reason, and kept among the last
+    /// [`LAST_REFUSED`].
+    pub fn count_refused_connection(&self, org: Option<&str>, addr: &str, reason: &'static str) {
+        *self
+            .refused_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(reason.to_owned())
+            .or_default() += 1;
+        let mut last = self
+            .last_refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.len() == LAST_REFUSED {
+            last.pop_front();
+        }
+        last.push_back(RefusedConnection {
+            org: org.map(str::to_owned),
+            addr: addr.to_owned(),
+            reason,
+            at: now_rfc3339(),
+        });
+    }
+
+    /// Refused connections since start, by reason.
+    pub fn refused_connections(&self) -> BTreeMap<String, u64> {
+        self.refused_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The last [`LAST_REFUSED`] refused connections, oldest first.
+    pub fn last_refused(&self) -> Vec<RefusedConnection> {
+        self.last_refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
             .cloned()
             .collect()
     }
