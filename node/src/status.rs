@@ -49,6 +49,9 @@ pub struct PeerStatus {
     pub bytes_out: u64,
     /// Changes from this peer refused, by reason.
     pub refused: BTreeMap<String, u64>,
+    /// Document ids the peer claimed that this node lacks, ignored in the current session
+    /// because too many were pending (see `amphi_protocol::session::MAX_UNKNOWN`).
+    pub unknown_ids_ignored: u64,
     /// Last connection error, if any.
     pub last_error: Option<String>,
     /// Round-trip time of the connection, milliseconds.
@@ -71,6 +74,7 @@ impl PeerStatus {
             bytes_in: 0,
             bytes_out: 0,
             refused: BTreeMap::new(),
+            unknown_ids_ignored: 0,
             last_error: None,
             rtt_ms: None,
         }
