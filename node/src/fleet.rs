@@ -122,7 +122,7 @@ pub fn report(repo: &Repo, status: &Status, node_id: &str) -> Result<Report, Wri
         peers,
         members,
         orgs,
-        quarantine: repo.store().quarantined()?.len(),
+        quarantine: repo.store().quarantine_totals().values().sum::<u64>() as usize,
         conflicts,
         digest: hex::encode(&digest.finalize()[..16]),
     })

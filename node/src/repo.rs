@@ -660,6 +660,8 @@ impl Repo {
                     message: r.reason.to_string(),
                     change_bytes: r.bytes.as_ref().map(hex::encode),
                     attestation: attestation.map(|a| hex::encode(a.encode())),
+                    count: 1,
+                    ..QuarantineRecord::default()
                 }
             })
             .collect();
