@@ -1,16 +1,24 @@
 //! A peer with a valid certificate from the county CA, acting against an office: dialing
-//! offices that are not its neighbours, and opening connection after connection.
+//! offices that are not its neighbours, opening connection after connection, faking a
+//! sibling's fleet report, and reading files the office holds only as a relay.
 
 use std::time::Duration;
 
 use amphi_cluster_tests::{County, Office, eventually, parse_prometheus};
 use amphi_node::config::PeerConfig;
+use amphi_node::fleet::{self, Report};
 use amphi_node::pki::{self, NodeIdentity};
+use amphi_node::repo::summarise;
 use amphi_node::tls;
-use amphi_protocol::OrgPath;
+use amphi_protocol::casefile::{self, NewMember};
+use amphi_protocol::{DocId, OrgPath};
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ROOT};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(30);
 const TOWNSHIP: &str = "hoboksar/chagantolgay";
+const BAYIN: &str = "hoboksar/chagantolgay/bayin";
 
 fn org(s: &str) -> OrgPath {
     OrgPath::parse(s).unwrap()
@@ -161,5 +169,117 @@ async fn one_session_per_office_and_a_cap_on_sessions() {
         c.close(0u32.into(), b"done");
     }
     endpoint.wait_idle().await;
+    county.shutdown().await;
+}
+
+fn new_member(home: &str) -> NewMember {
+    serde_json::from_value(json!({
+        "name": "Khulan", "gender": "female", "ethnicity": "Kazakh",
+        "birth_date": "1980-05-01", "joined_at": "2001-07-01", "home_org": home,
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_held_only_as_a_relay_or_outside_this_offices_scope_is_not_served() {
+    let mut county = County::new();
+    county.start_all(&["county", "chagantolgay", "bayin"]).await;
+    let bayin = county.office("bayin");
+    let kept = bayin.create_member("Oyun").await;
+    let leaving = bayin.create_member("Altan").await;
+    eventually(WAIT, "the township holds both", || async {
+        let t = county.office("chagantolgay");
+        t.case_file(&kept).await?;
+        t.case_file(&leaving).await.map(|_| ())
+    })
+    .await;
+
+    county.stop("bayin").await;
+    let foreign = DocId::new_member([0x5a; 8]);
+    {
+        let store = county.office("bayin").open_store();
+        // One file is kept only until an office below learns it left.
+        let id = DocId::parse(&leaving).unwrap();
+        let mut summary = store.summary(&id).unwrap().unwrap();
+        summary.leaving = true;
+        store.set_summary(&id, &summary).unwrap();
+        // Another, a sibling village's file, sits in the store outside Bayin's scope.
+        let mut doc = AutoCommit::new();
+        casefile::create(
+            &mut doc,
+            &foreign,
+            &new_member("hoboksar/chagantolgay/tebke"),
+        )
+        .unwrap();
+        let summary = summarise(&foreign, &mut doc);
+        store
+            .save(&foreign, &mut doc, &[], &summary, &[], None)
+            .unwrap();
+    }
+    county.start("bayin").await;
+    let bayin = county.office("bayin");
+    assert!(bayin.case_file(&kept).await.is_some());
+    assert_eq!(
+        bayin.get(&format!("/api/v1/members/{leaving}")).await.0,
+        404
+    );
+    assert_eq!(
+        bayin.get(&format!("/api/v1/members/{foreign}")).await.0,
+        404
+    );
+    county.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_office_cannot_file_a_status_report_for_a_sibling() {
+    let mut county = County::new();
+    county.start_all(&["county", "chagantolgay"]).await;
+    // Bayin writes no reports of its own, only the forged one below.
+    county.status_interval_ms = 0;
+    county.start("bayin").await;
+    let bayin = county.office("bayin");
+    let id = fleet::status_doc_id(&org(BAYIN));
+    let forged = Report {
+        at: "2099-01-01T00:00:00Z".into(),
+        org: "hoboksar/chagantolgay/tebke".into(),
+        node_id: "forged-by-bayin".into(),
+        peers: vec![],
+        pending: 0,
+        members: 999,
+        orgs: 0,
+        quarantine: 0,
+        conflicts: 0,
+        digest: String::new(),
+    };
+    let json = serde_json::to_string(&forged).unwrap();
+    bayin
+        .node()
+        .repo()
+        .write(&id, true, |doc| {
+            doc.put(ROOT, "kind", "status")?;
+            doc.put(ROOT, "org", BAYIN)?;
+            doc.put(ROOT, "summary", json.as_str())?;
+            Ok(())
+        })
+        .expect("Bayin may write its own status document");
+    let township = county.office("chagantolgay");
+    eventually(
+        WAIT,
+        "the township holds Bayin's status document",
+        || async {
+            let held = township.node().repo().store().summary(&id).unwrap();
+            held.map(|_| ())
+        },
+    )
+    .await;
+    let (_, fleet) = township.get("/api/v1/fleet").await;
+    let offices = fleet["offices"].as_array().unwrap();
+    for entry in offices {
+        assert!(
+            entry["report"].is_null() || entry["report"]["org"] == entry["org"],
+            "a report is filed only under its own office: {entry}"
+        );
+        assert_ne!(entry["report"]["node_id"], "forged-by-bayin", "{entry}");
+    }
     county.shutdown().await;
 }
