@@ -205,48 +205,37 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Node-wide numbers shared by `status` and `/metrics`.
+/// Node-wide numbers shared by `status` and `/metrics`, all from in-memory counters (the
+/// store keeps document counts and quarantine totals as it writes): `/metrics` needs no
+/// token, so a scrape must not cost a scan of the store.
 struct Snapshot {
-    docs: std::collections::BTreeMap<String, usize>,
-    leaving: usize,
-    conflicts: usize,
-    quarantine: usize,
+    docs: std::collections::BTreeMap<String, u64>,
+    leaving: u64,
+    conflicts: u64,
+    quarantine: std::collections::BTreeMap<String, u64>,
     store_bytes: u64,
 }
 
-fn snapshot(s: &ApiState) -> Result<Snapshot, ApiError> {
-    let summaries = s.repo.store().summaries().map_err(WriteError::from)?;
+fn snapshot(s: &ApiState) -> Snapshot {
+    let counts = s.repo.store().doc_counts();
     let mut docs = std::collections::BTreeMap::new();
     for kind in ["member", "org", "status", "revocations"] {
         docs.insert(kind.to_owned(), 0);
     }
-    let (mut leaving, mut conflicts) = (0, 0);
-    for (_, x) in &summaries {
-        if x.leaving {
-            leaving += 1;
-            continue;
-        }
-        *docs.entry(x.kind.clone()).or_default() += 1;
-        conflicts += x.conflicts.len();
-    }
-    Ok(Snapshot {
+    docs.extend(counts.by_kind);
+    Snapshot {
         docs,
-        leaving,
-        conflicts,
-        quarantine: s
-            .repo
-            .store()
-            .quarantined()
-            .map_err(WriteError::from)?
-            .len(),
+        leaving: counts.leaving,
+        conflicts: counts.conflicts,
+        quarantine: s.repo.store().quarantine_totals(),
         store_bytes: std::fs::metadata(&*s.store_path)
             .map(|m| m.len())
             .unwrap_or(0),
-    })
+    }
 }
 
 async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let snap = snapshot(&s)?;
+    let snap = snapshot(&s);
     let refused = s.status.refused();
     Ok(Json(json!({
         "org": s.repo.me(),
@@ -263,7 +252,11 @@ async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
         "conflicts": snap.conflicts,
         "refused": refused,
         "refused_total": refused.values().sum::<u64>(),
-        "quarantine": snap.quarantine,
+        "quarantine": snap.quarantine.values().sum::<u64>(),
+        "quarantine_by_reason": snap.quarantine,
+        "refused_connections": s.status.refused_connections(),
+        "last_refused": s.status.last_refused(),
+        "panics": crate::panics::count(),
         "revoked_certificates": s.repo.trust().revocations().len(),
         "cert_expires": &*s.cert_expires,
     })))
@@ -477,19 +470,38 @@ async fn ack_conflict(
     Ok(Json(json!({ "acknowledged": id })))
 }
 
-async fn quarantine(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let mut records = s.repo.store().quarantined().map_err(WriteError::from)?;
+#[derive(Deserialize)]
+struct LimitQuery {
+    limit: Option<usize>,
+}
+
+/// Records listed by `GET /api/v1/quarantine` unless `?limit=` says otherwise.
+const QUARANTINE_LIST: usize = 1000;
+
+async fn quarantine(
+    State(s): State<ApiState>,
+    Query(q): Query<LimitQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(QUARANTINE_LIST);
+    let mut records = s
+        .repo
+        .store()
+        .quarantined(limit)
+        .map_err(WriteError::from)?;
     for r in &mut records {
         r.change_bytes = None; // evidence stays in the store; the list stays readable
         r.attestation = None;
+        if let Some(e) = &mut r.evidence {
+            e.change_bytes = None;
+            e.attestation = None;
+        }
     }
-    let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
-    for r in &records {
-        *by_reason.entry(r.reason.clone()).or_default() += 1;
-    }
-    Ok(Json(
-        json!({ "total": records.len(), "by_reason": by_reason, "quarantine": records }),
-    ))
+    let by_reason = s.repo.store().quarantine_totals();
+    Ok(Json(json!({
+        "total": by_reason.values().sum::<u64>(),
+        "by_reason": by_reason,
+        "quarantine": records,
+    })))
 }
 
 async fn certificates(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
@@ -549,17 +561,17 @@ fn one(value: impl ToString) -> Vec<(String, String)> {
     vec![(String::new(), value.to_string())]
 }
 
+fn labelled(label: &str, values: std::collections::BTreeMap<String, u64>) -> Vec<(String, String)> {
+    values
+        .into_iter()
+        .map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n.to_string()))
+        .collect()
+}
+
 async fn metrics(State(s): State<ApiState>) -> Response {
     let peers = s.status.peers();
     let counters = s.status.counters();
-    let Ok(snap) = snapshot(&s) else {
-        return ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "store unreadable",
-        )
-        .into_response();
-    };
+    let snap = snapshot(&s);
     let connected = peers
         .iter()
         .filter(|p| p.state == crate::status::PeerState::Connected)
@@ -658,8 +670,22 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         &mut out,
         "amphi_quarantine_changes",
         "gauge",
-        "Refused changes kept in quarantine.",
-        &one(snap.quarantine),
+        "Refused changes quarantined (distinct changes; repeats bump a record's count).",
+        &one(snap.quarantine.values().sum::<u64>()),
+    );
+    family(
+        &mut out,
+        "amphi_connections_refused_total",
+        "counter",
+        "Connections refused, by reason (not_neighbour, busy, revoked, bad_certificate, handshake).",
+        &labelled("reason", s.status.refused_connections()),
+    );
+    family(
+        &mut out,
+        "amphi_panics_total",
+        "counter",
+        "Panics caught in this process (the task that panicked ended or was restarted).",
+        &one(crate::panics::count()),
     );
     family(
         &mut out,

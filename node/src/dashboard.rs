@@ -28,7 +28,6 @@
 //! | `GET /dashboard/sync` | the sync-status section alone (what the script refreshes) |
 //! | `GET /dashboard/assets/{dashboard.css,dashboard.js}` | the stylesheet and the script |
 
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -535,19 +534,11 @@ fn render_overview(s: &ApiState, query: &str) -> Result<String, OpError> {
 
 /// The sync-status section: office facts, document counts and the peers table.
 fn render_sync(s: &ApiState) -> Result<String, OpError> {
-    let summaries = s.repo.store().summaries()?;
-    let live = summaries.iter().filter(|(_, x)| !x.leaving);
-    let (mut members, mut orgs, mut conflicts) = (0, 0, 0);
-    for (_, x) in live {
-        match x.kind.as_str() {
-            "member" => members += 1,
-            "org" => orgs += 1,
-            _ => {}
-        }
-        conflicts += x.conflicts.len();
-    }
+    let counts = s.repo.store().doc_counts();
+    let kind = |k: &str| counts.by_kind.get(k).copied().unwrap_or(0);
+    let (members, orgs, conflicts) = (kind("member"), kind("org"), counts.conflicts);
     let refused_total: u64 = s.status.refused().values().sum();
-    let quarantine = s.repo.store().quarantined()?.len();
+    let quarantine: u64 = s.repo.store().quarantine_totals().values().sum();
     let peers = s.status.peers();
     let rows: String = if peers.is_empty() {
         r#"<tr><td colspan="7" class="muted">尚無對等節點 No peers yet</td></tr>"#.to_owned()
@@ -702,16 +693,13 @@ fn render_conflicts(s: &ApiState) -> Result<String, OpError> {
 }
 
 fn render_quarantine(s: &ApiState) -> Result<String, OpError> {
-    let mut records = s.repo.store().quarantined()?;
-    let mut by_reason = BTreeMap::<&str, usize>::new();
-    for r in &records {
-        *by_reason.entry(r.reason.as_str()).or_default() += 1;
-    }
+    let mut records = s.repo.store().quarantined(QUARANTINE_LATEST)?;
+    let by_reason = s.repo.store().quarantine_totals();
     let reasons: String = by_reason
         .iter()
         .map(|(reason, n)| format!(r#"<li><code>{}</code> <b>{n}</b></li>"#, esc(reason)))
         .collect();
-    let total = records.len();
+    let total: u64 = by_reason.values().sum();
     records.sort_by(|a, b| b.at.cmp(&a.at));
     let latest: String = records
         .iter()

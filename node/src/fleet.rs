@@ -122,10 +122,15 @@ pub fn report(repo: &Repo, status: &Status, node_id: &str) -> Result<Report, Wri
         peers,
         members,
         orgs,
-        quarantine: repo.store().quarantined()?.len(),
+        quarantine: repo.store().quarantine_totals().values().sum::<u64>() as usize,
         conflicts,
         digest: hex::encode(&digest.finalize()[..16]),
     })
+}
+
+/// The status document of `org` for this month.
+pub fn status_doc_id(org: &OrgPath) -> DocId {
+    DocId::status(org, &month_of(time::OffsetDateTime::now_utc()))
 }
 
 /// Writes this node's report into its status document for this month.
@@ -194,6 +199,11 @@ pub fn fleet(repo: &Repo, stale_after: Duration) -> Result<Vec<FleetEntry>, Writ
                 }
             }
             DocKind::Status if !s.leaving => {
+                // Filed under the org the document's id names (only that org may write it),
+                // never under the org the report claims: an office cannot fake a sibling's.
+                let Some((org, _)) = id.status_of() else {
+                    continue;
+                };
                 let Some(doc) = repo.load(&id)? else { continue };
                 let reader = amphi_protocol::reader::Reader::now(&doc);
                 let Some(report) = reader
@@ -202,7 +212,11 @@ pub fn fleet(repo: &Repo, stale_after: Duration) -> Result<Vec<FleetEntry>, Writ
                 else {
                     continue;
                 };
-                let slot = offices.entry(report.org.clone()).or_default();
+                if report.org != org.as_str() {
+                    tracing::warn!(doc = %id, claimed = %report.org, "ignored a status report that names another office");
+                    continue;
+                }
+                let slot = offices.entry(org.to_string()).or_default();
                 if slot.as_ref().is_none_or(|r| r.at < report.at) {
                     *slot = Some(report);
                 }

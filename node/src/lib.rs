@@ -10,6 +10,7 @@
 //! - [`api`]: the admin HTTP API.
 //! - [`dashboard`]: the admin dashboard at `GET /`.
 //! - [`node`]: starting and stopping a whole node.
+//! - [`panics`]: panics counted, tasks restarted, nothing poisoned.
 //! - [`demo`]: a complete local county for trying Amphi.
 
 pub mod admin;
@@ -20,6 +21,7 @@ pub mod demo;
 pub mod fleet;
 pub mod members;
 pub mod node;
+pub mod panics;
 pub mod peer;
 pub mod pki;
 pub mod repo;

@@ -263,6 +263,7 @@ fn init_tracing(format: LogFormat) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    amphi_node::panics::install();
     match cli.command {
         Command::Ca(CaCommand::Init { dir, org }) => {
             let info = pki::ca_init(&dir, &org)?;

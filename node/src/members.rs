@@ -14,6 +14,7 @@ use amphi_protocol::reader::Reader;
 use amphi_protocol::stamp::Stamp;
 use amphi_protocol::transfer::{self, Decision};
 use amphi_protocol::validate::{self, FieldError};
+use amphi_protocol::visibility::{may_hold, scope};
 use amphi_protocol::{DocId, DocKind, OrgPath, roster};
 use serde::Serialize;
 
@@ -54,13 +55,16 @@ fn member_id(s: &str) -> Result<DocId, OpError> {
     }
 }
 
-/// Reads a case file held by this node.
+/// Reads a case file held by this node for its own use: not one kept only until an office
+/// below learns it left, nor one outside this office's scope (404, as the lists hide them).
 pub fn get(repo: &Repo, id: &str) -> Result<CaseFile, OpError> {
     let id = member_id(id)?;
-    let doc = repo
-        .load(&id)?
-        .ok_or_else(|| WriteError::NotFound(id.clone()))?;
-    CaseFile::read(&id, &doc).ok_or(OpError::Write(WriteError::NotFound(id)))
+    let not_found = || OpError::Write(WriteError::NotFound(id.clone()));
+    let doc = repo.load_held(&id)?.ok_or_else(not_found)?;
+    if !may_hold(&id, &scope(&id, &doc), repo.me()) {
+        return Err(not_found());
+    }
+    CaseFile::read(&id, &doc).ok_or_else(not_found)
 }
 
 fn update(

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::panics::supervise;
 use crate::pki::{NodeIdentity, PkiError};
 use crate::repo::{Repo, WriteError};
 use crate::status::Status;
@@ -107,6 +108,7 @@ pub fn admin_token(data_dir: &Path) -> Result<String, std::io::Error> {
 impl Node {
     /// Starts a node from its config.
     pub async fn start(config: &Config) -> Result<Node, StartError> {
+        crate::panics::install();
         let identity = NodeIdentity::load(&config.cert, &config.key, &config.ca)?;
         let org = identity.org.clone();
         let data_err = |source| StartError::DataDir {
@@ -145,33 +147,45 @@ impl Node {
                 source,
             })?;
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let shared = Shared {
-            repo: repo.clone(),
-            status: status.clone(),
-            shutdown: shutdown_rx.clone(),
+        let shared = Shared::new(
+            repo.clone(),
+            status.clone(),
+            shutdown_rx.clone(),
+            &config.peers,
+        );
+        // Long-lived tasks are restarted if they panic; sessions run in tasks of their own.
+        let accept = {
+            let (endpoint, shared) = (endpoint.clone(), shared.clone());
+            supervise("accept", shutdown_rx.clone(), move || {
+                transport::accept_loop(endpoint.clone(), shared.clone())
+            })
         };
-        let mut tasks = vec![tokio::spawn(transport::accept_loop(
-            endpoint.clone(),
-            shared.clone(),
-        ))];
+        let mut tasks = vec![accept];
         let max_backoff = Duration::from_millis(config.reconnect_max_ms.max(250));
         for peer in &config.peers {
-            tasks.push(tokio::spawn(transport::dial_loop(
-                endpoint.clone(),
-                peer.clone(),
-                max_backoff,
-                shared.clone(),
-            )));
+            let (endpoint, peer, shared) = (endpoint.clone(), peer.clone(), shared.clone());
+            tasks.push(supervise("dial", shutdown_rx.clone(), move || {
+                transport::dial_loop(endpoint.clone(), peer.clone(), max_backoff, shared.clone())
+            }));
         }
 
         if config.status_interval_ms > 0 {
-            tasks.push(tokio::spawn(crate::fleet::reporter(
-                repo.clone(),
-                status.clone(),
-                identity.node_id(),
-                Duration::from_millis(config.status_interval_ms.max(100)),
+            let (repo, status, node_id) = (repo.clone(), status.clone(), identity.node_id());
+            let interval = Duration::from_millis(config.status_interval_ms.max(100));
+            let stop = shutdown_rx.clone();
+            tasks.push(supervise(
+                "fleet reporter",
                 shutdown_rx.clone(),
-            )));
+                move || {
+                    crate::fleet::reporter(
+                        repo.clone(),
+                        status.clone(),
+                        node_id.clone(),
+                        interval,
+                        stop.clone(),
+                    )
+                },
+            ));
         }
 
         let listener = tokio::net::TcpListener::bind(config.admin)

@@ -29,7 +29,7 @@ use automerge::{ActorId, AutoCommit, ChangeHash, ROOT};
 use tokio::sync::broadcast;
 
 use crate::status::{Status, now_rfc3339};
-use crate::store::{DocSummary, Exit, QuarantineRecord, Store, StoreError, TransferLine};
+use crate::store::{DocSummary, DocWrite, Exit, QuarantineRecord, Store, StoreError, TransferLine};
 use crate::trust::{Signer, Trust};
 
 const LOCK_SHARDS: usize = 64;
@@ -86,6 +86,14 @@ pub struct Received {
     pub refused: Vec<&'static str>,
     /// The peer is now known to have exactly our heads.
     pub in_sync: bool,
+}
+
+/// A signed, judged write of one of this office's documents, not yet stored.
+struct PreparedWrite {
+    doc: AutoCommit,
+    heads_before: Vec<ChangeHash>,
+    summary: DocSummary,
+    attestation: Attestation,
 }
 
 /// The node's documents.
@@ -276,12 +284,18 @@ impl Repo {
         self.changed.subscribe()
     }
 
-    fn lock(&self, id: &DocId) -> std::sync::MutexGuard<'_, ()> {
+    fn shard(&self, id: &DocId) -> usize {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         id.hash(&mut h);
-        self.locks[(h.finish() as usize) % LOCK_SHARDS]
+        (h.finish() as usize) % LOCK_SHARDS
+    }
+
+    fn lock(&self, id: &DocId) -> std::sync::MutexGuard<'_, ()> {
+        // A writer that panicked left nothing half-written in memory (documents are loaded
+        // from the store per operation), so a poisoned lock is as good as a clean one.
+        self.locks[self.shard(id)]
             .lock()
-            .expect("doc lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Loads a document (with this node's actor, ready to write).
@@ -557,20 +571,59 @@ impl Repo {
     }
 
     /// Purges a document that left this office's scope. If it left this very office's
-    /// roster (the member's residence here ended, or the member moved away), returns the
-    /// history line to keep.
+    /// roster (the member's residence here ended, or the member moved away), the roster's
+    /// history line is written in the same store transaction as the purge (signed and judged
+    /// like any write), so a crash cannot purge the file and lose the line; the line is
+    /// returned (recording it again with [`Repo::add_history`] is a no-op). Called with the
+    /// document's lock held.
     fn leave_scope(
         &self,
         id: &DocId,
         doc: &AutoCommit,
         before: Option<&DocSummary>,
     ) -> Result<Option<HistoryLine>, StoreError> {
-        self.store.purge(id)?;
+        let line = before.and_then(|before| self.history_line(id, doc, before));
+        let roster = DocId::roster(&self.me);
+        // The roster's lock too, unless it is the same shard (held already). Only ever this
+        // one second lock is taken while a document's is held, so no two can wait in a cycle.
+        let _roster_guard =
+            (line.is_some() && self.shard(&roster) != self.shard(id)).then(|| self.lock(&roster));
+        let history = match &line {
+            Some(line) => self.history_change(&roster, line).unwrap_or_else(|e| {
+                tracing::error!("cannot prepare roster history for {id}: {e}");
+                None
+            }),
+            None => None,
+        };
+        match history {
+            Some(mut h) => self.store.purge_with(
+                id,
+                Some(DocWrite {
+                    id: &roster,
+                    doc: &mut h.doc,
+                    heads_before: &h.heads_before,
+                    summary: &h.summary,
+                    attestations: std::slice::from_ref(&h.attestation),
+                }),
+            )?,
+            None => self.store.purge(id)?,
+        }
         tracing::info!(doc = %id, "document left this office's scope; purged");
         let _ = self.changed.send(Notice::Left(id.clone()));
-        let Some(before) = before else {
-            return Ok(None);
-        };
+        if line.is_some() {
+            let _ = self.changed.send(Notice::Changed(roster));
+        }
+        Ok(line)
+    }
+
+    /// The roster history line for a document leaving this office, if it left this office's
+    /// own roster.
+    fn history_line(
+        &self,
+        id: &DocId,
+        doc: &AutoCommit,
+        before: &DocSummary,
+    ) -> Option<HistoryLine> {
         let me = self.me.as_str();
         let facts = MemberFacts::read(&Reader::now(doc));
         let event = if before.residence_org.as_deref() == Some(me) {
@@ -578,19 +631,49 @@ impl Repo {
         } else if before.home_org.as_deref() == Some(me) {
             "transferred-out"
         } else {
-            return Ok(None);
+            return None;
         };
         let to_org = if event == "transferred-out" {
             facts.home_org.map(|o| o.to_string())
         } else {
             None
         };
-        Ok(Some(HistoryLine {
+        Some(HistoryLine {
             id: id.to_string(),
             name: before.name.clone(),
             event: event.into(),
             at: now_rfc3339(),
             to_org,
+        })
+    }
+
+    /// This office's roster with `line` added, signed and judged by the gate as
+    /// [`Repo::write`] judges every write, ready to be stored in the purge's transaction.
+    /// `None` when there is no roster or nothing changed. Called with the roster's lock held.
+    fn history_change(
+        &self,
+        roster: &DocId,
+        line: &HistoryLine,
+    ) -> Result<Option<PreparedWrite>, WriteError> {
+        let Some(mut doc) = self.load(roster)? else {
+            return Ok(None);
+        };
+        let heads_before = doc.get_heads();
+        let stamp = Stamp::at(stamp::commit_time(&mut doc, now_ms()));
+        roster::add_history(&mut doc, line)?;
+        let Some(hash) = gate::commit_as(&mut doc, &self.me, &stamp) else {
+            return Ok(None);
+        };
+        gate::judge_local(&mut doc, roster, &hash, &*self.trust, now_ms())
+            .map_err(WriteError::Forbidden)?;
+        let attestation = self.signer.sign(&hash);
+        let before = self.store.summary(roster)?;
+        let summary = summarise_after(roster, &mut doc, before.as_ref());
+        Ok(Some(PreparedWrite {
+            doc,
+            heads_before,
+            summary,
+            attestation,
         }))
     }
 
@@ -685,8 +768,18 @@ impl Repo {
         }
     }
 
+    /// Records a roster history line, unless it is there already (normally the purge that
+    /// produced it wrote it in the same transaction).
     fn add_history(&self, line: HistoryLine) {
         let roster = DocId::roster(&self.me);
+        let recorded = self
+            .load(&roster)
+            .ok()
+            .flatten()
+            .is_some_and(|doc| roster::read(&doc).history.contains(&line));
+        if recorded {
+            return;
+        }
         if let Err(e) = self.write(&roster, false, |doc, _| {
             Ok(roster::add_history(doc, &line)?)
         }) {
@@ -727,6 +820,8 @@ impl Repo {
                     message: r.reason.to_string(),
                     change_bytes: r.bytes.as_ref().map(hex::encode),
                     attestation: attestation.map(|a| hex::encode(a.encode())),
+                    count: 1,
+                    ..QuarantineRecord::default()
                 }
             })
             .collect();
@@ -823,5 +918,82 @@ impl Repo {
         self.store
             .save_certificate(&id, der)
             .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{
+        CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE, NodeIdentity, ca_init, ca_issue,
+    };
+
+    const BAYIN: &str = "hoboksar/chagantolgay/bayin";
+
+    fn open_repo(dir: &std::path::Path) -> Repo {
+        let org = OrgPath::parse(BAYIN).unwrap();
+        let node = dir.join("node");
+        if !node.exists() {
+            ca_init(&dir.join("ca"), &OrgPath::parse("hoboksar").unwrap()).unwrap();
+            ca_issue(&dir.join("ca"), &org, &node, 30).unwrap();
+        }
+        let identity = NodeIdentity::load(
+            &node.join(NODE_CERT_FILE),
+            &node.join(NODE_KEY_FILE),
+            &node.join(CA_CERT_FILE),
+        )
+        .unwrap();
+        let trust = Arc::new(Trust::new(&identity.ca_der).unwrap());
+        trust.admit(&identity.cert_der).unwrap();
+        let store = Store::open(&dir.join("store.redb"), BAYIN).unwrap();
+        let repo = Repo::new(
+            store,
+            org,
+            ActorId::from(identity.actor_id()),
+            Signer::new(&identity).unwrap(),
+            trust,
+            Arc::new(Status::default()),
+        );
+        repo.learn_certificate(&identity.cert_der).unwrap();
+        repo.ensure_own_roster().unwrap();
+        repo
+    }
+
+    #[test]
+    fn a_purge_and_its_roster_history_line_are_stored_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = open_repo(dir.path());
+        let member: amphi_protocol::casefile::NewMember =
+            serde_json::from_value(serde_json::json!({
+                "name": "Saruul", "gender": "female", "ethnicity": "Mongol",
+                "birth_date": "1971-03-02", "joined_at": "1996-07-01", "home_org": BAYIN,
+            }))
+            .unwrap();
+        let id = repo.create_member(&member).unwrap();
+        let before = repo.store().summary(&id).unwrap().unwrap();
+        let doc = repo.load(&id).unwrap().unwrap();
+
+        // The file leaves; the node "crashes" right after, before anything else runs.
+        let line = repo.leave_scope(&id, &doc, Some(&before)).unwrap().unwrap();
+        assert_eq!(line.event, "transferred-out");
+        drop(repo);
+        let repo = open_repo(dir.path());
+        assert!(repo.load(&id).unwrap().is_none(), "the file is purged");
+        let roster_id = DocId::roster(repo.me());
+        let mut roster_doc = repo.load(&roster_id).unwrap().unwrap();
+        assert_eq!(roster::read(&roster_doc).history, vec![line.clone()]);
+        let heads = roster_doc.get_heads();
+        assert_eq!(
+            repo.store().attestations(&roster_id, &heads).unwrap().len(),
+            1,
+            "the roster change is signed like any write"
+        );
+        let summary = repo.store().summary(&roster_id).unwrap().unwrap();
+        assert_eq!(summary.digest, hex::encode(heads_digest(&heads)));
+        assert_eq!(summarise(&roster_id, &mut roster_doc), summary);
+
+        // Recording the line again (as callers do after a purge) adds nothing.
+        repo.add_history(line);
+        assert_eq!(repo.load(&roster_id).unwrap().unwrap().get_heads(), heads);
     }
 }

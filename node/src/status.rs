@@ -3,7 +3,8 @@
 //! Peer sessions and the repo report here; the API and `/metrics` read from here.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +49,9 @@ pub struct PeerStatus {
     pub bytes_out: u64,
     /// Changes from this peer refused, by reason.
     pub refused: BTreeMap<String, u64>,
+    /// Document ids the peer claimed that this node lacks, ignored in the current session
+    /// because too many were pending (see `amphi_protocol::session::MAX_UNKNOWN`).
+    pub unknown_ids_ignored: u64,
     /// Last connection error, if any.
     pub last_error: Option<String>,
     /// Round-trip time of the connection, milliseconds.
@@ -70,6 +74,7 @@ impl PeerStatus {
             bytes_in: 0,
             bytes_out: 0,
             refused: BTreeMap::new(),
+            unknown_ids_ignored: 0,
             last_error: None,
             rtt_ms: None,
         }
@@ -82,8 +87,26 @@ pub struct Status {
     peers: Mutex<BTreeMap<String, PeerStatus>>,
     refused: Mutex<BTreeMap<String, u64>>,
     counters: Mutex<Counters>,
+    refused_connections: Mutex<BTreeMap<String, u64>>,
+    last_refused: Mutex<VecDeque<RefusedConnection>>,
     /// Signalled when a peer's state or pending count changes (the fleet reporter listens).
     pub changed: tokio::sync::Notify,
+}
+
+/// How many refused connections [`Status::last_refused`] keeps.
+pub const LAST_REFUSED: usize = 16;
+
+/// A connection refused after (or during) the TLS handshake, as shown in status.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedConnection {
+    /// The org its certificate named, if it got that far.
+    pub org: Option<String>,
+    /// Its address.
+    pub addr: String,
+    /// Reason code (`not_neighbour`, `busy`, `revoked`, `bad_certificate`, `handshake`).
+    pub reason: &'static str,
+    /// When (RFC 3339).
+    pub at: String,
 }
 
 /// Node-wide counters for `/metrics`.
@@ -118,7 +141,7 @@ impl Status {
         direction: &'static str,
         f: impl FnOnce(&mut PeerStatus),
     ) {
-        let mut peers = self.peers.lock().expect("status lock");
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = peers
             .entry(org.to_owned())
             .or_insert_with(|| PeerStatus::new(org, addr, direction));
@@ -134,7 +157,7 @@ impl Status {
 
     /// Records one sync round: `applied` changes, taking `seconds`.
     pub fn count_round(&self, applied: usize, seconds: f64) {
-        let mut c = self.counters.lock().expect("status lock");
+        let mut c = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
         c.changes_applied += applied as u64;
         c.rounds += 1;
         c.round_seconds += seconds;
@@ -147,7 +170,10 @@ impl Status {
 
     /// A snapshot of the node-wide counters.
     pub fn counters(&self) -> Counters {
-        self.counters.lock().expect("status lock").clone()
+        self.counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Records refusals by reason code (node-wide and for `peer`).
@@ -155,7 +181,7 @@ impl Status {
         if codes.is_empty() {
             return;
         }
-        let mut all = self.refused.lock().expect("status lock");
+        let mut all = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
         for c in codes {
             *all.entry((*c).to_owned()).or_default() += 1;
         }
@@ -173,14 +199,59 @@ impl Status {
     pub fn peers(&self) -> Vec<PeerStatus> {
         self.peers
             .lock()
-            .expect("status lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Records a refused connection: counted by reason, and kept among the last
+    /// [`LAST_REFUSED`].
+    pub fn count_refused_connection(&self, org: Option<&str>, addr: &str, reason: &'static str) {
+        *self
+            .refused_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(reason.to_owned())
+            .or_default() += 1;
+        let mut last = self
+            .last_refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if last.len() == LAST_REFUSED {
+            last.pop_front();
+        }
+        last.push_back(RefusedConnection {
+            org: org.map(str::to_owned),
+            addr: addr.to_owned(),
+            reason,
+            at: now_rfc3339(),
+        });
+    }
+
+    /// Refused connections since start, by reason.
+    pub fn refused_connections(&self) -> BTreeMap<String, u64> {
+        self.refused_connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The last [`LAST_REFUSED`] refused connections, oldest first.
+    pub fn last_refused(&self) -> Vec<RefusedConnection> {
+        self.last_refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
             .cloned()
             .collect()
     }
 
     /// Refused changes since start, by reason.
     pub fn refused(&self) -> BTreeMap<String, u64> {
-        self.refused.lock().expect("status lock").clone()
+        self.refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }

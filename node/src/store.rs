@@ -8,13 +8,24 @@
 //! one chunk, so the store does not grow without bound. Every document write commits with
 //! `Durability::Immediate` (fsync) before it returns; sync-state-only writes ride along with
 //! the next durable commit.
+//!
+//! The quarantine is bounded: a refused change is kept once per (document, change hash), or
+//! once per (document, peer, reason) when it has no hash; a repeat only bumps the record's
+//! `count`. At most [`QUARANTINE_MAX`] records are kept (the oldest go first), while exact
+//! per-reason totals live in a table of their own. Document counts by kind and the
+//! quarantine totals are also kept in memory, so `/metrics` never scans the store.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use amphi_protocol::DocId;
 use amphi_protocol::attest::Attestation;
 use automerge::{AutoCommit, ChangeHash};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
 /// (document id, chunk number) → automerge bytes.
@@ -32,11 +43,19 @@ const QUARANTINE: TableDefinition<u64, &[u8]> = TableDefinition::new("quarantine
 /// (document id, change hash hex) → quarantine sequence number.
 const QUARANTINE_INDEX: TableDefinition<(&str, &str), u64> =
     TableDefinition::new("quarantine_index");
+/// (document id, peer, reason) → quarantine sequence number, for refusals without a hash.
+const QUARANTINE_KEYS: TableDefinition<(&str, &str, &str), u64> =
+    TableDefinition::new("quarantine_keys");
+/// reason code → refused changes ever quarantined for it (exact, though records are dropped).
+const QUARANTINE_TOTALS: TableDefinition<&str, u64> = TableDefinition::new("quarantine_totals");
 /// small settings: the org this store belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// redb's page cache, at most.
 pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Quarantine records kept at most; beyond, the oldest are dropped (totals stay exact).
+pub const QUARANTINE_MAX: u64 = 10_000;
 
 /// Chunks a document may have before it is compacted into one.
 pub const COMPACT_AFTER: u64 = 32;
@@ -144,7 +163,7 @@ pub struct Exit {
 }
 
 /// One refused change, kept in quarantine: never applied, never forwarded.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct QuarantineRecord {
     /// RFC 3339 time of refusal.
     pub at: String,
@@ -166,11 +185,96 @@ pub struct QuarantineRecord {
     /// Its attestation, hex, if one came with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attestation: Option<String>,
+    /// How many times it was refused (repeats bump this instead of adding records).
+    #[serde(default = "one")]
+    pub count: u64,
+    /// When it was last refused, if more than once (RFC 3339).
+    #[serde(default)]
+    pub last_at: Option<String>,
+    /// Hex id of the signing certificate, for reasons that name a certificate to revoke.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// Evidence beside the change, e.g. the other change of an equivocating pair.
+    #[serde(default)]
+    pub evidence: Option<Evidence>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// Evidence kept with a quarantine record: another change that shows the misbehaviour.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Its change hash, hex.
+    pub change: String,
+    /// Its bytes, hex.
+    #[serde(default)]
+    pub change_bytes: Option<String>,
+    /// Its attestation, hex.
+    #[serde(default)]
+    pub attestation: Option<String>,
+}
+
+/// Documents held, counted by the store as summaries are written and removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocCounts {
+    /// Documents held by kind (`member`, `org`, `status`, `revocations`), not counting
+    /// those kept only until others learn they left.
+    pub by_kind: BTreeMap<String, u64>,
+    /// Documents kept only until others learn they left (hidden from the API).
+    pub leaving: u64,
+    /// Unacknowledged conflicts in documents held.
+    pub conflicts: u64,
+}
+
+impl DocCounts {
+    fn add(&mut self, s: &DocSummary) {
+        if s.leaving {
+            self.leaving += 1;
+        } else {
+            *self.by_kind.entry(s.kind.clone()).or_default() += 1;
+            self.conflicts += s.conflicts.len() as u64;
+        }
+    }
+
+    fn remove(&mut self, s: &DocSummary) {
+        if s.leaving {
+            self.leaving = self.leaving.saturating_sub(1);
+        } else {
+            if let Some(n) = self.by_kind.get_mut(&s.kind) {
+                *n = n.saturating_sub(1);
+            }
+            self.conflicts = self.conflicts.saturating_sub(s.conflicts.len() as u64);
+        }
+    }
+}
+
+/// A change of one document's summary inside a transaction: applied to the in-memory counts
+/// once the transaction has committed.
+#[derive(Default)]
+struct SummaryChanges(Vec<(Option<DocSummary>, Option<DocSummary>)>);
+
+/// One document write, to be made in the same transaction as another store operation (see
+/// [`Store::purge_with`]).
+pub struct DocWrite<'a> {
+    /// The document.
+    pub id: &'a DocId,
+    /// Its new state.
+    pub doc: &'a mut AutoCommit,
+    /// The heads the store holds.
+    pub heads_before: &'a [ChangeHash],
+    /// Its new summary.
+    pub summary: &'a DocSummary,
+    /// The attestations of the new changes.
+    pub attestations: &'a [Attestation],
 }
 
 /// The node's store.
 pub struct Store {
     db: Database,
+    counts: Mutex<DocCounts>,
+    totals: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Store {
@@ -189,6 +293,19 @@ impl Store {
             txn.open_table(CERTS)?;
             txn.open_table(QUARANTINE)?;
             txn.open_table(QUARANTINE_INDEX)?;
+            txn.open_table(QUARANTINE_KEYS)?;
+            let mut totals = txn.open_table(QUARANTINE_TOTALS)?;
+            if totals.is_empty()? {
+                // A store from before the totals table: count the records it kept.
+                for entry in txn.open_table(QUARANTINE)?.iter()? {
+                    let (_, v) = entry?;
+                    if let Ok(r) = serde_json::from_slice::<QuarantineRecord>(v.value()) {
+                        let n = totals.get(r.reason.as_str())?.map_or(0, |v| v.value());
+                        totals.insert(r.reason.as_str(), n + 1)?;
+                    }
+                }
+            }
+            drop(totals);
             let mut meta = txn.open_table(META)?;
             let stored = meta.get("org")?.map(|v| v.value().to_owned());
             match stored {
@@ -205,7 +322,50 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(Store { db })
+        // One scan at open; from here on the counts follow every summary written or removed.
+        let mut counts = DocCounts::default();
+        let mut totals = BTreeMap::new();
+        {
+            let txn = db.begin_read()?;
+            for entry in txn.open_table(DOC_INDEX)?.iter()? {
+                let (_, v) = entry?;
+                if let Ok(summary) = serde_json::from_slice::<DocSummary>(v.value()) {
+                    counts.add(&summary);
+                }
+            }
+            for entry in txn.open_table(QUARANTINE_TOTALS)?.iter()? {
+                let (k, v) = entry?;
+                totals.insert(k.value().to_owned(), v.value());
+            }
+        }
+        Ok(Store {
+            db,
+            counts: Mutex::new(counts),
+            totals: Mutex::new(totals),
+        })
+    }
+
+    /// Commits `txn`, then applies the summary changes it made to the in-memory counts.
+    fn commit(&self, txn: WriteTransaction, changes: SummaryChanges) -> Result<(), StoreError> {
+        txn.commit()?;
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        for (old, new) in changes.0 {
+            if let Some(old) = old {
+                counts.remove(&old);
+            }
+            if let Some(new) = new {
+                counts.add(&new);
+            }
+        }
+        Ok(())
+    }
+
+    /// Documents held by kind, leaving, and conflicts: kept in memory, no store access.
+    pub fn doc_counts(&self) -> DocCounts {
+        self.counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Loads a document, or `None` if the store does not hold it.
@@ -237,42 +397,23 @@ impl Store {
         sync_state: Option<(&str, &[u8])>,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        {
-            let mut chunks = txn.open_table(DOC_CHUNKS)?;
-            let last = chunks
-                .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
-                .next_back()
-                .transpose()?
-                .map(|(k, _)| k.value().1);
-            match last {
-                Some(n) if n + 1 < COMPACT_AFTER => {
-                    let incremental = doc.save_after(heads_before);
-                    chunks.insert((id.as_str(), n + 1), incremental.as_slice())?;
-                }
-                Some(n) => {
-                    for i in 0..=n {
-                        chunks.remove((id.as_str(), i))?;
-                    }
-                    chunks.insert((id.as_str(), 0), doc.save().as_slice())?;
-                }
-                None => {
-                    chunks.insert((id.as_str(), 0), doc.save().as_slice())?;
-                }
-            }
-            let json = serde_json::to_vec(summary).expect("summary serialises");
-            txn.open_table(DOC_INDEX)?
-                .insert(id.as_str(), json.as_slice())?;
-            if let Some((peer, state)) = sync_state {
-                txn.open_table(SYNC_STATES)?
-                    .insert((id.as_str(), peer), state)?;
-            }
-            let mut table = txn.open_table(ATTESTATIONS)?;
-            for a in attestations {
-                table.insert((id.as_str(), &a.change.0[..]), a.encode().as_slice())?;
-            }
+        let mut changes = SummaryChanges::default();
+        save_in(
+            &txn,
+            DocWrite {
+                id,
+                doc,
+                heads_before,
+                summary,
+                attestations,
+            },
+            &mut changes,
+        )?;
+        if let Some((peer, state)) = sync_state {
+            txn.open_table(SYNC_STATES)?
+                .insert((id.as_str(), peer), state)?;
         }
-        txn.commit()?;
-        Ok(())
+        self.commit(txn, changes)
     }
 
     /// Durably replaces a document that was rebuilt without some of its changes (an
@@ -331,20 +472,33 @@ impl Store {
     /// Deletes a document that left this office's scope: its body, summary, sync states and
     /// attestations. Its quarantine records stay (evidence).
     pub fn purge(&self, id: &DocId) -> Result<(), StoreError> {
+        self.purge_with(id, None)
+    }
+
+    /// Purges `id` and makes `also` (e.g. the roster's history line about it) in one durable
+    /// transaction: a crash cannot leave one without the other.
+    pub fn purge_with(&self, id: &DocId, also: Option<DocWrite<'_>>) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
+        let mut changes = SummaryChanges::default();
         {
             let key = id.as_str();
             txn.open_table(DOC_CHUNKS)?
                 .retain_in((key, 0)..=(key, u64::MAX), |_, _| false)?;
-            txn.open_table(DOC_INDEX)?.remove(key)?;
+            let old = txn
+                .open_table(DOC_INDEX)?
+                .remove(key)?
+                .and_then(|v| serde_json::from_slice(v.value()).ok());
+            changes.0.push((old, None));
             txn.open_table(SYNC_STATES)?
                 .retain_in((key, "")..=(key, "\u{10ffff}"), |_, _| false)?;
             let all: &[u8] = &[0xff; 33];
             txn.open_table(ATTESTATIONS)?
                 .retain_in((key, &[][..])..=(key, all), |_, _| false)?;
         }
-        txn.commit()?;
-        Ok(())
+        if let Some(write) = also {
+            save_in(&txn, write, &mut changes)?;
+        }
+        self.commit(txn, changes)
     }
 
     /// Remembers a certificate learned from a peer.
@@ -405,10 +559,12 @@ impl Store {
     pub fn set_summary(&self, id: &DocId, summary: &DocSummary) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         let json = serde_json::to_vec(summary).expect("summary serialises");
-        txn.open_table(DOC_INDEX)?
-            .insert(id.as_str(), json.as_slice())?;
-        txn.commit()?;
-        Ok(())
+        let old = txn
+            .open_table(DOC_INDEX)?
+            .insert(id.as_str(), json.as_slice())?
+            .and_then(|v| serde_json::from_slice(v.value()).ok());
+        let changes = SummaryChanges(vec![(old, Some(summary.clone()))]);
+        self.commit(txn, changes)
     }
 
     /// One document's summary.
@@ -421,40 +577,113 @@ impl Store {
     }
 
     /// Puts refused changes in quarantine (durably: they are evidence). A change already in
-    /// quarantine for the document is not added twice. Returns how many were new.
+    /// quarantine for the document (same hash; or, without a hash, same peer and reason) is
+    /// not added twice: its record's `count` and `last_at` are bumped. Beyond
+    /// [`QUARANTINE_MAX`] records the oldest are dropped. Returns how many were new.
     pub fn quarantine(&self, records: &[QuarantineRecord]) -> Result<usize, StoreError> {
         if records.is_empty() {
             return Ok(0);
         }
         let txn = self.db.begin_write()?;
-        let mut added = 0;
+        let mut added = BTreeMap::<String, u64>::new();
         {
             let mut table = txn.open_table(QUARANTINE)?;
             let mut index = txn.open_table(QUARANTINE_INDEX)?;
+            let mut keys = txn.open_table(QUARANTINE_KEYS)?;
+            let mut totals = txn.open_table(QUARANTINE_TOTALS)?;
             let mut next = table.last()?.map_or(0, |(k, _)| k.value() + 1);
             for r in records {
-                if let Some(change) = &r.change {
-                    if index.get((r.doc.as_str(), change.as_str()))?.is_some() {
-                        continue;
-                    }
-                    index.insert((r.doc.as_str(), change.as_str()), next)?;
+                let known = match &r.change {
+                    Some(change) => index
+                        .get((r.doc.as_str(), change.as_str()))?
+                        .map(|v| v.value()),
+                    None => keys
+                        .get((r.doc.as_str(), r.peer.as_str(), r.reason.as_str()))?
+                        .map(|v| v.value()),
+                };
+                let existing = match known {
+                    Some(seq) => table
+                        .get(seq)?
+                        .and_then(|v| serde_json::from_slice::<QuarantineRecord>(v.value()).ok())
+                        .map(|old| (seq, old)),
+                    None => None,
+                };
+                if let Some((seq, mut old)) = existing {
+                    old.count = old.count.max(1) + 1;
+                    old.last_at = Some(r.at.clone());
+                    let json = serde_json::to_vec(&old).expect("record serialises");
+                    table.insert(seq, json.as_slice())?;
+                    continue;
                 }
-                let json = serde_json::to_vec(r).expect("record serialises");
+                match &r.change {
+                    Some(change) => index.insert((r.doc.as_str(), change.as_str()), next)?,
+                    None => {
+                        keys.insert((r.doc.as_str(), r.peer.as_str(), r.reason.as_str()), next)?
+                    }
+                };
+                let mut record = r.clone();
+                record.count = record.count.max(1);
+                let json = serde_json::to_vec(&record).expect("record serialises");
                 table.insert(next, json.as_slice())?;
                 next += 1;
-                added += 1;
+                let n = totals.get(r.reason.as_str())?.map_or(0, |v| v.value());
+                totals.insert(r.reason.as_str(), n + 1)?;
+                *added.entry(r.reason.clone()).or_default() += 1;
+            }
+            // Bounded: the oldest records go (their keys with them), the totals stay.
+            while table.len()? > QUARANTINE_MAX {
+                let Some(old) = table
+                    .pop_first()?
+                    .map(|(k, v)| (k.value(), v.value().to_vec()))
+                else {
+                    break;
+                };
+                let (seq, json) = old;
+                let Ok(r) = serde_json::from_slice::<QuarantineRecord>(&json) else {
+                    continue;
+                };
+                match &r.change {
+                    Some(change) => {
+                        let key = (r.doc.as_str(), change.as_str());
+                        if index.get(key)?.is_some_and(|v| v.value() == seq) {
+                            index.remove(key)?;
+                        }
+                    }
+                    None => {
+                        let key = (r.doc.as_str(), r.peer.as_str(), r.reason.as_str());
+                        if keys.get(key)?.is_some_and(|v| v.value() == seq) {
+                            keys.remove(key)?;
+                        }
+                    }
+                }
             }
         }
         txn.commit()?;
-        Ok(added)
+        let mut totals = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+        for (reason, n) in &added {
+            *totals.entry(reason.clone()).or_default() += n;
+        }
+        Ok(added.values().sum::<u64>() as usize)
     }
 
-    /// The quarantine, oldest first.
-    pub fn quarantined(&self) -> Result<Vec<QuarantineRecord>, StoreError> {
+    /// Refused changes ever quarantined, by reason (exact, though old records are dropped):
+    /// kept in memory, no store access.
+    pub fn quarantine_totals(&self) -> BTreeMap<String, u64> {
+        self.totals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The newest `limit` quarantine records, newest first.
+    pub fn quarantined(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(QUARANTINE)?;
         let mut out = Vec::new();
-        for entry in table.iter()? {
+        for entry in table.iter()?.rev() {
+            if out.len() >= limit {
+                break;
+            }
             let (_, v) = entry?;
             if let Ok(r) = serde_json::from_slice(v.value()) {
                 out.push(r);
@@ -476,6 +705,53 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Writes a document's new changes, summary and attestations inside `txn`.
+fn save_in(
+    txn: &WriteTransaction,
+    write: DocWrite<'_>,
+    changes: &mut SummaryChanges,
+) -> Result<(), StoreError> {
+    let DocWrite {
+        id,
+        doc,
+        heads_before,
+        summary,
+        attestations,
+    } = write;
+    let mut chunks = txn.open_table(DOC_CHUNKS)?;
+    let last = chunks
+        .range((id.as_str(), 0)..=(id.as_str(), u64::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, _)| k.value().1);
+    match last {
+        Some(n) if n + 1 < COMPACT_AFTER => {
+            let incremental = doc.save_after(heads_before);
+            chunks.insert((id.as_str(), n + 1), incremental.as_slice())?;
+        }
+        Some(n) => {
+            for i in 0..=n {
+                chunks.remove((id.as_str(), i))?;
+            }
+            chunks.insert((id.as_str(), 0), doc.save().as_slice())?;
+        }
+        None => {
+            chunks.insert((id.as_str(), 0), doc.save().as_slice())?;
+        }
+    }
+    let json = serde_json::to_vec(summary).expect("summary serialises");
+    let old = txn
+        .open_table(DOC_INDEX)?
+        .insert(id.as_str(), json.as_slice())?
+        .and_then(|v| serde_json::from_slice(v.value()).ok());
+    changes.0.push((old, Some(summary.clone())));
+    let mut table = txn.open_table(ATTESTATIONS)?;
+    for a in attestations {
+        table.insert((id.as_str(), &a.change.0[..]), a.encode().as_slice())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -527,6 +803,142 @@ mod tests {
             automerge::ReadDoc::keys(&loaded, automerge::ROOT).count(),
             (COMPACT_AFTER * 2 + 5) as usize
         );
+    }
+
+    fn refused(doc: &DocId, change: Option<u64>, peer: &str, reason: &str) -> QuarantineRecord {
+        QuarantineRecord {
+            at: "2026-11-02T10:00:00Z".into(),
+            peer: peer.into(),
+            doc: doc.to_string(),
+            change: change.map(|n| format!("{n:064x}")),
+            reason: reason.into(),
+            message: "refused".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_repeated_refusal_bumps_one_record_instead_of_adding_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), "hoboksar").unwrap();
+        let doc = DocId::new_member([1; 8]);
+        let peer = "hoboksar/t1";
+        assert_eq!(
+            store
+                .quarantine(&[refused(&doc, Some(7), peer, "bad_signature")])
+                .unwrap(),
+            1
+        );
+        let mut again = refused(&doc, Some(7), peer, "bad_signature");
+        again.at = "2026-11-03T10:00:00Z".into();
+        assert_eq!(store.quarantine(&[again]).unwrap(), 0);
+        // Without a hash: one record per (document, peer, reason).
+        let unreadable = || refused(&doc, None, peer, "malformed");
+        assert_eq!(
+            store
+                .quarantine(&[unreadable(), unreadable(), unreadable()])
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .quarantine(&[refused(&doc, None, "hoboksar/t2", "malformed")])
+                .unwrap(),
+            1,
+            "another peer's refusal is its own record"
+        );
+        let records = store.quarantined(100).unwrap();
+        assert_eq!(records.len(), 3);
+        let signed = records.iter().find(|r| r.change.is_some()).unwrap();
+        assert_eq!(signed.count, 2);
+        assert_eq!(signed.last_at.as_deref(), Some("2026-11-03T10:00:00Z"));
+        let malformed = records
+            .iter()
+            .find(|r| r.reason == "malformed" && r.peer == peer)
+            .unwrap();
+        assert_eq!(malformed.count, 3);
+        assert_eq!(
+            store.quarantine_totals(),
+            BTreeMap::from([("bad_signature".into(), 1), ("malformed".into(), 2)])
+        );
+    }
+
+    #[test]
+    fn the_quarantine_keeps_the_newest_records_and_exact_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path, "hoboksar").unwrap();
+        let doc = DocId::new_member([2; 8]);
+        let flood: Vec<QuarantineRecord> = (0..QUARANTINE_MAX + 5)
+            .map(|n| refused(&doc, Some(n), "hoboksar/t1", "not_home_authority"))
+            .collect();
+        assert_eq!(store.quarantine(&flood).unwrap(), flood.len());
+        store
+            .quarantine(&[refused(&doc, Some(1_000_000), "hoboksar/t1", "unsigned")])
+            .unwrap();
+        let kept = store.quarantined(usize::MAX).unwrap();
+        assert_eq!(kept.len() as u64, QUARANTINE_MAX);
+        assert_eq!(kept[0].reason, "unsigned", "newest first");
+        let oldest_kept = format!("{:064x}", 6);
+        assert_eq!(kept.last().unwrap().change.as_deref(), Some(&*oldest_kept));
+        let hashes = store.quarantined_changes(&doc).unwrap();
+        assert_eq!(hashes.len() as u64, QUARANTINE_MAX, "keys go with records");
+        let expected = BTreeMap::from([
+            ("not_home_authority".into(), QUARANTINE_MAX + 5),
+            ("unsigned".into(), 1),
+        ]);
+        assert_eq!(store.quarantine_totals(), expected);
+        drop(store);
+        let store = Store::open(&path, "hoboksar").unwrap();
+        assert_eq!(store.quarantine_totals(), expected, "totals are durable");
+    }
+
+    #[test]
+    fn records_written_before_counts_existed_still_read() {
+        let old = r#"{"at":"2026-01-01T00:00:00Z","peer":"hoboksar/t1","doc":"m-0101010101010101","change":null,"author":null,"reason":"malformed","message":"x"}"#;
+        let r: QuarantineRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (r.count, r.last_at, r.cert, r.evidence),
+            (1, None, None, None)
+        );
+    }
+
+    #[test]
+    fn document_counts_follow_saves_and_purges_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path, "hoboksar").unwrap();
+        let save = |n: u8, kind: &str, leaving: bool, conflicts: usize| {
+            let id = DocId::new_member([n; 8]);
+            let mut doc = AutoCommit::new();
+            doc.put(automerge::ROOT, "n", n as i64).unwrap();
+            let s = DocSummary {
+                kind: kind.into(),
+                leaving,
+                conflicts: vec!["c".into(); conflicts],
+                ..summary()
+            };
+            store.save(&id, &mut doc, &[], &s, &[], None).unwrap();
+            id
+        };
+        let a = save(1, "member", false, 0);
+        save(2, "member", false, 2);
+        save(3, "org", false, 0);
+        let d = save(4, "member", true, 0);
+        let counts = store.doc_counts();
+        assert_eq!(counts.by_kind["member"], 2);
+        assert_eq!(counts.by_kind["org"], 1);
+        assert_eq!((counts.leaving, counts.conflicts), (1, 2));
+        // A document that starts leaving moves from its kind to `leaving`; a purge removes it.
+        let mut s = store.summary(&a).unwrap().unwrap();
+        s.leaving = true;
+        store.set_summary(&a, &s).unwrap();
+        store.purge(&d).unwrap();
+        let counts = store.doc_counts();
+        assert_eq!((counts.by_kind["member"], counts.leaving), (1, 1));
+        drop(store);
+        let reopened = Store::open(&path, "hoboksar").unwrap();
+        assert_eq!(reopened.doc_counts(), counts, "one scan at open agrees");
     }
 
     #[test]

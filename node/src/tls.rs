@@ -59,9 +59,14 @@ pub enum TlsError {
     PeerCert(PkiError),
 }
 
-/// The transport settings shared by both ends: keep-alive every 5 s, idle timeout 30 s.
+/// The transport settings shared by both ends: keep-alive every 5 s, idle timeout 30 s, and
+/// streams: the protocol uses exactly one bidirectional stream per connection, so a peer may
+/// open at most one bidirectional stream and no unidirectional ones (each stream it could
+/// open would be a receive buffer this node holds for it).
 fn transport() -> Arc<TransportConfig> {
     let mut transport = TransportConfig::default();
+    transport.max_concurrent_bidi_streams(VarInt::from_u32(1));
+    transport.max_concurrent_uni_streams(VarInt::from_u32(0));
     transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
     transport.max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(
         MAX_IDLE_TIMEOUT_MS,
@@ -227,7 +232,7 @@ mod tests {
             let org = peer_org(&conn).unwrap();
             let cert = peer_cert(&conn).unwrap();
             // Answer on a stream so the client knows it was accepted.
-            let mut send = conn.open_uni().await.unwrap();
+            let (mut send, _recv) = conn.open_bi().await.unwrap();
             send.write_all(b"welcome").await.unwrap();
             send.finish().unwrap();
             conn.closed().await;
@@ -254,13 +259,50 @@ mod tests {
                 .protocol,
             Some(ALPN.to_vec())
         );
-        let mut recv = timeout(WAIT, conn.accept_uni()).await.unwrap().unwrap();
+        let (_send, mut recv) = timeout(WAIT, conn.accept_bi()).await.unwrap().unwrap();
         assert_eq!(recv.read_to_end(64).await.unwrap(), b"welcome");
         conn.close(0u32.into(), b"done");
 
         let (org_seen, cert_seen) = timeout(WAIT, server_task).await.unwrap().unwrap();
         assert_eq!(org_seen, c.bayin.org);
         assert_eq!(cert_seen, c.bayin.cert_der);
+        client_ep.wait_idle().await;
+    }
+
+    #[tokio::test]
+    async fn a_peer_may_open_one_bidirectional_stream_and_no_unidirectional_ones() {
+        let c = cluster();
+        let (server_ep, addr) = server(&c.town);
+        let server_task = tokio::spawn(async move {
+            let conn = accept_one(&server_ep).await.unwrap();
+            let (_send, mut recv) = conn.accept_bi().await.unwrap();
+            let mut hello = [0u8; 5];
+            recv.read_exact(&mut hello).await.unwrap();
+            conn.closed().await;
+        });
+        let client_ep = client_endpoint();
+        let conn = client_ep
+            .connect_with(
+                client_config(&c.bayin).unwrap(),
+                addr,
+                &c.town.org.dns_name(),
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, _recv) = timeout(WAIT, conn.open_bi()).await.unwrap().unwrap();
+        send.write_all(b"hello").await.unwrap();
+        let short = Duration::from_millis(500);
+        assert!(
+            timeout(short, conn.open_bi()).await.is_err(),
+            "a second bidirectional stream is not granted"
+        );
+        assert!(
+            timeout(short, conn.open_uni()).await.is_err(),
+            "no unidirectional stream is granted"
+        );
+        conn.close(0u32.into(), b"done");
+        timeout(WAIT, server_task).await.unwrap().unwrap();
         client_ep.wait_idle().await;
     }
 
@@ -282,7 +324,7 @@ mod tests {
         // the connection must end in an error, never carry data.
         if let Ok(Ok(conn)) = timeout(WAIT, connecting).await {
             let closed = timeout(WAIT, async {
-                if let Ok(mut send) = conn.open_uni().await {
+                if let Ok((mut send, _recv)) = conn.open_bi().await {
                     let _ = send.write_all(b"hello").await;
                     let _ = send.finish();
                 }

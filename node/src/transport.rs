@@ -4,17 +4,25 @@
 //! capped, jittered backoff: offices go offline for days. Every connection is mutual TLS
 //! against the county CA; the peer's org comes from its verified certificate, and a dialed
 //! peer must be the org the config expects.
+//!
+//! A certificate from the county CA is not enough to connect: an office accepts only its
+//! neighbours (its parent, its direct children, and the orgs named in its `[[peers]]`), at
+//! most [`MAX_SESSIONS`] at a time. Others are refused right after the handshake, counted
+//! by reason in status. Each session runs in its own task: a session that panics ends only
+//! itself (logged and counted), and a dialer goes on redialing.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use amphi_protocol::OrgPath;
 use amphi_protocol::attest::CertId;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tracing::{Instrument, info, warn};
 
 use crate::config::PeerConfig;
+use crate::panics;
 use crate::peer::{self, PeerLink};
 use crate::pki::NodeIdentity;
 use crate::repo::Repo;
@@ -26,6 +34,10 @@ use crate::trust::cert_id;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// A session that lasted this long resets the backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
+/// Most sessions with offices that dialed this one, at a time; more are refused as `busy`.
+pub const MAX_SESSIONS: usize = 64;
+/// QUIC application error code closing a refused connection (the reason says why).
+pub const REFUSED: u32 = 1;
 
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +64,109 @@ pub struct Shared {
     pub status: Arc<Status>,
     /// Fires on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Orgs named in the config's `[[peers]]`: they may connect, besides this office's
+    /// parent and direct children.
+    pub configured: Arc<Vec<OrgPath>>,
+    /// Permits for sessions with offices that dialed this one ([`MAX_SESSIONS`]).
+    pub sessions: Arc<Semaphore>,
+    /// The live accepted connection of each office: one per office, the newest wins.
+    accepted: Arc<Mutex<HashMap<OrgPath, quinn::Connection>>>,
+}
+
+impl Shared {
+    /// What sessions share, for a node with these configured peers.
+    pub fn new(
+        repo: Arc<Repo>,
+        status: Arc<Status>,
+        shutdown: watch::Receiver<bool>,
+        peers: &[PeerConfig],
+    ) -> Shared {
+        Shared {
+            repo,
+            status,
+            shutdown,
+            configured: Arc::new(peers.iter().map(|p| p.org.clone()).collect()),
+            sessions: Arc::new(Semaphore::new(MAX_SESSIONS)),
+            accepted: Arc::default(),
+        }
+    }
+
+    /// Records `conn` as `org`'s accepted connection; returns the one it replaces.
+    fn replace_accepted(
+        &self,
+        org: &OrgPath,
+        conn: &quinn::Connection,
+    ) -> Option<quinn::Connection> {
+        self.accepted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(org.clone(), conn.clone())
+    }
+
+    /// Forgets `conn` as `org`'s accepted connection; false if a newer one replaced it.
+    fn forget_accepted(&self, org: &OrgPath, conn: &quinn::Connection) -> bool {
+        let mut accepted = self.accepted.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = accepted
+            .get(org)
+            .is_some_and(|c| c.stable_id() == conn.stable_id());
+        if current {
+            accepted.remove(org);
+        }
+        current
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug)]
+enum Refused {
+    /// Its certificate is valid but names neither this office's parent, nor a direct child,
+    /// nor an org in `[[peers]]`.
+    NotNeighbour,
+    /// [`MAX_SESSIONS`] sessions are running.
+    Busy,
+    /// Its certificate was revoked.
+    Revoked(String),
+    /// Its certificate could not be read or admitted.
+    BadCertificate(String),
+}
+
+impl Refused {
+    /// Reason code, as counted in status and `/metrics`.
+    fn code(&self) -> &'static str {
+        match self {
+            Refused::NotNeighbour => "not_neighbour",
+            Refused::Busy => "busy",
+            Refused::Revoked(_) => "revoked",
+            Refused::BadCertificate(_) => "bad_certificate",
+        }
+    }
+
+    /// What the peer is told when its connection is closed.
+    fn reason(&self) -> &'static [u8] {
+        match self {
+            Refused::NotNeighbour => b"not a neighbour of this office",
+            Refused::Busy => b"busy: too many sessions, try later",
+            Refused::Revoked(_) => b"certificate revoked",
+            Refused::BadCertificate(_) => b"certificate not admitted",
+        }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Revoked(why) | Refused::BadCertificate(why) => f.write_str(why),
+            other => f.write_str(&String::from_utf8_lossy(other.reason())),
+        }
+    }
+}
+
+/// True when `peer` may connect to office `me`: its parent, a direct child, or an org the
+/// config names.
+pub fn is_neighbour(me: &OrgPath, peer: &OrgPath, configured: &[OrgPath]) -> bool {
+    me.parent().as_ref() == Some(peer)
+        || peer.parent().as_ref() == Some(me)
+        || configured.contains(peer)
 }
 
 /// Binds the node's QUIC endpoint (server and client in one).
@@ -85,17 +200,43 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
                 Ok(c) => c,
                 Err(e) => {
                     warn!(%remote, "refused connection: {e}");
+                    shared
+                        .status
+                        .count_refused_connection(None, &remote.to_string(), "handshake");
                     return;
                 }
             };
-            let (org, cert) = match admit_peer(&conn, &shared) {
+            let refuse = |org: Option<&OrgPath>, refused: Refused| {
+                let org = org.map(ToString::to_string);
+                warn!(%remote, org = ?org, reason = refused.code(), "refused connection: {refused}");
+                conn.close(REFUSED.into(), refused.reason());
+                shared.status.count_refused_connection(
+                    org.as_deref(),
+                    &remote.to_string(),
+                    refused.code(),
+                );
+            };
+            let (org, cert, der) = match identify(&conn, &shared) {
                 Ok(peer) => peer,
-                Err(e) => {
-                    warn!(%remote, "refused connection: {e}");
-                    conn.close(1u32.into(), b"refused");
-                    return;
-                }
+                Err(refused) => return refuse(None, refused),
             };
+            if !is_neighbour(shared.repo.me(), &org, &shared.configured) {
+                return refuse(Some(&org), Refused::NotNeighbour);
+            }
+            let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
+                return refuse(Some(&org), Refused::Busy);
+            };
+            if let Err(e) = shared.repo.learn_certificate(&der) {
+                return refuse(Some(&org), Refused::BadCertificate(e));
+            }
+            // A newer connection from an office replaces its older one (say, after the
+            // office restarted), so one office holds at most one session here.
+            if let Some(old) = shared.replace_accepted(&org, &conn) {
+                old.close(
+                    REFUSED.into(),
+                    b"replaced by a newer connection from this office",
+                );
+            }
             let link = PeerLink {
                 org: org.clone(),
                 addr: remote.to_string(),
@@ -108,23 +249,59 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
     }
 }
 
+/// Runs `session` in a task of its own and waits for it: a panic inside ends only that
+/// task and comes back as an error, logged with the peer (the panic hook counted it).
+/// If the caller is aborted (the node stops), the session goes with it.
+async fn contained<F>(peer: &str, session: F) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), peer::SessionEnd>> + Send + 'static,
+{
+    let task = tokio::spawn(session.in_current_span());
+    let _abort = panics::AbortGuard(task.abort_handle());
+    match task.await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) if e.is_panic() => {
+            let why = panics::message(&*e.into_panic());
+            tracing::error!(peer, "session panicked: {why}");
+            Err(format!("session panicked: {why}"))
+        }
+        Err(e) => Err(format!("session stopped: {e}")),
+    }
+}
+
+/// Runs a session in its own task until it ends, then closes the connection and shows the
+/// peer as no longer connected. A session that panics is logged with its peer (and counted
+/// by the panic hook) like any other failed session.
 async fn serve_session(conn: quinn::Connection, link: PeerLink, shared: Shared) {
+    let peer_org = link.org.clone();
     let org = link.org.to_string();
     let direction = link.direction;
-    let result = peer::run(
+    let session = peer::run(
         conn.clone(),
         link,
-        shared.repo,
+        shared.repo.clone(),
         shared.status.clone(),
-        shared.shutdown,
-    )
-    .await;
-    let error = result.err().map(|e| e.to_string());
+        shared.shutdown.clone(),
+    );
+    let error = contained(&org, session).await.err().map(|e| {
+        // Say why, when the peer closed the connection (say, it refused this office).
+        match conn.close_reason() {
+            Some(quinn::ConnectionError::ApplicationClosed(close)) => format!(
+                "{e}: the peer closed the connection: {}",
+                String::from_utf8_lossy(&close.reason)
+            ),
+            _ => e,
+        }
+    });
     match &error {
         Some(e) => warn!("session ended: {e}"),
         None => info!("session ended"),
     }
     conn.close(0u32.into(), b"bye");
+    // A connection replaced by a newer one from the same office leaves the status to it.
+    if direction == "accepted" && !shared.forget_accepted(&peer_org, &conn) {
+        return;
+    }
     shared.status.update(&org, "", direction, |p| {
         p.state = if direction == "dialed" {
             PeerState::Connecting
@@ -196,19 +373,22 @@ pub async fn dial_loop(
     .await
 }
 
-/// After a handshake: the peer's org and certificate id, or why it is refused (no valid
-/// certificate, or a revoked one). Its certificate is remembered for verifying its changes.
-fn admit_peer(conn: &quinn::Connection, shared: &Shared) -> Result<(OrgPath, CertId), String> {
-    let org = tls::peer_org(conn).map_err(|e| e.to_string())?;
-    let der = tls::peer_cert(conn).map_err(|e| e.to_string())?;
+/// After a handshake: the peer's org, certificate id and certificate, or why it is refused
+/// (no valid certificate, or a revoked one).
+fn identify(
+    conn: &quinn::Connection,
+    shared: &Shared,
+) -> Result<(OrgPath, CertId, Vec<u8>), Refused> {
+    let bad = |e: tls::TlsError| Refused::BadCertificate(e.to_string());
+    let org = tls::peer_org(conn).map_err(bad)?;
+    let der = tls::peer_cert(conn).map_err(bad)?;
     let cert = cert_id(&der);
     if let Some(at) = shared.repo.trust().revoked_at(&cert) {
-        return Err(format!(
+        return Err(Refused::Revoked(format!(
             "the certificate of {org} was revoked (at unix time {at})"
-        ));
+        )));
     }
-    shared.repo.learn_certificate(&der)?;
-    Ok((org, cert))
+    Ok((org, cert, der.to_vec()))
 }
 
 async fn dial(
@@ -228,19 +408,74 @@ async fn dial(
         .await
         .map_err(|_| format!("{addr} did not answer within 10 s"))?
         .map_err(|e| format!("handshake with {addr} failed: {e}"))?;
-    let (org, cert) = match admit_peer(&conn, shared) {
+    let (org, cert, der) = match identify(&conn, shared) {
         Ok(peer) => peer,
-        Err(e) => {
-            conn.close(1u32.into(), b"refused");
-            return Err(e);
+        Err(refused) => {
+            conn.close(REFUSED.into(), refused.reason());
+            return Err(refused.to_string());
         }
     };
     if org != peer.org {
-        conn.close(1u32.into(), b"unexpected org");
+        conn.close(REFUSED.into(), b"unexpected org");
         return Err(format!(
             "{addr} is {org}, but the config expects {}",
             peer.org
         ));
     }
+    if let Err(e) = shared.repo.learn_certificate(&der) {
+        conn.close(
+            REFUSED.into(),
+            Refused::BadCertificate(String::new()).reason(),
+        );
+        return Err(e);
+    }
     Ok((conn, cert))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org(s: &str) -> OrgPath {
+        OrgPath::parse(s).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_session_ends_only_itself_and_is_counted() {
+        panics::install();
+        let before = panics::count();
+        let error = contained("hoboksar/t1", async { panic!("hostile input") })
+            .await
+            .unwrap_err();
+        assert_eq!(error, "session panicked: hostile input");
+        assert!(panics::count() > before, "the panic is counted");
+        let fine = contained("hoboksar/t1", async { Ok(()) }).await;
+        assert_eq!(fine, Ok(()), "and the caller goes on");
+    }
+
+    #[test]
+    fn neighbours_are_the_parent_the_children_and_configured_peers() {
+        let town = org("hoboksar/chagantolgay");
+        let none: &[OrgPath] = &[];
+        assert!(is_neighbour(&town, &org("hoboksar"), none));
+        assert!(is_neighbour(
+            &town,
+            &org("hoboksar/chagantolgay/bayin"),
+            none
+        ));
+        for stranger in [
+            "hoboksar/hoboksar-town",
+            "hoboksar/hoboksar-town/xingfu",
+            "hoboksar/chagantolgay/bayin/team-1",
+            "hoboksar/chagantolgay",
+        ] {
+            assert!(!is_neighbour(&town, &org(stranger), none), "{stranger}");
+        }
+        let configured = [org("hoboksar/hoboksar-town")];
+        assert!(is_neighbour(
+            &town,
+            &org("hoboksar/hoboksar-town"),
+            &configured
+        ));
+    }
 }

@@ -200,6 +200,11 @@ impl Reconciler {
         }
     }
 
+    /// True when this side holds `id` (it is among the items reconciled).
+    pub fn contains(&self, id: &DocId) -> bool {
+        self.items.contains_key(id)
+    }
+
     /// Documents found to differ so far (sync them), and the subset the peer does not hold.
     pub fn take_differences(&mut self) -> (BTreeSet<DocId>, BTreeSet<DocId>) {
         (

@@ -12,6 +12,12 @@
 //! ```
 //! Either side may start a fresh reconciliation at any time (e.g. after missing change
 //! notifications).
+//!
+//! What a peer can make a session hold is bounded: documents the peer claims to hold that
+//! this node does not (listed in a reconciliation, or sent a sync message for) count
+//! against [`MAX_UNKNOWN`], beyond which further unknown ids are ignored and counted; and a
+//! whole-range restart from the peer re-reads this node's inventory at most once per
+//! [`RESTART_INTERVAL_MS`] (`now` is the caller's: this crate never reads the clock).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -21,6 +27,15 @@ use crate::ids::DocId;
 use crate::org::OrgPath;
 use crate::reconcile::Reconciler;
 use crate::wire::{Digest, Frame, PROTOCOL_VERSION};
+
+/// Documents the peer claims to hold that this node does not hold, tracked at most per
+/// session; further unknown ids are ignored (and counted) until some of these resolve.
+pub const MAX_UNKNOWN: usize = 65_536;
+
+/// A whole-range reconciliation restart from the peer re-reads this node's inventory at
+/// most once per this many milliseconds; a restart sooner is answered from the inventory
+/// read last time.
+pub const RESTART_INTERVAL_MS: u64 = 1000;
 
 /// Why a session must end.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -80,6 +95,14 @@ pub struct PeerSession {
     syncs: HashMap<DocId, DocSync>,
     pending: BTreeSet<DocId>,
     certificates_sent: BTreeSet<CertId>,
+    /// Documents the peer claims to hold that this node did not hold when it learned of them.
+    unknown: BTreeSet<DocId>,
+    /// Unknown ids ignored because [`MAX_UNKNOWN`] were tracked.
+    unknown_ignored: u64,
+    /// Ids were ignored since the last reconciliation this side started.
+    overflowed: bool,
+    /// When the peer's last whole-range restart re-read the inventory (caller's clock, ms).
+    last_restart_ms: Option<u64>,
 }
 
 impl PeerSession {
@@ -92,6 +115,10 @@ impl PeerSession {
             syncs: HashMap::new(),
             pending: BTreeSet::new(),
             certificates_sent: BTreeSet::new(),
+            unknown: BTreeSet::new(),
+            unknown_ignored: 0,
+            overflowed: false,
+            last_restart_ms: None,
         }
     }
 
@@ -111,6 +138,7 @@ impl PeerSession {
     /// Starts (or restarts) reconciliation over `ours`, the documents the peer may hold with
     /// their digests; returns the first message to send.
     pub fn reconcile(&mut self, ours: BTreeMap<DocId, Digest>) -> Frame {
+        self.overflowed = false;
         let reconciler = Reconciler::new(ours);
         let frame = Frame::Reconcile {
             ranges: reconciler.initiate(),
@@ -129,11 +157,13 @@ impl PeerSession {
             .collect()
     }
 
-    /// Handles one frame from the peer. `ours` gives our documents the peer may hold (asked
-    /// only when the peer starts a reconciliation).
+    /// Handles one frame from the peer, received at `now_ms` (milliseconds on any monotonic
+    /// clock of the caller's). `ours` gives our documents the peer may hold (asked only when
+    /// the peer starts a reconciliation, at most once per [`RESTART_INTERVAL_MS`]).
     pub fn on_frame(
         &mut self,
         frame: Frame,
+        now_ms: u64,
         ours: impl FnOnce() -> BTreeMap<DocId, Digest>,
     ) -> Result<Step, SessionError> {
         match frame {
@@ -157,16 +187,37 @@ impl PeerSession {
                     && ranges[0].lower.is_empty()
                     && ranges[0].upper.is_none()
                     && matches!(ranges[0].payload, crate::reconcile::Payload::Fingerprint(_));
-                if restart || self.reconciler.is_none() {
+                // Re-reading the inventory costs a scan of the store: a peer restarting in a
+                // loop is answered from the inventory read last time.
+                let too_soon = self
+                    .last_restart_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) < RESTART_INTERVAL_MS);
+                if self.reconciler.is_none() || (restart && !too_soon) {
                     self.reconciler = Some(Reconciler::new(ours()));
+                    if restart {
+                        self.last_restart_ms = Some(now_ms);
+                    }
                 }
                 let reconciler = self.reconciler.as_mut().expect("just set");
                 let answer = reconciler.respond(ranges);
                 let (differing, peer_lacks) = reconciler.take_differences();
-                self.pending.extend(differing.iter().cloned());
+                let differing: Vec<(DocId, bool)> = differing
+                    .into_iter()
+                    .map(|doc| {
+                        let ours = reconciler.contains(&doc);
+                        (doc, ours)
+                    })
+                    .collect();
+                let mut to_start = Vec::with_capacity(differing.len());
+                for (doc, ours) in differing {
+                    if ours || self.syncs.contains_key(&doc) || self.track_unknown(&doc) {
+                        to_start.push(doc);
+                    }
+                }
+                self.pending.extend(to_start.iter().cloned());
                 Ok(Step::Start {
                     reply: (!answer.is_empty()).then_some(Frame::Reconcile { ranges: answer }),
-                    to_start: differing.into_iter().collect(),
+                    to_start,
                     peer_lacks,
                 })
             }
@@ -193,10 +244,65 @@ impl PeerSession {
         self.syncs.entry(doc.clone()).or_insert_with(resume)
     }
 
+    /// Counts `doc`, which the peer claims and this node does not hold, against
+    /// [`MAX_UNKNOWN`]: false (and counted as ignored) when the cap is reached.
+    fn track_unknown(&mut self, doc: &DocId) -> bool {
+        if self.unknown.contains(doc) {
+            return true;
+        }
+        if self.unknown.len() >= MAX_UNKNOWN {
+            self.unknown_ignored += 1;
+            self.overflowed = true;
+            return false;
+        }
+        self.unknown.insert(doc.clone());
+        true
+    }
+
+    /// The sync progress of `doc`, for a sync message the peer sent about it. `held` says
+    /// whether this node holds `doc` (asked only the first time the session meets it); one it
+    /// does not hold counts against [`MAX_UNKNOWN`], and beyond that cap this returns `None`:
+    /// ignore the message.
+    pub fn peer_doc_sync(
+        &mut self,
+        doc: &DocId,
+        held: impl FnOnce() -> bool,
+        resume: impl FnOnce() -> DocSync,
+    ) -> Option<&mut DocSync> {
+        let new_here = !self.syncs.contains_key(doc) && !self.unknown.contains(doc);
+        if new_here && !held() && !self.track_unknown(doc) {
+            return None;
+        }
+        Some(self.syncs.entry(doc.clone()).or_insert_with(resume))
+    }
+
+    /// `doc` is now held here (changes the peer sent were stored): it no longer counts as
+    /// unknown.
+    pub fn now_held(&mut self, doc: &DocId) {
+        self.unknown.remove(doc);
+    }
+
+    /// Unknown document ids ignored in this session because [`MAX_UNKNOWN`] were tracked.
+    pub fn unknown_ignored(&self) -> u64 {
+        self.unknown_ignored
+    }
+
+    /// True (once) when ids were ignored and every unknown document tracked since has been
+    /// resolved: start a reconciliation again to find the rest. (A peer that never sends the
+    /// documents it claims keeps its slots, and gets nothing more.)
+    pub fn wants_reconcile(&mut self) -> bool {
+        if self.overflowed && self.unknown.is_empty() {
+            self.overflowed = false;
+            return true;
+        }
+        false
+    }
+
     /// Forgets `doc` (this side purged it): no longer pending, no sync state.
     pub fn forget(&mut self, doc: &DocId) {
         self.pending.remove(doc);
         self.syncs.remove(doc);
+        self.unknown.remove(doc);
     }
 
     /// Records whether `doc` is now known to be in sync with the peer. (Sync progress stays
@@ -226,7 +332,7 @@ mod tests {
 
     fn greeted(peer: &str) -> PeerSession {
         let mut s = PeerSession::new(org(peer));
-        s.on_frame(PeerSession::hello(&org(peer)), BTreeMap::new)
+        s.on_frame(PeerSession::hello(&org(peer)), 0, BTreeMap::new)
             .unwrap();
         s
     }
@@ -236,7 +342,7 @@ mod tests {
         let mut s = PeerSession::new(org("hoboksar/t1"));
         let early = Frame::Reconcile { ranges: vec![] };
         assert_eq!(
-            s.on_frame(early, BTreeMap::new),
+            s.on_frame(early, 0, BTreeMap::new),
             Err(SessionError::NoHello("a frame"))
         );
         let liar = Frame::Hello {
@@ -244,7 +350,7 @@ mod tests {
             org: org("hoboksar"),
         };
         assert!(matches!(
-            s.on_frame(liar, BTreeMap::new),
+            s.on_frame(liar, 0, BTreeMap::new),
             Err(SessionError::WrongOrg { .. })
         ));
         let old = Frame::Hello {
@@ -252,11 +358,11 @@ mod tests {
             org: org("hoboksar/t1"),
         };
         assert_eq!(
-            s.on_frame(old, BTreeMap::new),
+            s.on_frame(old, 0, BTreeMap::new),
             Err(SessionError::Version(0))
         );
         assert_eq!(
-            s.on_frame(PeerSession::hello(&org("hoboksar/t1")), BTreeMap::new),
+            s.on_frame(PeerSession::hello(&org("hoboksar/t1")), 0, BTreeMap::new),
             Ok(Step::Nothing)
         );
     }
@@ -277,7 +383,7 @@ mod tests {
             } else {
                 (&mut a, ours.clone())
             };
-            match side.on_frame(f, || mine).unwrap() {
+            match side.on_frame(f, 0, || mine).unwrap() {
                 Step::Start {
                     reply,
                     to_start,
@@ -294,5 +400,89 @@ mod tests {
         assert_eq!(found, BTreeSet::from([id(2), id(3), id(4)]));
         assert_eq!(a.pending() + b.pending(), 3);
         assert!(!lacks.is_empty());
+    }
+
+    fn listing(ids: impl Iterator<Item = u64>) -> Frame {
+        use crate::reconcile::{Payload, Range};
+        Frame::Reconcile {
+            ranges: vec![Range {
+                lower: String::new(),
+                upper: None,
+                payload: Payload::Items(
+                    ids.map(|n| (DocId::new_member(n.to_be_bytes()), [7; 16]))
+                        .collect(),
+                ),
+            }],
+        }
+    }
+
+    fn started(step: Step) -> Vec<DocId> {
+        match step {
+            Step::Start { to_start, .. } => to_start,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn documents_a_peer_claims_and_this_node_lacks_are_capped_per_session() {
+        let mut s = greeted("hoboksar/t1");
+        let held = DocId::new_member([0xee; 8]);
+        let ours = || BTreeMap::from([(held.clone(), [1; 16])]);
+        let half = MAX_UNKNOWN as u64 / 2 + 10_000;
+        let first = started(s.on_frame(listing(0..half), 0, ours).unwrap());
+        assert_eq!(first.len() as u64, half + 1, "all new ids, and ours");
+        let second = started(s.on_frame(listing(half..2 * half), 1, ours).unwrap());
+        let tracked = MAX_UNKNOWN as u64 - half;
+        assert_eq!(
+            second.len() as u64,
+            tracked + 1,
+            "capped; ours still offered"
+        );
+        assert!(second.contains(&held));
+        assert_eq!(s.unknown_ignored(), half - tracked);
+        assert!(s.pending() <= MAX_UNKNOWN + 1);
+        // Ids already tracked are still honoured; a new one is ignored; one this node holds
+        // is not unknown.
+        let known_unknown = DocId::new_member(5u64.to_be_bytes());
+        let resume = || DocSync::resume(None);
+        assert!(s.peer_doc_sync(&known_unknown, || false, resume).is_some());
+        let fresh = DocId::new_member((10 * half).to_be_bytes());
+        assert!(s.peer_doc_sync(&fresh, || false, resume).is_none());
+        assert_eq!(s.unknown_ignored(), half - tracked + 1);
+        let new_here = DocId::new_member([0xdd; 8]);
+        assert!(s.peer_doc_sync(&new_here, || true, resume).is_some());
+        // Once every tracked id has resolved, the session asks to reconcile again (once).
+        assert!(!s.wants_reconcile());
+        for n in 0..2 * half {
+            s.now_held(&DocId::new_member(n.to_be_bytes()));
+        }
+        assert!(s.wants_reconcile());
+        assert!(!s.wants_reconcile());
+    }
+
+    #[test]
+    fn a_restart_from_the_peer_rereads_the_inventory_at_most_once_a_second() {
+        use crate::reconcile::{Fingerprint, Payload, Range};
+        let restart = || Frame::Reconcile {
+            ranges: vec![Range {
+                lower: String::new(),
+                upper: None,
+                payload: Payload::Fingerprint(Fingerprint { count: 1, sum: 42 }),
+            }],
+        };
+        let mut s = greeted("hoboksar/t1");
+        let reads = std::cell::Cell::new(0);
+        let ours = || {
+            reads.set(reads.get() + 1);
+            BTreeMap::from([(DocId::new_member([1; 8]), [1; 16])])
+        };
+        for (now, expected_reads) in [(10_000, 1), (10_300, 1), (10_999, 1), (11_000, 2)] {
+            let step = s.on_frame(restart(), now, ours).unwrap();
+            assert!(
+                matches!(step, Step::Start { reply: Some(_), .. }),
+                "every restart is answered"
+            );
+            assert_eq!(reads.get(), expected_reads, "at {now} ms");
+        }
     }
 }
