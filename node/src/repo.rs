@@ -29,7 +29,10 @@ use automerge::{ActorId, AutoCommit, ChangeHash, ROOT};
 use tokio::sync::broadcast;
 
 use crate::status::{Status, now_rfc3339};
-use crate::store::{DocSummary, DocWrite, Exit, QuarantineRecord, Store, StoreError, TransferLine};
+use crate::store::{
+    DocSummary, DocWrite, Evidence, Exit, Placement, QuarantineRecord, Store, StoreError,
+    TransferLine,
+};
 use crate::trust::{Signer, Trust};
 
 const LOCK_SHARDS: usize = 64;
@@ -110,13 +113,6 @@ pub struct Repo {
 
 fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-fn parse_scope(scope: &[String]) -> Vec<OrgPath> {
-    scope
-        .iter()
-        .filter_map(|o| OrgPath::parse(o).ok())
-        .collect()
 }
 
 /// The summary the store keeps of a document (kind, names, scope, digest).
@@ -225,19 +221,17 @@ enum View {
     Unknown,
 }
 
-fn view_of(id: &DocId, summary: Option<&DocSummary>, peer: &OrgPath) -> View {
-    let Some(s) = summary else {
+fn view_of(id: &DocId, placement: Option<&Placement>, peer: &OrgPath) -> View {
+    let Some(p) = placement else {
         return View::Unknown;
     };
-    if may_hold(id, &parse_scope(&s.scope), peer) {
+    if may_hold(id, &p.scope, peer) {
         return View::Holds;
     }
-    s.exits
+    p.exits
         .iter()
-        .find(|e| OrgPath::parse(&e.org).is_ok_and(|o| peer.is_at_or_above(&o)))
-        .map_or(View::Nothing, |e| {
-            View::Exited(e.heads.iter().filter_map(|h| h.parse().ok()).collect())
-        })
+        .find(|(org, _)| peer.is_at_or_above(org))
+        .map_or(View::Nothing, |(_, heads)| View::Exited(heads.clone()))
 }
 
 impl Repo {
@@ -394,7 +388,7 @@ impl Repo {
         peer: &OrgPath,
         sync: &mut DocSync,
     ) -> Result<(Option<Outbound>, bool), StoreError> {
-        let mut doc = match view_of(id, self.store.summary(id)?.as_ref(), peer) {
+        let mut doc = match view_of(id, self.store.placement(id).as_ref(), peer) {
             View::Holds => self.load(id)?.unwrap_or_default(),
             View::Exited(heads) => match self.load(id)?.map(|mut d| d.fork_at(&heads)) {
                 Some(Ok(fork)) => fork,
@@ -468,7 +462,7 @@ impl Repo {
         sync: &mut DocSync,
     ) -> Result<(Received, Option<HistoryLine>), StoreError> {
         let before = self.store.summary(id)?;
-        let view = view_of(id, before.as_ref(), peer);
+        let view = view_of(id, before.as_ref().map(Placement::of).as_ref(), peer);
         let cx = Inbound {
             id,
             peer,
@@ -713,7 +707,9 @@ impl Repo {
     /// the document can go (once the offices below know, if any held it).
     pub fn peer_synced(&self, id: &DocId, peer: &OrgPath) -> Result<(), StoreError> {
         self.settle_leaving(id, |summary| {
-            if !summary.awaiting_upstream || view_of(id, Some(summary), peer) != View::Holds {
+            if !summary.awaiting_upstream
+                || view_of(id, Some(&Placement::of(summary)), peer) != View::Holds
+            {
                 return false;
             }
             summary.awaiting_upstream = false;
@@ -754,7 +750,7 @@ impl Repo {
     /// True when `peer` may hold `id` only up to where it left the scope.
     pub fn exited_for(&self, id: &DocId, peer: &OrgPath) -> Result<bool, StoreError> {
         Ok(matches!(
-            view_of(id, self.store.summary(id)?.as_ref(), peer),
+            view_of(id, self.store.placement(id).as_ref(), peer),
             View::Exited(_)
         ))
     }
@@ -797,7 +793,10 @@ impl Repo {
         let at = now_rfc3339();
         // A change this node held (dropped by an equivocation) has its signature in the store.
         let stored: Vec<Attestation> = {
-            let hashes: Vec<ChangeHash> = refused.iter().filter_map(|r| r.hash).collect();
+            let hashes: Vec<ChangeHash> = refused
+                .iter()
+                .flat_map(|r| r.hash.into_iter().chain(r.other.as_ref().map(|o| o.hash)))
+                .collect();
             self.store.attestations(id, &hashes)?
         };
         let records: Vec<QuarantineRecord> = refused
@@ -810,6 +809,17 @@ impl Repo {
                         .chain(&stored)
                         .find(|a| a.change == h)
                 });
+                // An equivocation names the signing certificate to revoke and keeps the
+                // other change of the pair, with its signature, beside this one.
+                let evidence = r.other.as_ref().map(|o| Evidence {
+                    change: o.hash.to_string(),
+                    change_bytes: Some(hex::encode(&o.bytes)),
+                    attestation: attestations
+                        .iter()
+                        .chain(&stored)
+                        .find(|a| a.change == o.hash)
+                        .map(|a| hex::encode(a.encode())),
+                });
                 QuarantineRecord {
                     at: at.clone(),
                     peer: peer.to_owned(),
@@ -821,6 +831,11 @@ impl Repo {
                     change_bytes: r.bytes.as_ref().map(hex::encode),
                     attestation: attestation.map(|a| hex::encode(a.encode())),
                     count: 1,
+                    cert: evidence
+                        .as_ref()
+                        .and(attestation)
+                        .map(|a| hex::encode(a.cert)),
+                    evidence,
                     ..QuarantineRecord::default()
                 }
             })
@@ -834,29 +849,22 @@ impl Repo {
     /// The (id, digest) of every document `peer` may hold, or held until it left the
     /// document's scope: what this node offers it.
     pub fn inventory_for(&self, peer: &OrgPath) -> Result<BTreeMap<DocId, Digest>, StoreError> {
-        Ok(self
-            .store
-            .summaries()?
-            .into_iter()
-            .filter_map(|(id, s)| {
-                let digest = match view_of(&id, Some(&s), peer) {
-                    View::Holds => {
-                        let mut digest = [0u8; 16];
-                        hex::decode_to_slice(&s.digest, &mut digest).ok()?;
-                        digest
-                    }
-                    View::Exited(heads) => heads_digest(&heads),
-                    View::Nothing | View::Unknown => return None,
-                };
-                Some((id, digest))
-            })
-            .collect())
+        let mut out = BTreeMap::new();
+        self.store.for_each_placement(|id, p| {
+            let digest = match view_of(id, Some(p), peer) {
+                View::Holds => p.digest,
+                View::Exited(heads) => heads_digest(&heads),
+                View::Nothing | View::Unknown => return,
+            };
+            out.insert(id.clone(), digest);
+        });
+        Ok(out)
     }
 
     /// True when this node would send `peer` anything of document `id`.
     pub fn offers_to(&self, id: &DocId, peer: &OrgPath) -> Result<bool, StoreError> {
         Ok(matches!(
-            view_of(id, self.store.summary(id)?.as_ref(), peer),
+            view_of(id, self.store.placement(id).as_ref(), peer),
             View::Holds | View::Exited(_)
         ))
     }

@@ -17,10 +17,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, RwLock};
 
-use amphi_protocol::DocId;
 use amphi_protocol::attest::Attestation;
+use amphi_protocol::{DocId, OrgPath};
 use automerge::{AutoCommit, ChangeHash};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -251,9 +251,46 @@ impl DocCounts {
 }
 
 /// A change of one document's summary inside a transaction: applied to the in-memory counts
-/// once the transaction has committed.
+/// and placements once the transaction has committed.
 #[derive(Default)]
-struct SummaryChanges(Vec<(Option<DocSummary>, Option<DocSummary>)>);
+struct SummaryChanges(Vec<(DocId, Option<DocSummary>, Option<DocSummary>)>);
+
+/// Where a document stands for syncing — its heads digest, its scope and who left it — kept
+/// in memory for every document, so deciding what a peer may receive (and reconciling with
+/// it) never reads or parses the store's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Digest of the document's heads.
+    pub digest: [u8; 16],
+    /// The document's scope.
+    pub scope: Vec<OrgPath>,
+    /// Orgs that left the scope, with the heads when they left.
+    pub exits: Vec<(OrgPath, Vec<ChangeHash>)>,
+}
+
+impl Placement {
+    /// The placement a summary describes.
+    pub fn of(s: &DocSummary) -> Placement {
+        let mut digest = [0u8; 16];
+        let _ = hex::decode_to_slice(&s.digest, &mut digest);
+        Placement {
+            digest,
+            scope: s
+                .scope
+                .iter()
+                .filter_map(|o| OrgPath::parse(o).ok())
+                .collect(),
+            exits: s
+                .exits
+                .iter()
+                .filter_map(|e| {
+                    let org = OrgPath::parse(&e.org).ok()?;
+                    Some((org, e.heads.iter().filter_map(|h| h.parse().ok()).collect()))
+                })
+                .collect(),
+        }
+    }
+}
 
 /// One document write, to be made in the same transaction as another store operation (see
 /// [`Store::purge_with`]).
@@ -274,6 +311,7 @@ pub struct DocWrite<'a> {
 pub struct Store {
     db: Database,
     counts: Mutex<DocCounts>,
+    placements: RwLock<BTreeMap<DocId, Placement>>,
     totals: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -324,13 +362,18 @@ impl Store {
         txn.commit()?;
         // One scan at open; from here on the counts follow every summary written or removed.
         let mut counts = DocCounts::default();
+        let mut placements = BTreeMap::new();
         let mut totals = BTreeMap::new();
         {
             let txn = db.begin_read()?;
             for entry in txn.open_table(DOC_INDEX)?.iter()? {
-                let (_, v) = entry?;
-                if let Ok(summary) = serde_json::from_slice::<DocSummary>(v.value()) {
+                let (k, v) = entry?;
+                if let (Ok(id), Ok(summary)) = (
+                    DocId::parse(k.value()),
+                    serde_json::from_slice::<DocSummary>(v.value()),
+                ) {
                     counts.add(&summary);
+                    placements.insert(id, Placement::of(&summary));
                 }
             }
             for entry in txn.open_table(QUARANTINE_TOTALS)?.iter()? {
@@ -341,6 +384,7 @@ impl Store {
         Ok(Store {
             db,
             counts: Mutex::new(counts),
+            placements: RwLock::new(placements),
             totals: Mutex::new(totals),
         })
     }
@@ -349,15 +393,45 @@ impl Store {
     fn commit(&self, txn: WriteTransaction, changes: SummaryChanges) -> Result<(), StoreError> {
         txn.commit()?;
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        for (old, new) in changes.0 {
+        let mut placements = self
+            .placements
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (id, old, new) in changes.0 {
             if let Some(old) = old {
                 counts.remove(&old);
             }
-            if let Some(new) = new {
-                counts.add(&new);
+            match new {
+                Some(new) => {
+                    counts.add(&new);
+                    placements.insert(id, Placement::of(&new));
+                }
+                None => {
+                    placements.remove(&id);
+                }
             }
         }
         Ok(())
+    }
+
+    /// A document's placement (from memory), or `None` if the store does not hold it.
+    pub fn placement(&self, id: &DocId) -> Option<Placement> {
+        self.placements
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    }
+
+    /// Calls `f` with every document's placement, in id order (from memory).
+    pub fn for_each_placement(&self, mut f: impl FnMut(&DocId, &Placement)) {
+        let placements = self
+            .placements
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (id, p) in placements.iter() {
+            f(id, p);
+        }
     }
 
     /// Documents held by kind, leaving, and conflicts: kept in memory, no store access.
@@ -429,13 +503,18 @@ impl Store {
         removed: &[ChangeHash],
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
+        let mut changes = SummaryChanges::default();
         {
             let key = id.as_str();
             let mut chunks = txn.open_table(DOC_CHUNKS)?;
             chunks.retain_in((key, 0)..=(key, u64::MAX), |_, _| false)?;
             chunks.insert((key, 0), doc.save().as_slice())?;
             let json = serde_json::to_vec(summary).expect("summary serialises");
-            txn.open_table(DOC_INDEX)?.insert(key, json.as_slice())?;
+            let old = txn
+                .open_table(DOC_INDEX)?
+                .insert(key, json.as_slice())?
+                .and_then(|v| serde_json::from_slice(v.value()).ok());
+            changes.0.push((id.clone(), old, Some(summary.clone())));
             txn.open_table(SYNC_STATES)?
                 .retain_in((key, "")..=(key, "\u{10ffff}"), |_, _| false)?;
             let mut table = txn.open_table(ATTESTATIONS)?;
@@ -446,8 +525,7 @@ impl Store {
                 table.insert((key, &a.change.0[..]), a.encode().as_slice())?;
             }
         }
-        txn.commit()?;
-        Ok(())
+        self.commit(txn, changes)
     }
 
     /// The attestations of the given changes of a document (those the store has).
@@ -488,7 +566,7 @@ impl Store {
                 .open_table(DOC_INDEX)?
                 .remove(key)?
                 .and_then(|v| serde_json::from_slice(v.value()).ok());
-            changes.0.push((old, None));
+            changes.0.push((id.clone(), old, None));
             txn.open_table(SYNC_STATES)?
                 .retain_in((key, "")..=(key, "\u{10ffff}"), |_, _| false)?;
             let all: &[u8] = &[0xff; 33];
@@ -563,7 +641,7 @@ impl Store {
             .open_table(DOC_INDEX)?
             .insert(id.as_str(), json.as_slice())?
             .and_then(|v| serde_json::from_slice(v.value()).ok());
-        let changes = SummaryChanges(vec![(old, Some(summary.clone()))]);
+        let changes = SummaryChanges(vec![(id.clone(), old, Some(summary.clone()))]);
         self.commit(txn, changes)
     }
 
@@ -746,7 +824,7 @@ fn save_in(
         .open_table(DOC_INDEX)?
         .insert(id.as_str(), json.as_slice())?
         .and_then(|v| serde_json::from_slice(v.value()).ok());
-    changes.0.push((old, Some(summary.clone())));
+    changes.0.push((id.clone(), old, Some(summary.clone())));
     let mut table = txn.open_table(ATTESTATIONS)?;
     for a in attestations {
         table.insert((id.as_str(), &a.change.0[..]), a.encode().as_slice())?;
@@ -936,9 +1014,24 @@ mod tests {
         store.purge(&d).unwrap();
         let counts = store.doc_counts();
         assert_eq!((counts.by_kind["member"], counts.leaving), (1, 1));
+        // Placements (what inventories are served from) follow the same writes.
+        let mut moved = store.summary(&a).unwrap().unwrap();
+        moved.scope = vec!["hoboksar/t1".into()];
+        moved.digest = "11".repeat(16);
+        store
+            .replace(&a, &mut AutoCommit::new(), &moved, &[], &[])
+            .unwrap();
+        assert_eq!(store.placement(&a), Some(Placement::of(&moved)));
+        assert_eq!(store.placement(&d), None, "purged");
+        let mut held = Vec::new();
+        store.for_each_placement(|id, p| held.push((id.clone(), p.clone())));
         drop(store);
         let reopened = Store::open(&path, "hoboksar").unwrap();
         assert_eq!(reopened.doc_counts(), counts, "one scan at open agrees");
+        let mut again = Vec::new();
+        reopened.for_each_placement(|id, p| again.push((id.clone(), p.clone())));
+        assert_eq!(again, held, "placements rebuilt at open agree");
+        assert_eq!(held.len(), 3);
     }
 
     #[test]

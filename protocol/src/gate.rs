@@ -52,8 +52,26 @@ pub struct RefusedChange {
     pub reason: Refusal,
     /// The change's bytes, kept as evidence.
     pub bytes: Option<Vec<u8>>,
-    /// For an equivocation: the other change with the same (actor, seq).
-    pub other: Option<ChangeHash>,
+    /// For an equivocation: the other change with the same (actor, seq), as evidence.
+    pub other: Option<OtherChange>,
+}
+
+/// The other change of an equivocating pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherChange {
+    /// Its hash.
+    pub hash: ChangeHash,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl OtherChange {
+    fn of(change: &Change) -> OtherChange {
+        OtherChange {
+            hash: change.hash(),
+            bytes: change.raw_bytes().to_vec(),
+        }
+    }
 }
 
 impl RefusedChange {
@@ -361,7 +379,7 @@ pub fn receive(
             if held < hash {
                 refused.insert(hash);
                 admission.refused.push(RefusedChange {
-                    other: Some(held),
+                    other: doc.get_change_by_hash(&held).map(|c| OtherChange::of(&c)),
                     ..RefusedChange::of(
                         &change,
                         Refusal::Equivocation {
@@ -385,7 +403,7 @@ pub fn receive(
                         refused.insert(c.hash());
                         admission.applied.retain(|h| *h != c.hash());
                         admission.dropped.push(RefusedChange {
-                            other: (c.hash() == held).then_some(hash),
+                            other: (c.hash() == held).then(|| OtherChange::of(&change)),
                             ..RefusedChange::of(&c, reason)
                         });
                     }
