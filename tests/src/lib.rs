@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 pub use amphi_node::demo::OFFICES;
 
+pub mod hostile;
+
 /// The demo county's tree: short name → (org, parent short name).
 pub fn tree() -> BTreeMap<&'static str, (&'static str, Option<&'static str>)> {
     OFFICES

@@ -1,0 +1,339 @@
+//! What each fuzz target does, as plain functions of the input bytes.
+//!
+//! The cargo-fuzz binaries in `fuzz_targets/` call these under libFuzzer (nightly); the
+//! root workspace's `tests/tests/fuzz_regressions.rs` compiles this same file as a module on
+//! stable and replays every input under `fuzz/corpus/<target>/` and
+//! `fuzz/artifacts/<target>/` through them. So this file uses only crates both sides have:
+//! `amphi-protocol`, `amphi-node`, `automerge`, `serde_json`, `tempfile`.
+//!
+//! A target passes an input when it returns; a panic (an assertion here, or one inside the
+//! code under test) is a finding.
+
+use std::sync::OnceLock;
+
+use amphi_node::pki::{self, NodeIdentity};
+use amphi_node::store::{DocSummary, QuarantineRecord};
+use amphi_node::trust::{Trust, cert_id};
+use amphi_protocol::attest::Attestation;
+use amphi_protocol::wire::Frame;
+use amphi_protocol::{DocId, OrgPath};
+use automerge::{AutoCommit, ChangeHash, sync};
+
+/// A target: it returns on an acceptable input and panics on a finding.
+pub type Target = fn(&[u8]);
+
+/// Every target: its name (the folder under `corpus/` and `artifacts/`) and its function.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("frame", frame),
+    ("certificate", certificate),
+    ("store_records", store_records),
+    ("sync_message", sync_message),
+];
+
+/// `frame`: the wire codec on bytes from a peer.
+///
+/// Decoding never panics, with or without the length prefix; whatever decodes re-encodes to
+/// exactly the same bytes (the encoding is canonical: no two byte strings mean the same
+/// frame) and decodes again to the same frame.
+pub fn frame(data: &[u8]) {
+    if let Ok(frame) = Frame::decode_body(data) {
+        let bytes = frame.encode();
+        assert_eq!(&bytes[4..], data, "{frame:?} re-encodes to other bytes");
+        assert_eq!(Frame::decode(&bytes).as_ref(), Ok(&frame));
+    }
+    if let Ok(frame) = Frame::decode(data) {
+        let bytes = frame.encode();
+        assert_eq!(bytes, data, "{frame:?} re-encodes to other bytes");
+        assert_eq!(Frame::decode(&bytes), Ok(frame));
+    }
+}
+
+/// A county CA made once per process, with one office's identity it issued.
+pub struct TestCa {
+    /// The CA certificate (DER).
+    pub ca_der: Vec<u8>,
+    /// A node certificate it issued (DER), for `hoboksar/chagantolgay/bayin`.
+    pub node: NodeIdentity,
+    /// Trust anchored at the CA.
+    pub trust: Trust,
+}
+
+/// The process's test CA (created on first use, in a temporary folder deleted right after).
+pub fn test_ca() -> &'static TestCa {
+    static CA: OnceLock<TestCa> = OnceLock::new();
+    CA.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let county = OrgPath::parse("hoboksar").expect("an org");
+        let bayin = OrgPath::parse("hoboksar/chagantolgay/bayin").expect("an org");
+        let ca = dir.path().join("ca");
+        let office = dir.path().join("bayin");
+        pki::ca_init(&ca, &county).expect("the test CA");
+        pki::ca_issue(&ca, &bayin, &office, 30).expect("a node certificate");
+        let node = NodeIdentity::load(
+            &office.join(pki::NODE_CERT_FILE),
+            &office.join(pki::NODE_KEY_FILE),
+            &office.join(pki::CA_CERT_FILE),
+        )
+        .expect("the node identity loads");
+        let ca_der = node.ca_der.to_vec();
+        let trust = Trust::new(&ca_der).expect("trust in the test CA");
+        TestCa {
+            ca_der,
+            node,
+            trust,
+        }
+    })
+}
+
+/// `certificate`: a peer's certificate, parsed as the node parses it.
+///
+/// The bytes go where a peer's DER goes: [`pki::org_of_cert`] and [`pki::org_of_node_cert`]
+/// (what `tls::peer_org` does after the handshake; both parse the X.509 first, as
+/// `pki::parse_x509`, which is crate-private), [`pki::spki_sha256`], and [`Trust::admit`]
+/// (what a `Frame::Certificate` and a learned certificate go through) against the
+/// process's test CA. None may panic; a certificate `admit` accepts names the office
+/// `org_of_node_cert` reads, under its [`cert_id`].
+pub fn certificate(data: &[u8]) {
+    let _ = pki::org_of_cert(data);
+    let _ = pki::spki_sha256(data);
+    let org = pki::org_of_node_cert(data);
+    let ca = test_ca();
+    if let Ok(id) = ca.trust.admit(data) {
+        assert_eq!(id, cert_id(data));
+        let org = org.expect("an admitted certificate names one office");
+        assert_eq!(ca.trust.org_of(&id), Some(org));
+        assert_eq!(ca.trust.certificate(&id).as_deref(), Some(data));
+    }
+}
+
+/// `store_records`: every record the store reads back from disk, from the same bytes.
+///
+/// An attestation ([`Attestation::decode`]), a quarantine record and a document summary
+/// (JSON), a peer's sync state (`automerge::sync::State::decode`), a stored document (the
+/// concatenated chunks `Store::load` hands to `AutoCommit::load`), and the keys the store
+/// parses (document ids, change hashes). None may panic; what decodes survives a
+/// round trip.
+pub fn store_records(data: &[u8]) {
+    if let Some(attestation) = Attestation::decode(data) {
+        assert_eq!(attestation.encode(), data, "attestations are canonical");
+    }
+    if let Ok(record) = serde_json::from_slice::<QuarantineRecord>(data) {
+        let json = serde_json::to_vec(&record).expect("a record serialises");
+        let again: QuarantineRecord =
+            serde_json::from_slice(&json).expect("a written record reads back");
+        assert_eq!(serde_json::to_vec(&again).expect("serialises"), json);
+    }
+    if let Ok(summary) = serde_json::from_slice::<DocSummary>(data) {
+        let json = serde_json::to_vec(&summary).expect("a summary serialises");
+        let again: DocSummary = serde_json::from_slice(&json).expect("a written summary reads");
+        assert_eq!(again, summary);
+    }
+    // automerge 0.12 decodes a sync state with unsorted heads, but its encoder
+    // `debug_assert!`s they are sorted (sync.rs `encode_hashes`): with debug assertions on
+    // (tests, fuzzing), re-encoding such a state panics. The node writes only states
+    // automerge made (sorted); only a tampered store holds others. Round-trip the rest.
+    if let Ok(state) = sync::State::decode(data)
+        && state.shared_heads.is_sorted()
+    {
+        let bytes = state.encode();
+        let again = sync::State::decode(&bytes).expect("a written sync state reads back");
+        assert_eq!(again.encode(), bytes);
+    }
+    if let Ok(mut doc) = AutoCommit::load(data) {
+        let heads = doc.get_heads();
+        let saved = doc.save();
+        let mut again = AutoCommit::load(&saved).expect("a saved document loads");
+        assert_eq!(again.get_heads(), heads);
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = DocId::parse(text);
+        let _ = OrgPath::parse(text);
+        let _ = text.parse::<ChangeHash>();
+    }
+}
+
+/// Accepts every signature: the `sync_message` target is about what comes after (structure,
+/// authority, automerge), which a fuzzer could not reach through real signatures.
+struct AnySignature;
+
+impl amphi_protocol::attest::Authenticator for AnySignature {
+    fn authenticate(
+        &self,
+        _: &automerge::Change,
+        _: &OrgPath,
+        _: Option<&Attestation>,
+    ) -> Result<(), amphi_protocol::authority::Refusal> {
+        Ok(())
+    }
+    fn check_revocation(&self, _: &str, _: &str) -> Result<(), amphi_protocol::authority::Refusal> {
+        Ok(())
+    }
+}
+
+/// A real two-dwelling case file as the township holds it, and the messages an honest
+/// county would send it after more work at both offices (the `sync_message` seeds).
+pub struct GateFixture {
+    /// The case file's id.
+    pub id: DocId,
+    /// The township's copy, saved.
+    pub saved: Vec<u8>,
+    /// Honest sync messages from a peer holding more.
+    pub messages: Vec<Vec<u8>>,
+}
+
+/// The fixture (built once per process).
+pub fn gate_fixture() -> &'static GateFixture {
+    use amphi_protocol::casefile::{self, ActivityInput, NewMember, ResidenceInput};
+    use amphi_protocol::docsync::DocSync;
+    use amphi_protocol::gate;
+    use amphi_protocol::stamp::Stamp;
+    use automerge::ActorId;
+    static FIXTURE: OnceLock<GateFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let bayin = OrgPath::parse("hoboksar/chagantolgay/bayin").unwrap();
+        let xingfu = OrgPath::parse("hoboksar/hoboksar-town/xingfu").unwrap();
+        let mut t = 1_790_000_000_000;
+        let mut stamp = || {
+            t += 1000;
+            Stamp::at(t)
+        };
+        let mut doc = AutoCommit::new().with_actor(ActorId::from(&[1u8; 16][..]));
+        let member: NewMember = serde_json::from_value(serde_json::json!({
+            "name": "Oyun", "gender": "female", "ethnicity": "Mongol",
+            "birth_date": "1971-03-02", "joined_at": "1996-07-01", "home_org": bayin.as_str(),
+            "categories": ["two-dwelling"]}))
+        .unwrap();
+        casefile::create(&mut doc, &member).unwrap();
+        let id = DocId::member_created_by(&gate::commit_as(&mut doc, &bayin, &stamp()).unwrap());
+        let s = stamp();
+        let residence = ResidenceInput {
+            org: xingfu.clone(),
+            since: "2026-10-15".into(),
+            until: None,
+        };
+        casefile::assign_residence(
+            &mut doc,
+            &casefile::assignment_id(&id, [1; 4]),
+            Some(&residence),
+            &bayin,
+            &s,
+        )
+        .unwrap();
+        gate::commit_as(&mut doc, &bayin, &s).unwrap();
+        let saved = doc.save();
+        // More work: an activity at each office, a report-in, an identity edit.
+        let activity = |n: u8| ActivityInput {
+            date: "2026-11-02".into(),
+            kind: "study".into(),
+            description: format!("study {n}"),
+            points: Some(2),
+        };
+        let mut community = doc.fork().with_actor(ActorId::from(&[2u8; 16][..]));
+        let s = stamp();
+        casefile::add_activity(
+            &mut community,
+            &format!("a-{:016x}", 2),
+            &activity(2),
+            &xingfu,
+        )
+        .unwrap();
+        gate::commit_as(&mut community, &xingfu, &s).unwrap();
+        let s = stamp();
+        casefile::report_in(&mut community, &xingfu, "2026-10-20").unwrap();
+        gate::commit_as(&mut community, &xingfu, &s).unwrap();
+        let s = stamp();
+        casefile::add_activity(&mut doc, &format!("a-{:016x}", 1), &activity(1), &bayin).unwrap();
+        gate::commit_as(&mut doc, &bayin, &s).unwrap();
+        doc.merge(&mut community).unwrap();
+        // An honest exchange between a county holding all of it and the township's copy.
+        let mut township = AutoCommit::load(&saved).unwrap();
+        let (mut county_sync, mut township_sync) = (DocSync::default(), DocSync::default());
+        let (county_org, township_org) = (
+            OrgPath::parse("hoboksar").unwrap(),
+            OrgPath::parse("hoboksar/chagantolgay").unwrap(),
+        );
+        let mut messages = Vec::new();
+        for _ in 0..6 {
+            if let Some(out) = county_sync.generate(&mut doc) {
+                let cx = gate::Inbound {
+                    id: &id,
+                    peer: &county_org,
+                    me: &township_org,
+                    now_ms: i64::MAX / 2,
+                    auth: &AnySignature,
+                    attestations: &[],
+                };
+                township_sync.receive(&mut township, &out.message, &cx, &mut AutoCommit::new);
+                messages.push(out.message);
+            }
+            if let Some(out) = township_sync.generate(&mut township) {
+                let cx = gate::Inbound {
+                    id: &id,
+                    peer: &township_org,
+                    me: &county_org,
+                    now_ms: i64::MAX / 2,
+                    auth: &AnySignature,
+                    attestations: &[],
+                };
+                county_sync.receive(&mut doc, &out.message, &cx, &mut AutoCommit::new);
+            }
+        }
+        assert_eq!(
+            township.get_heads(),
+            doc.get_heads(),
+            "the honest exchange completes"
+        );
+        GateFixture {
+            id,
+            saved,
+            messages,
+        }
+    })
+}
+
+/// `sync_message`: a peer's sync message through the gate into a real case file, exactly as
+/// a session receives it (`DocSync::receive`), then the reply generated from the state it
+/// left. Nothing may panic — not even inside automerge, where the gate contains it: under
+/// libFuzzer any panic is a finding, so a contained one is reported too. Afterwards the
+/// document still saves and loads to the same heads, and everything applied is in it.
+pub fn sync_message(data: &[u8]) {
+    use amphi_protocol::docsync::DocSync;
+    use amphi_protocol::gate::Inbound;
+    let f = gate_fixture();
+    let (county, township) = (
+        OrgPath::parse("hoboksar").unwrap(),
+        OrgPath::parse("hoboksar/chagantolgay").unwrap(),
+    );
+    let mut doc = AutoCommit::load(&f.saved).unwrap();
+    let mut sync = DocSync::default();
+    let cx = Inbound {
+        id: &f.id,
+        peer: &county,
+        me: &township,
+        now_ms: 1_800_000_000_000,
+        auth: &AnySignature,
+        attestations: &[],
+    };
+    let admission = sync.receive(&mut doc, data, &cx, &mut || {
+        AutoCommit::load(&f.saved).unwrap()
+    });
+    for h in &admission.applied {
+        assert!(
+            doc.get_change_by_hash(h).is_some(),
+            "applied {h} is not in the document"
+        );
+    }
+    let heads = doc.get_heads();
+    let reloaded = AutoCommit::load(&doc.save()).map(|mut d| d.get_heads());
+    assert_eq!(
+        reloaded.ok(),
+        Some(heads),
+        "the document no longer saves and loads"
+    );
+    let _ = sync.generate(&mut doc);
+    // The same message again changes nothing.
+    let again = sync.receive(&mut doc, data, &cx, &mut || {
+        AutoCommit::load(&f.saved).unwrap()
+    });
+    assert!(again.applied.is_empty(), "a message applied twice");
+}
