@@ -282,8 +282,14 @@ impl SyncMessage {
 }
 
 /// Decodes one change chunk from a peer: a single change, plain or compressed, at most
-/// [`MAX_CHANGE_BYTES`] whether compressed or not. Whole-document and bundle chunks are
-/// refused. automerge's change parser runs contained.
+/// [`MAX_CHANGE_BYTES`] whether compressed or not, in automerge's canonical encoding.
+/// Whole-document and bundle chunks are refused. automerge's change parser runs contained.
+///
+/// Canonical matters: automerge keeps ops, not bytes, and rebuilds a change's bytes when it
+/// saves or sends it. A change that parses but is not encoded as automerge would encode it
+/// would be stored under one hash and rebuilt under another, leaving a document whose later
+/// changes depend on a change it can no longer produce (found by the `sync_message` fuzz
+/// target). So a change must re-encode to its own hash.
 pub fn decode_change(chunk: &[u8]) -> Result<Change, SyncMessageError> {
     let bad = |why: &str| SyncMessageError::Chunk(why.to_owned());
     let mut r = Cursor { buf: chunk };
@@ -320,9 +326,20 @@ pub fn decode_change(chunk: &[u8]) -> Result<Change, SyncMessageError> {
         }
         other => return Err(bad(&format!("unexpected chunk type {other}"))),
     }
-    contain("reading a change", || Change::from_bytes(chunk.to_vec()))
+    let change = contain("reading a change", || Change::from_bytes(chunk.to_vec()))
         .map_err(|f| SyncMessageError::Chunk(f.to_string()))?
-        .map_err(|e| SyncMessageError::Chunk(format!("unreadable change: {e}")))
+        .map_err(|e| SyncMessageError::Chunk(format!("unreadable change: {e}")))?;
+    let canonical = contain("re-encoding a change", || {
+        Change::from(change.decode()).hash()
+    })
+    .map_err(|f| SyncMessageError::Chunk(f.to_string()))?;
+    if canonical != change.hash() {
+        return Err(bad(&format!(
+            "change {} is not in automerge's canonical encoding (it re-encodes as {canonical})",
+            change.hash()
+        )));
+    }
+    Ok(change)
 }
 
 #[cfg(test)]

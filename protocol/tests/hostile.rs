@@ -420,3 +420,23 @@ fn an_equivocation_keeps_the_lower_hash_everywhere_and_independent_work_flows() 
         kept == x
     );
 }
+
+#[test]
+fn a_change_in_a_non_canonical_encoding_is_refused() {
+    // Found by the sync_message fuzz target: a message whose first change parses but is not
+    // encoded as automerge encodes it. Applied, it was stored under one hash and rebuilt
+    // under another, and the document could no longer produce its own history.
+    let bytes = include_bytes!("../../fuzz/artifacts/sync_message/non-canonical-change-encoding");
+    let message = amphi_protocol::syncmsg::SyncMessage::decode(bytes).unwrap();
+    let refusals: Vec<String> = message
+        .changes
+        .iter()
+        .filter_map(|c| amphi_protocol::syncmsg::decode_change(c).err())
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert!(
+        refusals.iter().all(|r| r.contains("canonical")),
+        "{refusals:?}"
+    );
+}
