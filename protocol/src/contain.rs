@@ -8,7 +8,19 @@
 //! node's panic hook still sees the panic, so it is counted in `/metrics`: a contained panic
 //! is a bug to fix, never a dead office.
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+
+thread_local! {
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// True while this thread runs inside [`contain`]: a panic now will be caught. (A panic
+/// hook can use it to tell contained panics from ones that would end a task; the
+/// `sync_message` fuzz target does.)
+pub fn inside() -> bool {
+    DEPTH.with(|d| d.get() > 0)
+}
 
 /// automerge panicked while doing `what`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,7 +37,10 @@ pub struct EngineFault {
 /// Use it only around calls into automerge with data that came from a peer; anything `f`
 /// mutated must be discarded when it fails.
 pub fn contain<T>(what: &'static str, f: impl FnOnce() -> T) -> Result<T, EngineFault> {
-    catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+    DEPTH.with(|d| d.set(d.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    DEPTH.with(|d| d.set(d.get() - 1));
+    result.map_err(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
@@ -42,6 +57,8 @@ mod tests {
     #[test]
     fn a_panic_becomes_a_fault_and_a_value_passes_through() {
         assert_eq!(contain("adding", || 2 + 2), Ok(4));
+        assert!(!inside());
+        assert_eq!(contain("looking", inside), Ok(true));
         let fault = contain("dividing", || {
             let zero = std::hint::black_box(0u32);
             7 / zero

@@ -712,10 +712,7 @@ impl ChangeBuilder {
             .unwrap_or(0)
             + 1;
         let max_op = changes.iter().map(|c| c.max_op()).max().unwrap_or(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64;
+        let now = amphi_protocol::stamp::commit_time(doc, crate::now_ms());
         ChangeBuilder::new(actor)
             .seq(seq)
             .start_op(max_op + 1)
@@ -745,9 +742,9 @@ impl ChangeBuilder {
         self.change.deps = deps;
         self
     }
-    /// The time, in seconds since the Unix epoch (what Amphi nodes write).
-    pub fn time(mut self, secs: i64) -> Self {
-        self.change.time = secs;
+    /// The time, in milliseconds since the Unix epoch (what Amphi nodes write).
+    pub fn time(mut self, ms: i64) -> Self {
+        self.change.time = ms;
         self
     }
     /// The commit message, as it is (`None`: no message).
