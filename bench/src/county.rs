@@ -244,21 +244,21 @@ const NAMES: &[(&str, &str, &str)] = &[
 const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         "party-day",
-        "Monthly party day (主題黨日): flag raising and oath review",
+        "Monthly party day (主题党日): flag raising and oath review",
     ),
     (
         "study",
-        "Study session (學習教育) on the county's grassland policy",
+        "Study session (学习教育) on the county's grassland policy",
     ),
     (
         "organisation-life",
-        "Branch organisation life meeting (組織生活會)",
+        "Branch organisation life meeting (组织生活会)",
     ),
     (
         "volunteer-service",
-        "Volunteer service (志願服務): helped elderly herders move to winter pasture",
+        "Volunteer service (志愿服务): helped elderly herders move to winter pasture",
     ),
-    ("dues", "Party dues paid (黨費) for the quarter"),
+    ("dues", "Party dues paid (党费) for the quarter"),
     (
         "study",
         "Read and discussed the township's notice on flood prevention",
@@ -267,7 +267,7 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "volunteer-service",
         "Cleaned the community square with the grid team",
     ),
-    ("other", "Visited the two-dwelling service station (服務站)"),
+    ("other", "Visited the two-dwelling service station (服务站)"),
 ];
 
 fn date(rng: &mut StdRng) -> String {

@@ -8,9 +8,9 @@
 //!   (connected green, connecting amber, disconnected red), with last sync, documents
 //!   pending, refusals and the last error — refreshed every 5 s by a few lines of plain JS;
 //! - conflicts the one-home rule settled, the quarantine (count by reason, latest entries)
-//!   and open transfers (組織關係轉接);
+//!   and open transfers (组织关系转接);
 //! - member search by name within the members whose home or residence is this office or
-//!   below, leading to a member's case file (黨員檔案): identity, home org, residence,
+//!   below, leading to a member's case file (党员档案): identity, home org, residence,
 //!   contact, the activities from every office each stamped with its recording office,
 //!   half-year reviews and transfers with their steps.
 //!
@@ -236,8 +236,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 fn page(title: &str, office: Option<(&ApiState, &str)>, main: &str) -> String {
     let bar = match office {
         Some((s, nav)) => format!(
-            r#"<header class="bar"><div class="brand">Amphi <span>黨員檔案同步 Record sync</span></div>
-<div class="office">本組織 Office <b>{org}</b> <span class="muted">節點 Node {node}</span></div>{nav}
+            r#"<header class="bar"><div class="brand">Amphi <span>党员档案同步 Record sync</span></div>
+<div class="office">本组织 Office <b>{org}</b> <span class="muted">节点 Node {node}</span></div>{nav}
 <form method="post" action="/logout" class="logout"><button type="submit">登出 Sign out</button></form></header>"#,
             org = esc(s.repo.me().as_str()),
             node = esc(&s.node_id),
@@ -266,12 +266,12 @@ fn login_page(error: Option<&str>) -> String {
         .unwrap_or_default();
     let main = format!(
         r#"<main class="login-wrap"><form method="post" action="/login" class="card login">
-<h1>Amphi <span>黨員檔案同步 Record sync</span></h1>
-<h2>管理員登入 Admin sign-in</h2>
+<h1>Amphi <span>党员档案同步 Record sync</span></h1>
+<h2>管理员登入 Admin sign-in</h2>
 {error}
 <label for="token">管理令牌 Admin token</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-<p class="muted">令牌在節點的 <code>DATA_DIR/admin.token</code> The token is in the node's <code>DATA_DIR/admin.token</code></p>
+<p class="muted">令牌在节点的 <code>DATA_DIR/admin.token</code> The token is in the node's <code>DATA_DIR/admin.token</code></p>
 <button type="submit">登入 Sign in</button>
 </form></main>"#
     );
@@ -282,12 +282,12 @@ fn error_page(s: &ApiState, e: &OpError) -> Response {
     let (status, what) = match e {
         OpError::Write(WriteError::NotFound(_)) | OpError::Invalid(_) => (
             StatusCode::NOT_FOUND,
-            "本節點沒有此檔案 This node holds no such case file",
+            "本节点没有此档案 This node holds no such case file",
         ),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "內部錯誤 Internal error"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "内部错误 Internal error"),
     };
     let main = format!(
-        r#"<main class="grid"><section class="card"><h2>{what}</h2><p class="error">{}</p><p><a href="/">← 返回總覽 Back to overview</a></p></section></main>"#,
+        r#"<main class="grid"><section class="card"><h2>{what}</h2><p class="error">{}</p><p><a href="/">← 返回总览 Back to overview</a></p></section></main>"#,
         esc(&e.to_string())
     );
     html(status, page("Amphi", Some((s, "")), &main))
@@ -330,7 +330,7 @@ async fn login(State(s): State<ApiState>, body: Bytes) -> Response {
         return html(
             StatusCode::UNAUTHORIZED,
             login_page(Some(
-                "令牌不正確 Wrong token: copy it from DATA_DIR/admin.token",
+                "令牌不正确 Wrong token: copy it from DATA_DIR/admin.token",
             )),
         );
     }
@@ -367,8 +367,8 @@ async fn case_file_page(
         Ok(case) => html(
             StatusCode::OK,
             page(
-                &format!("{} · 黨員檔案 Case file", case.name),
-                Some((&s, r#"<a class="back" href="/">← 總覽 Overview</a>"#)),
+                &format!("{} · 党员档案 Case file", case.name),
+                Some((&s, r#"<a class="back" href="/">← 总览 Overview</a>"#)),
                 &render_case_file(&s, &case),
             ),
         ),
@@ -388,7 +388,7 @@ fn load_case_file(s: &ApiState, id: &str) -> Result<CaseFile, OpError> {
 
 // ---- labels -------------------------------------------------------------------------------
 
-/// A value with its Chinese label in front, escaped: `學習教育 study`.
+/// A value with its Chinese label in front, escaped: `学习教育 study`.
 fn labelled(value: &str, label: Option<&str>) -> String {
     match label {
         Some(zh) => format!("{zh} <span class=\"en\">{}</span>", esc(value)),
@@ -398,11 +398,11 @@ fn labelled(value: &str, label: Option<&str>) -> String {
 
 fn kind_label(kind: &str) -> String {
     let zh = match kind {
-        "organisation-life" => Some("組織生活"),
-        "study" => Some("學習教育"),
-        "volunteer-service" => Some("志願服務"),
-        "party-day" => Some("主題黨日"),
-        "dues" => Some("黨費"),
+        "organisation-life" => Some("组织生活"),
+        "study" => Some("学习教育"),
+        "volunteer-service" => Some("志愿服务"),
+        "party-day" => Some("主题党日"),
+        "dues" => Some("党费"),
         "other" => Some("其他"),
         _ => None,
     };
@@ -411,14 +411,14 @@ fn kind_label(kind: &str) -> String {
 
 fn category_label(category: &str) -> String {
     let zh = match category {
-        "flowing" => Some("流動黨員"),
-        "migrant-worker" => Some("外出務工"),
-        "two-dwelling" => Some("兩棲"),
-        "elderly" => Some("老黨員"),
-        "retired" => Some("離退休"),
-        "no-post" => Some("無職黨員"),
-        "in-service" => Some("在職黨員進社區"),
-        "farmer-herder" => Some("農牧民黨員"),
+        "flowing" => Some("流动党员"),
+        "migrant-worker" => Some("外出务工"),
+        "two-dwelling" => Some("两栖"),
+        "elderly" => Some("老党员"),
+        "retired" => Some("离退休"),
+        "no-post" => Some("无职党员"),
+        "in-service" => Some("在职党员进社区"),
+        "farmer-herder" => Some("农牧民党员"),
         _ => None,
     };
     labelled(category, zh)
@@ -426,10 +426,10 @@ fn category_label(category: &str) -> String {
 
 fn rating_label(rating: &str) -> String {
     let zh = match rating {
-        "excellent" => Some("優秀"),
+        "excellent" => Some("优秀"),
         "good" => Some("良好"),
         "fair" => Some("一般"),
-        "poor" => Some("較差"),
+        "poor" => Some("较差"),
         _ => None,
     };
     labelled(rating, zh)
@@ -446,11 +446,11 @@ fn gender_label(gender: &str) -> String {
 
 fn transfer_state_label(state: &str) -> String {
     let zh = match state {
-        "open" => Some("辦理中"),
+        "open" => Some("办理中"),
         "accepted" => Some("已接收"),
-        "rejected" => Some("已拒絕"),
+        "rejected" => Some("已拒绝"),
         "cancelled" => Some("已撤回"),
-        "superseded" => Some("已作廢"),
+        "superseded" => Some("已作废"),
         _ => None,
     };
     format!(
@@ -462,16 +462,16 @@ fn transfer_state_label(state: &str) -> String {
 
 fn peer_state(state: PeerState) -> &'static str {
     match state {
-        PeerState::Connected => r#"<span class="state connected">已連接 connected</span>"#,
-        PeerState::Connecting => r#"<span class="state connecting">連接中 connecting</span>"#,
-        PeerState::Disconnected => r#"<span class="state disconnected">已斷開 disconnected</span>"#,
+        PeerState::Connected => r#"<span class="state connected">已连接 connected</span>"#,
+        PeerState::Connecting => r#"<span class="state connecting">连接中 connecting</span>"#,
+        PeerState::Disconnected => r#"<span class="state disconnected">已断开 disconnected</span>"#,
     }
 }
 
-/// An org path with its last segment bold, and "本組織 this office" when it is this office.
+/// An org path with its last segment bold, and "本组织 this office" when it is this office.
 fn org_html(s: &ApiState, org: &str) -> String {
     let me = if org == s.repo.me().as_str() {
-        r#" <span class="me">本組織 this office</span>"#
+        r#" <span class="me">本组织 this office</span>"#
     } else {
         ""
     };
@@ -495,7 +495,7 @@ fn member_link(id: &str, name: &str) -> String {
     )
 }
 
-/// An ID number with all but its last four characters hidden (身份證號 is sensitive).
+/// An ID number with all but its last four characters hidden (身份证号 is sensitive).
 fn mask_id_number(id: &str) -> String {
     let n = id.chars().count();
     id.chars()
@@ -541,7 +541,7 @@ fn render_sync(s: &ApiState) -> Result<String, OpError> {
     let quarantine: u64 = s.repo.store().quarantine_totals().values().sum();
     let peers = s.status.peers();
     let rows: String = if peers.is_empty() {
-        r#"<tr><td colspan="7" class="muted">尚無對等節點 No peers yet</td></tr>"#.to_owned()
+        r#"<tr><td colspan="7" class="muted">尚无对等节点 No peers yet</td></tr>"#.to_owned()
     } else {
         peers.iter().map(|p| peer_row(s, p)).collect()
     };
@@ -552,15 +552,15 @@ fn render_sync(s: &ApiState) -> Result<String, OpError> {
         )
     };
     Ok(format!(
-        r#"<h2>同步狀態 <span class="en">Sync status</span> <small class="muted">更新 Updated {now}</small></h2>
-<div class="stats">{a}{b}{c}{d}{e}<div class="stat cert"><b>{cert}</b><span>證書到期 Certificate expires</span></div></div>
-<table class="peers"><thead><tr><th>對等節點 Peer</th><th>狀態 State</th><th>方向 Direction</th><th>最近同步 Last sync</th><th class="num">待同步 Pending</th><th>拒收 Refused</th><th>最近錯誤 Last error</th></tr></thead>
+        r#"<h2>同步状态 <span class="en">Sync status</span> <small class="muted">更新 Updated {now}</small></h2>
+<div class="stats">{a}{b}{c}{d}{e}<div class="stat cert"><b>{cert}</b><span>证书到期 Certificate expires</span></div></div>
+<table class="peers"><thead><tr><th>对等节点 Peer</th><th>状态 State</th><th>方向 Direction</th><th>最近同步 Last sync</th><th class="num">待同步 Pending</th><th>拒收 Refused</th><th>最近错误 Last error</th></tr></thead>
 <tbody>{rows}</tbody></table>"#,
         now = esc(&short_time(&crate::status::now_rfc3339())),
-        a = stat("黨員檔案", "Case files", members.to_string(), false),
-        b = stat("組織名冊", "Rosters", orgs.to_string(), false),
-        c = stat("衝突", "Conflicts", conflicts.to_string(), conflicts > 0),
-        d = stat("隔離", "Quarantine", quarantine.to_string(), quarantine > 0),
+        a = stat("党员档案", "Case files", members.to_string(), false),
+        b = stat("组织名册", "Rosters", orgs.to_string(), false),
+        c = stat("冲突", "Conflicts", conflicts.to_string(), conflicts > 0),
+        d = stat("隔离", "Quarantine", quarantine.to_string(), quarantine > 0),
         e = stat(
             "拒收",
             "Refused",
@@ -576,7 +576,7 @@ fn render_sync(s: &ApiState) -> Result<String, OpError> {
 
 fn peer_row(s: &ApiState, p: &PeerStatus) -> String {
     let direction = match p.direction {
-        "dialed" => "撥出 dialed",
+        "dialed" => "拨出 dialed",
         "accepted" => "接入 accepted",
         other => other,
     };
@@ -619,7 +619,7 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
         .collect();
     let heading = if query.is_empty() {
         format!(
-            "本組織及下級共 {n} 名黨員 {n} members with home or residence here or below",
+            "本组织及下级共 {n} 名党员 {n} members with home or residence here or below",
             n = all.len()
         )
     } else {
@@ -634,7 +634,7 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
                 .as_deref()
                 .map(|r| {
                     format!(
-                        r#"<div class="small">兩棲 Two-dwelling → {}</div>"#,
+                        r#"<div class="small">两栖 Two-dwelling → {}</div>"#,
                         org_plain(r)
                     )
                 })
@@ -648,14 +648,14 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
         .collect();
     let more = if found.len() > SEARCH_LIMIT {
         format!(
-            r#"<p class="muted">另有 {n} 名，請縮小搜索 {n} more: narrow the search</p>"#,
+            r#"<p class="muted">另有 {n} 名，请缩小搜索 {n} more: narrow the search</p>"#,
             n = found.len() - SEARCH_LIMIT
         )
     } else {
         String::new()
     };
     Ok(format!(
-        r#"<h2>黨員搜索 <span class="en">Member search</span></h2>
+        r#"<h2>党员搜索 <span class="en">Member search</span></h2>
 <form method="get" action="/" class="search-form" role="search">
 <input type="search" name="q" value="{q}" placeholder="姓名 Name" aria-label="姓名 Name" maxlength="100">
 <button type="submit">搜索 Search</button></form>
@@ -668,7 +668,7 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
 fn render_conflicts(s: &ApiState) -> Result<String, OpError> {
     let list = members::conflicts(&s.repo)?;
     let body = if list.is_empty() {
-        r#"<p class="ok">無未確認衝突 No unacknowledged conflicts</p>"#.to_owned()
+        r#"<p class="ok">无未确认冲突 No unacknowledged conflicts</p>"#.to_owned()
     } else {
         let rows: String = list
             .iter()
@@ -683,11 +683,11 @@ fn render_conflicts(s: &ApiState) -> Result<String, OpError> {
             })
             .collect();
         format!(
-            r#"<table><thead><tr><th>黨員 Member</th><th>類型 Kind</th><th>規則 Rule</th><th>勝出 Winner</th></tr></thead><tbody>{rows}</tbody></table>"#
+            r#"<table><thead><tr><th>党员 Member</th><th>类型 Kind</th><th>规则 Rule</th><th>胜出 Winner</th></tr></thead><tbody>{rows}</tbody></table>"#
         )
     };
     Ok(format!(
-        r#"<h2>衝突 <span class="en">Conflicts</span> <span class="count">{}</span></h2>{body}"#,
+        r#"<h2>冲突 <span class="en">Conflicts</span> <span class="count">{}</span></h2>{body}"#,
         list.len()
     ))
 }
@@ -717,15 +717,15 @@ fn render_quarantine(s: &ApiState) -> Result<String, OpError> {
         })
         .collect();
     let body = if total == 0 {
-        r#"<p class="ok">沒有被拒收的變更 No refused changes</p>"#.to_owned()
+        r#"<p class="ok">没有被拒收的变更 No refused changes</p>"#.to_owned()
     } else {
         format!(
             r#"<ul class="reasons">{reasons}</ul>
-<table><thead><tr><th>時間 At</th><th>來源 Peer</th><th>文件 Doc</th><th>聲稱作者 Claimed author</th><th>原因 Reason</th></tr></thead><tbody>{latest}</tbody></table>"#
+<table><thead><tr><th>时间 At</th><th>来源 Peer</th><th>文件 Doc</th><th>声称作者 Claimed author</th><th>原因 Reason</th></tr></thead><tbody>{latest}</tbody></table>"#
         )
     };
     Ok(format!(
-        r#"<h2>隔離 <span class="en">Quarantine</span> <span class="count">{total}</span></h2>{body}"#
+        r#"<h2>隔离 <span class="en">Quarantine</span> <span class="count">{total}</span></h2>{body}"#
     ))
 }
 
@@ -735,7 +735,7 @@ fn render_transfers(s: &ApiState) -> Result<String, OpError> {
         .filter(|t| t.state == "open")
         .collect();
     let body = if open.is_empty() {
-        r#"<p class="ok">沒有辦理中的轉接 No open transfers</p>"#.to_owned()
+        r#"<p class="ok">没有办理中的转接 No open transfers</p>"#.to_owned()
     } else {
         let rows: String = open
             .iter()
@@ -750,11 +750,11 @@ fn render_transfers(s: &ApiState) -> Result<String, OpError> {
             })
             .collect();
         format!(
-            r#"<table><thead><tr><th>黨員 Member</th><th>轉出 From</th><th>轉入 To</th></tr></thead><tbody>{rows}</tbody></table>"#
+            r#"<table><thead><tr><th>党员 Member</th><th>转出 From</th><th>转入 To</th></tr></thead><tbody>{rows}</tbody></table>"#
         )
     };
     Ok(format!(
-        r#"<h2>組織關係轉接 <span class="en">Transfers</span> <span class="count">{}</span></h2>{body}"#,
+        r#"<h2>组织关系转接 <span class="en">Transfers</span> <span class="count">{}</span></h2>{body}"#,
         open.len()
     ))
 }
@@ -776,54 +776,54 @@ fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
             .collect()
     };
     let identity = dl(&[
-        ("性別 Gender", gender_label(&case.gender)),
+        ("性别 Gender", gender_label(&case.gender)),
         ("民族 Ethnicity", esc(&case.ethnicity)),
         ("出生日期 Born", esc(&case.birth_date)),
-        ("入黨日期 Joined", esc(&case.joined_at)),
+        ("入党日期 Joined", esc(&case.joined_at)),
         (
-            "身份證號 ID number",
+            "身份证号 ID number",
             case.id_number
                 .as_deref()
                 .map_or_else(|| "—".to_owned(), |n| esc(&mask_id_number(n))),
         ),
-        ("電話 Phone", or_dash(case.phone.as_deref())),
-        ("學歷 Education", or_dash(case.education.as_deref())),
-        ("類別 Categories", categories),
+        ("电话 Phone", or_dash(case.phone.as_deref())),
+        ("学历 Education", or_dash(case.education.as_deref())),
+        ("类别 Categories", categories),
         (
-            "檔案編號 File id",
+            "档案编号 File id",
             format!("<code>{}</code>", esc(&case.id)),
         ),
     ]);
     let residence = match &case.residence {
         Some(r) => dl(&[
-            ("兩棲居住地 Residence", org_html(s, &r.org)),
+            ("两栖居住地 Residence", org_html(s, &r.org)),
             ("起 Since", or_dash(r.since.as_deref())),
             ("至 Until", or_dash(r.until.as_deref())),
-            ("報到 Reported in", or_dash(r.reported_in_at.as_deref())),
+            ("报到 Reported in", or_dash(r.reported_in_at.as_deref())),
         ]),
         None => dl(&[(
-            "兩棲居住地 Residence",
-            "— 非兩棲 not two-dwelling".to_owned(),
+            "两栖居住地 Residence",
+            "— 非两栖 not two-dwelling".to_owned(),
         )]),
     };
     let contact = case.contact.as_ref();
     let affiliation = format!(
         "{}{residence}{}",
-        dl(&[("組織關係所在黨組織 Home org", org_html(s, &case.home_org))]),
+        dl(&[("组织关系所在党组织 Home org", org_html(s, &case.home_org))]),
         dl(&[
             (
-                "聯繫責任人 Contact person",
+                "联系责任人 Contact person",
                 or_dash(contact.and_then(|c| c.person.as_deref())),
             ),
             (
-                "最近聯繫 Last contact",
+                "最近联系 Last contact",
                 or_dash(contact.and_then(|c| c.last_contact_at.as_deref())),
             ),
         ]),
     );
 
     let activities: String = if case.activities.is_empty() {
-        r#"<tr><td colspan="5" class="muted">尚無活動記錄 No activities yet</td></tr>"#.to_owned()
+        r#"<tr><td colspan="5" class="muted">尚无活动记录 No activities yet</td></tr>"#.to_owned()
     } else {
         let mut list: Vec<_> = case.activities.iter().collect();
         list.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
@@ -834,7 +834,7 @@ fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
                     .iter()
                     .map(|c| {
                         format!(
-                            r#"<div class="comment">加注意見 Comment · {} · {}: {}</div>"#,
+                            r#"<div class="comment">加注意见 Comment · {} · {}: {}</div>"#,
                             org_html(s, &c.by),
                             esc(&c.at),
                             esc(&c.text)
@@ -855,7 +855,7 @@ fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
     let points: i64 = case.activities.iter().filter_map(|a| a.points).sum();
 
     let reviews: String = if case.reviews.is_empty() {
-        r#"<p class="muted">尚無審核 No reviews yet</p>"#.to_owned()
+        r#"<p class="muted">尚无审核 No reviews yet</p>"#.to_owned()
     } else {
         let rows: String = case
             .reviews
@@ -871,12 +871,12 @@ fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
             })
             .collect();
         format!(
-            r#"<table><thead><tr><th>期間 Period</th><th>評定 Rating</th><th>意見 Comment</th><th>審核組織 Reviewed by</th></tr></thead><tbody>{rows}</tbody></table>"#
+            r#"<table><thead><tr><th>期间 Period</th><th>评定 Rating</th><th>意见 Comment</th><th>审核组织 Reviewed by</th></tr></thead><tbody>{rows}</tbody></table>"#
         )
     };
 
     let transfers: String = if case.transfers.is_empty() {
-        r#"<p class="muted">尚無轉接 No transfers</p>"#.to_owned()
+        r#"<p class="muted">尚无转接 No transfers</p>"#.to_owned()
     } else {
         case.transfers
             .iter()
@@ -900,7 +900,7 @@ fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
                 format!(
                     r#"<div class="transfer"><div>{from} → {to} {state}</div>
 <div class="small">原因 Reason: {reason}</div>
-<div class="small muted">發起 Opened by {by} · {at} · <code>{id}</code></div><ul class="steps">{steps}</ul></div>"#,
+<div class="small muted">发起 Opened by {by} · {at} · <code>{id}</code></div><ul class="steps">{steps}</ul></div>"#,
                     from = org_html(s, &t.from_org),
                     to = org_html(s, &t.to_org),
                     state = transfer_state_label(&t.state),
@@ -915,12 +915,12 @@ fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
 
     format!(
         r#"<main class="grid casefile">
-<section id="identity" class="card"><h2>黨員檔案 <span class="en">Case file</span></h2><h3 class="name">{name}</h3><dl>{identity}</dl></section>
-<section id="affiliation" class="card"><h2>組織關係 <span class="en">Affiliation</span></h2><dl>{affiliation}</dl></section>
-<section id="reviews" class="card"><h2>半年審核 <span class="en">Reviews</span></h2>{reviews}
-<h2>組織關係轉接 <span class="en">Transfers</span></h2>{transfers}</section>
-<section id="activities" class="card wide"><h2>活動 <span class="en">Activities</span> <span class="count">{count}</span> <small class="muted">積分合計 Points total {points}</small></h2>
-<table><thead><tr><th>日期 Date</th><th>類型 Kind</th><th>內容 Description</th><th class="num">積分 Points</th><th>記錄組織 Recorded by</th></tr></thead><tbody>{activities}</tbody></table></section>
+<section id="identity" class="card"><h2>党员档案 <span class="en">Case file</span></h2><h3 class="name">{name}</h3><dl>{identity}</dl></section>
+<section id="affiliation" class="card"><h2>组织关系 <span class="en">Affiliation</span></h2><dl>{affiliation}</dl></section>
+<section id="reviews" class="card"><h2>半年审核 <span class="en">Reviews</span></h2>{reviews}
+<h2>组织关系转接 <span class="en">Transfers</span></h2>{transfers}</section>
+<section id="activities" class="card wide"><h2>活动 <span class="en">Activities</span> <span class="count">{count}</span> <small class="muted">积分合计 Points total {points}</small></h2>
+<table><thead><tr><th>日期 Date</th><th>类型 Kind</th><th>内容 Description</th><th class="num">积分 Points</th><th>记录组织 Recorded by</th></tr></thead><tbody>{activities}</tbody></table></section>
 </main>"#,
         name = esc(&case.name),
         count = case.activities.len(),
@@ -946,7 +946,7 @@ mod tests {
             "&amp;amp;",
             "escapes are escaped again"
         );
-        assert_eq!(escape_html("策勒克·蘇 Tsetseg"), "策勒克·蘇 Tsetseg");
+        assert_eq!(escape_html("策勒克·苏 Tsetseg"), "策勒克·苏 Tsetseg");
         let hostile = "\"><img src=x onerror=alert(1)>";
         let out = escape_html(hostile);
         assert!(!out.contains(['<', '>', '"', '\'']), "{out}");

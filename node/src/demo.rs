@@ -184,7 +184,7 @@ impl DemoCounty {
             members::add_activity(
                 bayin,
                 &m.id,
-                &study("Monthly party day at the village (主題黨日)", "2026-09-05"),
+                &study("Monthly party day at the village (主题党日)", "2026-09-05"),
             )?;
             if n < 5 {
                 let residence = ResidenceInput {
@@ -232,7 +232,7 @@ impl DemoCounty {
                 xingfu,
                 id,
                 &study(
-                    "Organisation life at Xingfu community (組織生活)",
+                    "Organisation life at Xingfu community (组织生活)",
                     "2026-11-02",
                 ),
             )?;

@@ -65,7 +65,7 @@ enum Command {
     /// Activities in a case file.
     #[command(subcommand)]
     Activity(ActivityCommand),
-    /// Transfers of affiliation (組織關係轉接).
+    /// Transfers of affiliation (组织关系转接).
     #[command(subcommand)]
     Transfer(TransferCommand),
     /// Starts a complete local county (6 offices) with demo data and prints where to look.
@@ -98,7 +98,7 @@ enum MemberCommand {
         /// YYYY-MM-DD.
         #[arg(long)]
         birth_date: String,
-        /// 入黨日期, YYYY-MM-DD.
+        /// 入党日期, YYYY-MM-DD.
         #[arg(long)]
         joined_at: String,
         /// Home org (default: this office).
@@ -143,7 +143,7 @@ enum ActivityCommand {
         /// What was done.
         #[arg(long)]
         description: String,
-        /// 積分.
+        /// 积分.
         #[arg(long)]
         points: Option<i64>,
     },

@@ -141,7 +141,7 @@ pub fn end_residence(repo: &Repo, id: &str) -> Result<CaseFile, OpError> {
     })
 }
 
-/// Records the member's report-in (報到) at the residence org (`POST …/report-in`).
+/// Records the member's report-in (报到) at the residence org (`POST …/report-in`).
 pub fn report_in(repo: &Repo, id: &str, date: Option<&str>) -> Result<CaseFile, OpError> {
     let date = date.map_or_else(today, str::to_owned);
     validate::date("date", &date)?;
@@ -494,7 +494,7 @@ pub fn acknowledge(repo: &Repo, conflict_id: &str) -> Result<(), OpError> {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ContactInput {
-    /// Names the contact person (聯繫責任人); home org and ancestors.
+    /// Names the contact person (联系责任人); home org and ancestors.
     pub person: Option<String>,
     /// Records this office's contact with the member on this date (default today).
     pub last_contact_at: Option<String>,
@@ -556,11 +556,11 @@ pub struct ProfileInput {
     pub name: Option<String>,
     /// county, township, village, pastoral-team, community, joint, organ-branch.
     pub kind: Option<String>,
-    /// Party secretary (書記).
+    /// Party secretary (书记).
     pub secretary: Option<String>,
-    /// Liaison (聯絡員).
+    /// Liaison (联络员).
     pub liaison: Option<String>,
-    /// Grids (網格) and their responsible person (第一責任人); an empty person removes a grid.
+    /// Grids (网格) and their responsible person (第一责任人); an empty person removes a grid.
     pub grids: Option<BTreeMap<String, String>>,
 }
 

@@ -84,11 +84,11 @@ pub struct NewMember {
     pub ethnicity: String,
     /// YYYY-MM-DD.
     pub birth_date: String,
-    /// 入黨日期, YYYY-MM-DD.
+    /// 入党日期, YYYY-MM-DD.
     pub joined_at: String,
-    /// 組織關係所在黨組織.
+    /// 组织关系所在党组织.
     pub home_org: OrgPath,
-    /// 身份證號 (sensitive).
+    /// 身份证号 (sensitive).
     #[serde(default)]
     pub id_number: Option<String>,
     /// Phone number.
@@ -116,7 +116,7 @@ pub struct IdentityPatch {
     pub birth_date: Option<String>,
     /// YYYY-MM-DD.
     pub joined_at: Option<String>,
-    /// 身份證號.
+    /// 身份证号.
     pub id_number: Option<String>,
     /// Phone number.
     pub phone: Option<String>,
@@ -149,7 +149,7 @@ pub struct ActivityInput {
     pub kind: String,
     /// What was done.
     pub description: String,
-    /// 積分, 0 to 100.
+    /// 积分, 0 to 100.
     #[serde(default)]
     pub points: Option<i64>,
 }
@@ -481,7 +481,7 @@ pub fn assignments(reader: &Reader<'_>) -> Vec<Assignment> {
         .collect()
 }
 
-/// Records the member's report-in (報到) at `org`, the current residence org.
+/// Records the member's report-in (报到) at `org`, the current residence org.
 pub fn report_in(doc: &mut AutoCommit, org: &OrgPath, date: &str) -> Result<(), AutomergeError> {
     let residence = container(doc, RESIDENCE)?;
     let reports = Reader::now(doc)
@@ -512,7 +512,7 @@ pub fn add_activity(
     Ok(())
 }
 
-/// Adds a comment (所在地黨組織加注意見) to an activity; `None` if there is no such activity.
+/// Adds a comment (所在地党组织加注意见) to an activity; `None` if there is no such activity.
 pub fn comment_activity(
     doc: &mut AutoCommit,
     activity_id: &str,
@@ -536,7 +536,7 @@ pub fn comment_activity(
     Ok(Some(()))
 }
 
-/// Names the member's contact person (聯繫責任人).
+/// Names the member's contact person (联系责任人).
 pub fn set_contact_person(doc: &mut AutoCommit, person: &str) -> Result<(), AutomergeError> {
     let contacts = container(doc, CONTACTS)?;
     doc.put(&contacts, CONTACT_PERSON, person)?;
@@ -554,7 +554,7 @@ pub fn record_contact(
     Ok(())
 }
 
-/// Writes the half-yearly review (發證黨組織審核) for a period.
+/// Writes the half-yearly review (发证党组织审核) for a period.
 pub fn add_review(
     doc: &mut AutoCommit,
     review: &ReviewInput,
@@ -582,9 +582,9 @@ pub struct CaseFile {
     pub ethnicity: String,
     /// YYYY-MM-DD.
     pub birth_date: String,
-    /// 入黨日期.
+    /// 入党日期.
     pub joined_at: String,
-    /// 身份證號.
+    /// 身份证号.
     pub id_number: Option<String>,
     /// Phone.
     pub phone: Option<String>,
@@ -602,7 +602,7 @@ pub struct CaseFile {
     pub reviews: Vec<Review>,
     /// Transfers of affiliation.
     pub transfers: Vec<Transfer>,
-    /// Contact person and last contact (聯繫責任人).
+    /// Contact person and last contact (联系责任人).
     pub contact: Option<Contact>,
 }
 
@@ -635,7 +635,7 @@ pub struct Residence {
     pub since: Option<String>,
     /// Planned end.
     pub until: Option<String>,
-    /// When the member reported in (報到) at this org.
+    /// When the member reported in (报到) at this org.
     pub reported_in_at: Option<String>,
 }
 
@@ -650,7 +650,7 @@ pub struct Activity {
     pub kind: String,
     /// What was done.
     pub description: String,
-    /// 積分.
+    /// 积分.
     pub points: Option<i64>,
     /// The org that recorded it.
     pub recorded_by: String,
@@ -682,7 +682,7 @@ pub struct Review {
     pub reviewed_by: String,
 }
 
-/// One transfer of affiliation (組織關係轉接).
+/// One transfer of affiliation (组织关系转接).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Transfer {
     /// `t-…`.

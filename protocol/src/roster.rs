@@ -1,4 +1,4 @@
-//! The org roster document (組織名冊): an org's profile and its roster history.
+//! The org roster document (组织名册): an org's profile and its roster history.
 //!
 //! Layout: flat root keys with scalar values, so that the org and any ancestor may create
 //! or edit the document concurrently without two competing maps (one would lose):
@@ -50,7 +50,7 @@ pub struct Roster {
     pub profile: std::collections::BTreeMap<String, String>,
     /// History, oldest first.
     pub history: Vec<HistoryLine>,
-    /// Grids (網格) and their responsible person (第一責任人).
+    /// Grids (网格) and their responsible person (第一责任人).
     pub grids: std::collections::BTreeMap<String, String>,
 }
 

@@ -24,17 +24,17 @@ impl FieldError {
 
 /// Member categories understood by Amphi (DOMAIN.md), as API identifiers.
 pub const CATEGORIES: &[&str] = &[
-    "flowing",        // 流動黨員
-    "migrant-worker", // 外出務工
-    "two-dwelling",   // 兩棲
-    "elderly",        // 老黨員
-    "retired",        // 離退休
-    "no-post",        // 無職黨員
-    "in-service",     // 在職黨員進社區
-    "farmer-herder",  // 農牧民黨員
+    "flowing",        // 流动党员
+    "migrant-worker", // 外出务工
+    "two-dwelling",   // 两栖
+    "elderly",        // 老党员
+    "retired",        // 离退休
+    "no-post",        // 无职党员
+    "in-service",     // 在职党员进社区
+    "farmer-herder",  // 农牧民党员
 ];
 
-/// Activity kinds (組織生活, 學習教育, 志願服務, 主題黨日, 黨費, and other).
+/// Activity kinds (组织生活, 学习教育, 志愿服务, 主题党日, 党费, and other).
 pub const ACTIVITY_KINDS: &[&str] = &[
     "organisation-life",
     "study",
@@ -126,7 +126,7 @@ pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Result<(), FieldErr
     }
 }
 
-/// Checks a 身份證號: 15 or 18 characters, digits with an optional final X.
+/// Checks a 身份证号: 15 or 18 characters, digits with an optional final X.
 pub fn id_number(field: &str, value: &str) -> Result<(), FieldError> {
     let b = value.as_bytes();
     let ok = (b.len() == 18 || b.len() == 15)

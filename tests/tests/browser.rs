@@ -165,7 +165,7 @@ async fn the_community_signs_in_finds_a_two_dwelling_member_and_sees_both_office
             "{expected:?} missing from the activities: {activities}"
         );
     }
-    assert!(activities.contains("記錄組織 Recorded by"), "{activities}");
+    assert!(activities.contains("记录组织 Recorded by"), "{activities}");
     assert!(
         driver.find("#activities i").await.is_none(),
         "a description's markup was rendered"
