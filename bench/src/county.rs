@@ -441,7 +441,7 @@ pub struct Generated {
     pub seconds: f64,
     /// Time the writer spent in `Store::save` (one durable transaction per document).
     pub store_seconds: f64,
-    /// The member case files' ids (derived from their creation changes), sorted.
+    /// The member case files' ids (derived from their creation changes), in plan order.
     pub ids: Vec<DocId>,
 }
 
@@ -480,12 +480,13 @@ pub fn generate(
     let mut progress = Progress::new("generate", plans.len());
     let threads = threads.max(1);
     std::thread::scope(|s| -> anyhow::Result<()> {
-        let (tx, rx) = mpsc::sync_channel::<anyhow::Result<Built>>(64);
+        let (tx, rx) = mpsc::sync_channel::<anyhow::Result<(usize, Built)>>(64);
         for t in 0..threads {
             let tx = tx.clone();
             s.spawn(move || {
                 for i in (t..plans.len()).step_by(threads) {
-                    let built = build_member(&plans[i], i, tree, offices, now_ms, seed);
+                    let built =
+                        build_member(&plans[i], i, tree, offices, now_ms, seed).map(|b| (i, b));
                     let failed = built.is_err();
                     if tx.send(built).is_err() || failed {
                         return;
@@ -494,13 +495,15 @@ pub fn generate(
             });
         }
         drop(tx);
+        let mut ids = vec![None; plans.len()];
         for built in rx {
-            let built = built?;
-            out.ids.push(built.id.clone());
+            let (i, built) = built?;
+            ids[i] = Some(built.id.clone());
             save(built, &mut out)?;
             out.members += 1;
             progress.set(out.members);
         }
+        out.ids = ids.into_iter().flatten().collect();
         Ok(())
     })?;
     progress.finish();
@@ -526,7 +529,6 @@ pub fn generate(
         )?;
         out.rosters += 1;
     }
-    out.ids.sort();
     out.two_dwelling = plans.iter().filter(|p| p.residence.is_some()).count();
     out.store_seconds = store_seconds;
     out.seconds = started.elapsed().as_secs_f64();

@@ -148,9 +148,12 @@ impl Status {
         if !addr.is_empty() {
             entry.addr = addr.to_owned();
         }
-        let before = (entry.state, entry.docs_pending == 0);
+        // Only a change of connection state prompts an early fleet report. (Pending counts
+        // go up and down with every sync round; reporting on those made two nodes of one
+        // office, which write one status document, prompt each other once a second.)
+        let before = entry.state;
         f(entry);
-        if before != (entry.state, entry.docs_pending == 0) {
+        if before != entry.state {
             self.changed.notify_one();
         }
     }

@@ -6,7 +6,8 @@
 //! peer must be the org the config expects.
 //!
 //! A certificate from the county CA is not enough to connect: an office accepts only its
-//! neighbours (its parent, its direct children, and the orgs named in its `[[peers]]`), at
+//! neighbours (its parent, its direct children, the orgs named in its `[[peers]]`, and other
+//! nodes of the same office, such as a mirror), at
 //! most [`MAX_SESSIONS`] at a time. Others are refused right after the handshake, counted
 //! by reason in status. Each session runs in its own task: a session that panics ends only
 //! itself (logged and counted), and a dialer goes on redialing.
@@ -164,7 +165,10 @@ impl std::fmt::Display for Refused {
 /// True when `peer` may connect to office `me`: its parent, a direct child, or an org the
 /// config names.
 pub fn is_neighbour(me: &OrgPath, peer: &OrgPath, configured: &[OrgPath]) -> bool {
-    me.parent().as_ref() == Some(peer)
+    // Another node of this same office (a mirror, or a replacement being brought up) has no
+    // authority the office lacks, and is how a new mirror takes in the office's documents.
+    peer == me
+        || me.parent().as_ref() == Some(peer)
         || peer.parent().as_ref() == Some(me)
         || configured.contains(peer)
 }
@@ -467,10 +471,10 @@ mod tests {
             "hoboksar/hoboksar-town",
             "hoboksar/hoboksar-town/xingfu",
             "hoboksar/chagantolgay/bayin/team-1",
-            "hoboksar/chagantolgay",
         ] {
             assert!(!is_neighbour(&town, &org(stranger), none), "{stranger}");
         }
+        assert!(is_neighbour(&town, &town, none), "a mirror of this office");
         let configured = [org("hoboksar/hoboksar-town")];
         assert!(is_neighbour(
             &town,

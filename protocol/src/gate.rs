@@ -449,9 +449,18 @@ pub fn receive(
             *doc = reload();
         }
     }
+    // automerge advances its state for a message that carried changes differently from one
+    // that did not; the gate applied the changes itself and hands automerge none, so undo
+    // the one step that differs: "no changes, and their heads equal ours" makes it treat our
+    // heads as already announced, and it would not reply — leaving the sender forever
+    // unsure that this side has its changes.
+    let last_sent_before = state.last_sent_heads.clone();
     let _ = contain("updating sync state", || {
         doc.sync().receive_sync_message(state, bookkeeping)
     });
+    if !admission.applied.is_empty() {
+        state.last_sent_heads = last_sent_before;
+    }
     if held_back.len() > MAX_HELD_BACK {
         let over = held_back.len() - MAX_HELD_BACK;
         held_back.drain(..over);

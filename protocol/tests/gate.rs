@@ -29,6 +29,11 @@ fn two_dwelling_pair() -> (DocId, Office, Office) {
     sync_pair(&id, &mut village, &mut community);
     assert!(community.refused.is_empty(), "{:?}", community.refused);
     assert_eq!(community.case(&id).home_org, VILLAGE);
+    // Each side ends knowing the other has exactly its heads (else `docs_pending` never
+    // clears: the gate applies changes itself, and automerge must still be made to reply).
+    let heads = village.doc.get_heads();
+    assert!(village.syncs[COMMUNITY].in_sync(&heads));
+    assert!(community.syncs[VILLAGE].in_sync(&heads));
     (id, village, community)
 }
 
