@@ -143,6 +143,24 @@ pub struct CostModel {
     pub attestation_bytes_per_doc: f64,
 }
 
+/// A message to `me` from another node of the same office (nothing is "from the future" in
+/// a benchmark).
+fn inbound<'a>(
+    id: &'a DocId,
+    me: &'a OrgPath,
+    trust: &'a Trust,
+    attestations: &'a [amphi_protocol::attest::Attestation],
+) -> Inbound<'a> {
+    Inbound {
+        id,
+        peer: me,
+        me,
+        now_ms: i64::MAX / 2,
+        auth: trust,
+        attestations,
+    }
+}
+
 /// Measures the cost model on `ids`, as office `me` receiving from a peer of the same org.
 pub fn cost_model(
     store: &Store,
@@ -184,16 +202,12 @@ pub fn cost_model(
                 let t = Instant::now();
                 let attestations = store.attestations(id, &out.changes)?;
                 lookups += t.elapsed();
-                let cx = Inbound {
-                    id,
-                    peer: me,
-                    me,
-                    now_ms: i64::MAX / 2,
-                    auth: trust,
-                    attestations: &attestations,
-                };
-                let admission =
-                    receiver.receive(&mut received, &out.message, &cx, &mut AutoCommit::new);
+                let admission = receiver.receive(
+                    &mut received,
+                    &out.message,
+                    &inbound(id, me, trust, &attestations),
+                    &mut AutoCommit::new,
+                );
                 anyhow::ensure!(
                     admission.refused.is_empty(),
                     "the gate refused a generated change of {id}: {}",
@@ -203,15 +217,12 @@ pub fn cost_model(
                 progressed = true;
             }
             if let Some(out) = receiver.generate(&mut received) {
-                let cx = Inbound {
-                    id,
-                    peer: me,
-                    me,
-                    now_ms: i64::MAX / 2,
-                    auth: trust,
-                    attestations: &[],
-                };
-                sender.receive(&mut src, &out.message, &cx, &mut AutoCommit::new);
+                sender.receive(
+                    &mut src,
+                    &out.message,
+                    &inbound(id, me, trust, &[]),
+                    &mut AutoCommit::new,
+                );
                 progressed = true;
             }
             if !progressed {

@@ -108,18 +108,7 @@ pub fn set_residence(
             FieldError::new("org", "the residence org must differ from the home org").into(),
         );
     }
-    let member = member_id(id)?;
-    let me = repo.me().clone();
-    let assignment = casefile::assignment_id(&member, rand::random());
-    update(repo, id, |doc, stamp| {
-        Ok(casefile::assign_residence(
-            doc,
-            &assignment,
-            Some(residence),
-            &me,
-            stamp,
-        )?)
-    })
+    assign_residence(repo, id, Some(residence))
 }
 
 /// Ends the two-dwelling assignment (`DELETE …/residence`).
@@ -127,14 +116,23 @@ pub fn end_residence(repo: &Repo, id: &str) -> Result<CaseFile, OpError> {
     if get(repo, id)?.residence.is_none() {
         return Err(WriteError::Conflict("the member has no residence assignment".into()).into());
     }
-    let member = member_id(id)?;
+    assign_residence(repo, id, None)
+}
+
+/// Writes a residence assignment event (issued or changed with `Some`, ended with `None`),
+/// stamped with this office.
+fn assign_residence(
+    repo: &Repo,
+    id: &str,
+    residence: Option<&ResidenceInput>,
+) -> Result<CaseFile, OpError> {
+    let assignment = casefile::assignment_id(&member_id(id)?, rand::random());
     let me = repo.me().clone();
-    let assignment = casefile::assignment_id(&member, rand::random());
     update(repo, id, |doc, stamp| {
         Ok(casefile::assign_residence(
             doc,
             &assignment,
-            None,
+            residence,
             &me,
             stamp,
         )?)

@@ -32,6 +32,18 @@ fn county() -> (DocId, Office, Office, Office) {
     (id, village, community, county)
 }
 
+/// The village makes the member two-dwelling, resident at the community.
+fn resident_at_community(village: &mut Office, id: &DocId) {
+    village.write(|d, s| {
+        let r = ResidenceInput {
+            org: org(COMMUNITY),
+            since: "2026-10-15".into(),
+            until: None,
+        };
+        casefile::assign_residence(d, &rid(id, 1), Some(&r), &org(VILLAGE), s).unwrap();
+    });
+}
+
 fn open(office: &mut Office, t: &str, from: &str, to: &str) -> ChangeHash {
     let me = office.org.clone();
     office.write(|d, s| transfer::open(d, t, (&org(from), &org(to)), "moves", &me, s).unwrap())
@@ -165,14 +177,7 @@ fn a_former_home_cannot_reopen_a_transfer_from_the_view_before_it_moved() {
 fn a_target_that_saw_the_cancel_cannot_accept_from_before_it() {
     let (id, mut village, mut community, mut county) = county();
     // Xingfu is also the member's residence, so it stays in scope after the cancel.
-    village.write(|d, s| {
-        let r = ResidenceInput {
-            org: org(COMMUNITY),
-            since: "2026-10-15".into(),
-            until: None,
-        };
-        casefile::assign_residence(d, &rid(&id, 1), Some(&r), &org(VILLAGE), s).unwrap();
-    });
+    resident_at_community(&mut village, &id);
     let t = tid(&id, 2);
     let opened = open(&mut village, &t, VILLAGE, COMMUNITY);
     sync_pair(&id, &mut village, &mut county);
@@ -313,14 +318,7 @@ fn an_op_cannot_reach_outside_its_change_s_history() {
     // Xingfu (the residence) signs a change whose deps are the creation only, holding a
     // write whose predecessor is the village's later identity.phone op.
     let (id, mut village, mut community, mut county) = county();
-    village.write(|d, s| {
-        let r = ResidenceInput {
-            org: org(COMMUNITY),
-            since: "2026-10-15".into(),
-            until: None,
-        };
-        casefile::assign_residence(d, &rid(&id, 1), Some(&r), &org(VILLAGE), s).unwrap();
-    });
+    resident_at_community(&mut village, &id);
     let phone = village.write(|d, _| {
         let identity = d.get(ROOT, "identity").unwrap().unwrap().1;
         d.put(&identity, "phone", "0990-1234567").unwrap();
