@@ -71,7 +71,8 @@ pub struct Shared {
     /// Permits for sessions with offices that dialed this one ([`MAX_SESSIONS`]).
     pub sessions: Arc<Semaphore>,
     /// The live accepted connection of each office: one per office, the newest wins.
-    accepted: Arc<Mutex<HashMap<OrgPath, quinn::Connection>>>,
+    /// Each office's accepted connection, with the order it arrived in.
+    accepted: Arc<Mutex<HashMap<OrgPath, (u64, quinn::Connection)>>>,
 }
 
 impl Shared {
@@ -92,16 +93,21 @@ impl Shared {
         }
     }
 
-    /// Records `conn` as `org`'s accepted connection; returns the one it replaces.
+    /// Records `conn`, the `arrival`-th connection accepted, as `org`'s; returns the one to
+    /// close: the older of the two, whichever finished its handshake first.
     fn replace_accepted(
         &self,
         org: &OrgPath,
+        arrival: u64,
         conn: &quinn::Connection,
     ) -> Option<quinn::Connection> {
-        self.accepted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(org.clone(), conn.clone())
+        let mut accepted = self.accepted.lock().unwrap_or_else(PoisonError::into_inner);
+        match accepted.get(org) {
+            Some((newer, _)) if *newer > arrival => Some(conn.clone()),
+            _ => accepted
+                .insert(org.clone(), (arrival, conn.clone()))
+                .map(|(_, old)| old),
+        }
     }
 
     /// Forgets `conn` as `org`'s accepted connection; false if a newer one replaced it.
@@ -109,7 +115,7 @@ impl Shared {
         let mut accepted = self.accepted.lock().unwrap_or_else(PoisonError::into_inner);
         let current = accepted
             .get(org)
-            .is_some_and(|c| c.stable_id() == conn.stable_id());
+            .is_some_and(|(_, c)| c.stable_id() == conn.stable_id());
         if current {
             accepted.remove(org);
         }
@@ -192,11 +198,14 @@ pub fn endpoint(
 /// Accepts connections from other offices until shutdown.
 pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
     let mut shutdown = shared.shutdown.clone();
+    let mut arrivals: u64 = 0;
     loop {
         let incoming = tokio::select! {
             _ = shutdown.changed() => return,
             i = endpoint.accept() => match i { Some(i) => i, None => return },
         };
+        arrivals += 1;
+        let arrival = arrivals;
         let shared = shared.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
@@ -235,7 +244,7 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
             }
             // A newer connection from an office replaces its older one (say, after the
             // office restarted), so one office holds at most one session here.
-            if let Some(old) = shared.replace_accepted(&org, &conn) {
+            if let Some(old) = shared.replace_accepted(&org, arrival, &conn) {
                 old.close(
                     REFUSED.into(),
                     b"replaced by a newer connection from this office",

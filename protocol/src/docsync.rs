@@ -12,7 +12,13 @@
 //! - outgoing messages carry no capability flags, so a peer never sends this node a
 //!   whole-document message (the gate accepts individual changes only);
 //! - generating a message runs contained: if automerge fails on a state a peer shaped, the
-//!   state is reset and the message generated afresh.
+//!   state is reset and the message generated afresh;
+//! - when the state names changes this document does not hold — it dropped them when an
+//!   equivocation was settled the other way, or the peer shares them with another branch of
+//!   an equivocating office — it sends an empty-heads message once ("I hold nothing"), the
+//!   one message that makes an automerge peer forget what it believed the two shared.
+//!   (automerge's own answer, a reset message, leaves the peer's belief in place, and the two
+//!   sides would loop without ever exchanging the change that matters.)
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -70,6 +76,22 @@ impl DocSync {
     /// The next message to send for this document, or `None` if there is nothing new to
     /// say.
     pub fn generate(&mut self, doc: &mut AutoCommit) -> Option<Outgoing> {
+        if self.names_changes_not_held(doc) {
+            self.state = sync::State::new();
+            self.last_sent = None;
+            let forget = sync::Message {
+                heads: Vec::new(),
+                need: Vec::new(),
+                have: Vec::new(),
+                changes: sync::ChunkList::empty(),
+                flags: None,
+                version: sync::MessageVersion::V1,
+            };
+            return Some(Outgoing {
+                message: forget.encode(),
+                changes: Vec::new(),
+            });
+        }
         let sent_before: BTreeSet<ChangeHash> = self.state.sent_hashes.clone();
         let generated = match contain("generating a sync message", || {
             doc.sync().generate_sync_message(&mut self.state)
@@ -138,6 +160,22 @@ impl DocSync {
             self.state = sync::State::new();
         }
         admission
+    }
+
+    /// True when what this sync believes is shared with the peer names a change `doc` does
+    /// not hold.
+    fn names_changes_not_held(&self, doc: &mut AutoCommit) -> bool {
+        let mut unknown = |hashes: &[ChangeHash]| {
+            hashes
+                .iter()
+                .any(|h| doc.get_change_meta_by_hash(h).is_none())
+        };
+        unknown(&self.state.shared_heads)
+            || self
+                .state
+                .their_have
+                .as_ref()
+                .is_some_and(|haves| haves.iter().any(|h| unknown(&h.last_sync)))
     }
 
     /// True when, as far as we know, the peer has exactly our heads.

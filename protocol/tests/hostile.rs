@@ -438,3 +438,63 @@ fn a_change_in_a_non_canonical_encoding_is_refused() {
         "{refusals:?}"
     );
 }
+
+#[test]
+fn a_relay_that_switched_to_the_other_change_of_an_equivocation_brings_its_peers_along() {
+    // The township relays the village's change X to the county; then the other change Y
+    // (same actor and seq, lower hash) reaches the township, which drops X. The county, which
+    // believes it shares X with the township, must still end with Y.
+    let (id, mut village, _, mut county) = county();
+    let mut township = Office::new(TOWNSHIP);
+    sync_pair(&id, &mut village, &mut township);
+    sync_pair(&id, &mut township, &mut county);
+    let fork_point = village.doc.get_heads();
+    let rename = |office: &mut Office, to: &str| {
+        office.write(|d, _| {
+            let identity = d.get(ROOT, "identity").unwrap().unwrap().1;
+            d.put(&identity, "phone", to).unwrap();
+        })
+    };
+    // Two changes with one (actor, seq), the second with the lower hash.
+    let (mut x, mut twin, mut y);
+    let mut n = 0;
+    loop {
+        twin = Office::copy_of(VILLAGE, &mut village);
+        twin.doc = village
+            .doc
+            .fork_at(&fork_point)
+            .unwrap()
+            .with_actor(actor_of(VILLAGE));
+        let mut first = Office::copy_of(VILLAGE, &mut village);
+        first.doc = village
+            .doc
+            .fork_at(&fork_point)
+            .unwrap()
+            .with_actor(actor_of(VILLAGE));
+        x = rename(&mut first, &format!("1{n:03}"));
+        y = rename(&mut twin, &format!("2{n:03}"));
+        if y < x {
+            village = first;
+            break;
+        }
+        n += 1;
+    }
+    sync_pair(&id, &mut village, &mut township);
+    sync_pair(&id, &mut township, &mut county);
+    assert!(
+        county.doc.get_change_by_hash(&x).is_some(),
+        "the county has X"
+    );
+    sync_pair(&id, &mut twin, &mut township);
+    assert!(
+        township.doc.get_change_by_hash(&y).is_some(),
+        "the township switched to Y"
+    );
+    sync_pair(&id, &mut township, &mut county);
+    assert!(
+        county.doc.get_change_by_hash(&y).is_some(),
+        "the county ends with Y"
+    );
+    assert!(county.doc.get_change_by_hash(&x).is_none());
+    assert_eq!(county.doc.get_heads(), township.doc.get_heads());
+}

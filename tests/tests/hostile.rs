@@ -237,10 +237,7 @@ async fn an_equivocation_keeps_the_lower_hash_with_evidence_and_names_the_certif
         .await;
     }
     let m = metrics(township).await;
-    assert_eq!(
-        m["amphi_changes_refused_total{reason=\"equivocation\"}"],
-        1.0
-    );
+    assert!(m["amphi_changes_refused_total{reason=\"equivocation\"}"] >= 1.0);
     drop(peer);
     county.shutdown().await;
 }
