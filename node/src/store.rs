@@ -789,6 +789,7 @@ impl Store {
 /// damaged bytes (found by fuzzing), so it runs contained: a damaged document is an error
 /// naming what failed, never a crash.
 pub fn decode_document(bytes: &[u8]) -> Result<AutoCommit, String> {
+    amphi_protocol::syncmsg::check_saved_document(bytes).map_err(|e| e.to_string())?;
     amphi_protocol::contain::contain("loading a stored document", || AutoCommit::load(bytes))
         .map_err(|fault| fault.to_string())?
         .map_err(|e| e.to_string())

@@ -342,6 +342,44 @@ pub fn decode_change(chunk: &[u8]) -> Result<Change, SyncMessageError> {
     Ok(change)
 }
 
+/// Checks the framing of a document as the store saved it — a whole-document chunk followed
+/// by change chunks, plain or compressed — before automerge loads it. automerge's loader
+/// accepts bundle chunks too, and a bundle header can ask for gigabytes before anything is
+/// checked (found by the `store_records` fuzz target, 31 bytes); the node never writes one,
+/// so any other chunk type means a damaged store. Compressed change chunks are held to the
+/// same inflated limit as a peer's. Column compression inside a document chunk is not
+/// inspected here: the store is the node's own, so this is a guard against damage, not a
+/// second gate.
+pub fn check_saved_document(bytes: &[u8]) -> Result<(), SyncMessageError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let mut r = Cursor { buf: rest };
+        if r.take(4)? != CHUNK_MAGIC {
+            return Err(SyncMessageError::Chunk(
+                "not an automerge chunk (bad magic bytes)".into(),
+            ));
+        }
+        r.take(4)?; // checksum
+        let kind = *r.take(1)?.first().ok_or(SyncMessageError::Truncated)?;
+        let len = r.count("chunk bytes", rest.len())?;
+        r.take(len)?;
+        let chunk = &rest[..rest.len() - r.buf.len()];
+        match kind {
+            CHUNK_DOCUMENT | CHUNK_CHANGE => {}
+            CHUNK_COMPRESSED => {
+                decode_change(chunk)?;
+            }
+            other => {
+                return Err(SyncMessageError::Chunk(format!(
+                    "unexpected chunk type {other} in a saved document"
+                )));
+            }
+        }
+        rest = r.buf;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +497,36 @@ mod tests {
         write_uleb(&mut c, body.len() as u64);
         c.extend_from_slice(body);
         c
+    }
+
+    #[test]
+    fn a_saved_document_with_a_bundle_chunk_is_refused_before_automerge() {
+        let mut doc = doc_with(3);
+        let saved = doc.save();
+        assert_eq!(check_saved_document(&saved), Ok(()));
+        let heads = doc.get_heads();
+        doc.put(automerge::ROOT, "more", 1).unwrap();
+        let mut grown = saved.clone();
+        grown.extend(doc.save_after(&heads));
+        assert_eq!(check_saved_document(&grown), Ok(()));
+        // The store_records fuzz target's 31-byte input: a bundle header that made
+        // automerge's loader allocate without bound.
+        let bundle = chunk(
+            3,
+            &[
+                0, 0, 0, 2, 0, 0, 0x23, 6, 0xfe, 0xff, 0xff, 0xff, 2, 0, 4, 0,
+            ],
+        );
+        assert!(matches!(
+            check_saved_document(&bundle),
+            Err(SyncMessageError::Chunk(why)) if why.contains("chunk type 3")
+        ));
+        let mut tail = saved.clone();
+        tail.extend_from_slice(&saved[..10]);
+        assert!(
+            check_saved_document(&tail).is_err(),
+            "a truncated trailing chunk"
+        );
     }
 
     #[test]
