@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use amphi_node::config::Config;
-use amphi_node::repo::Notice;
+use amphi_node::repo::{Notice, NoticeKind};
 use amphi_protocol::{DocId, DocKind};
 use anyhow::Context;
 use serde::Serialize;
@@ -303,7 +303,11 @@ impl Arrivals {
             let mut seen = HashSet::new();
             loop {
                 match rx.blocking_recv() {
-                    Ok(Notice::Changed(id)) => {
+                    Ok(Notice {
+                        doc: id,
+                        kind: NoticeKind::Changed,
+                        ..
+                    }) => {
                         let wanted = match &only {
                             Some(set) => set.contains(&id),
                             None => id.kind() == DocKind::Member,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use amphi_node::config::{Config, PeerConfig};
 use amphi_node::demo::prepare_office;
 use amphi_node::node::Node;
-use amphi_node::repo::{Notice, Repo};
+use amphi_node::repo::{Notice, NoticeKind, Repo};
 use amphi_protocol::casefile::{self, ActivityInput};
 use amphi_protocol::ids::entry_id;
 use amphi_protocol::reader::Reader;
@@ -481,7 +481,11 @@ fn watch_edits(
     std::thread::spawn(move || {
         loop {
             let id = match rx.blocking_recv() {
-                Ok(Notice::Changed(id)) => id,
+                Ok(Notice {
+                    doc: id,
+                    kind: NoticeKind::Changed,
+                    ..
+                }) => id,
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             };

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::repo::{Repo, WriteError};
 use crate::store::StoreError;
+use amphi_protocol::office::StorageError;
 
 /// Why an office operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +35,13 @@ pub enum OpError {
 
 impl From<StoreError> for OpError {
     fn from(e: StoreError) -> Self {
-        OpError::Write(WriteError::Store(e))
+        OpError::Write(e.into())
+    }
+}
+
+impl From<StorageError> for OpError {
+    fn from(e: StorageError) -> Self {
+        OpError::Write(e.into())
     }
 }
 

@@ -132,7 +132,6 @@ impl Node {
             ActorId::from(identity.actor_id()),
             signer,
             trust,
-            status.clone(),
         ));
         repo.load_trust()?;
         repo.learn_certificate(&identity.cert_der)

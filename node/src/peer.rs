@@ -14,15 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use amphi_protocol::attest::CertId;
-use amphi_protocol::session::{PeerSession, SessionError, Step};
+use amphi_protocol::office::StorageError;
+use amphi_protocol::office::link::{Effects, Link, LinkError};
+use amphi_protocol::session::SessionError;
 use amphi_protocol::wire::{DecodeError, Frame};
 use amphi_protocol::{DocId, OrgPath};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tracing::{debug, info};
 
-use crate::repo::{Notice, Outbound, Repo};
+use crate::repo::{Repo, now_ms};
 use crate::status::{PeerState, Status, now_rfc3339};
-use crate::store::StoreError;
 
 /// Frames read ahead from the peer before the reader waits (see also [`READ_AHEAD_BYTES`]).
 const READ_AHEAD_FRAMES: usize = 256;
@@ -31,8 +32,15 @@ const READ_AHEAD_FRAMES: usize = 256;
 pub const READ_AHEAD_BYTES: usize = 16 * 1024 * 1024;
 /// Bytes queued for a peer that is not reading them, at most: beyond, the session ends.
 pub const SEND_QUEUE_BYTES: usize = 64 * 1024 * 1024;
-/// Documents offered per turn of the session loop, between reads, when many differ.
-const OFFER_BATCH: usize = 32;
+
+impl From<LinkError> for SessionEnd {
+    fn from(e: LinkError) -> SessionEnd {
+        match e {
+            LinkError::Protocol(e) => SessionEnd::Protocol(e),
+            LinkError::Store(e) => SessionEnd::Store(e),
+        }
+    }
+}
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +56,7 @@ pub enum SessionEnd {
     Protocol(#[from] SessionError),
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] StorageError),
     /// The peer's certificate was revoked.
     #[error("the peer's certificate was revoked")]
     Revoked,
@@ -167,7 +175,9 @@ async fn write_frames(
 }
 
 /// Runs a session on an established, authenticated connection until it fails, the peer
-/// leaves, or `shutdown` fires.
+/// leaves, or `shutdown` fires. Every decision is the office core's ([`Link`]); this loop
+/// only carries its effects out: frames to the writer, notices to the other sessions,
+/// counts to the status page.
 pub async fn run(
     conn: quinn::Connection,
     link: PeerLink,
@@ -175,7 +185,8 @@ pub async fn run(
     status: Arc<Status>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SessionEnd> {
-    let (send, recv) = if link.direction == "dialed" {
+    let dialed = link.direction == "dialed";
+    let (send, recv) = if dialed {
         conn.open_bi().await
     } else {
         conn.accept_bi().await
@@ -197,34 +208,37 @@ pub async fn run(
     let _abort = AbortOnDrop(vec![reader, writer]);
 
     let peer = link.org.clone();
-    let mut session = PeerSession::new(peer.clone());
+    let office = repo.office();
+    let mut session = Link::new(peer.clone(), dialed);
     let mut changes = repo.subscribe();
-    let clock = std::time::Instant::now();
-    let sent = |f: Frame| {
-        let out = out.clone();
-        async move { out.send(f) }
+    let carry = |fx: Effects| -> Result<(), SessionEnd> {
+        for frame in fx.frames {
+            out.send(frame)?;
+        }
+        for der in &fx.certificates {
+            if let Err(e) = repo.learn_certificate(der) {
+                tracing::warn!("peer sent a certificate this node does not trust: {e}");
+            }
+        }
+        if !fx.refused.is_empty() {
+            status.count_refused(Some(peer.as_str()), &fx.refused);
+        }
+        repo.announce(fx.notices);
+        Ok(())
     };
-    sent(PeerSession::hello(repo.me())).await?;
-    if link.direction == "dialed" {
-        // The dialer starts reconciliation; the other side answers.
-        sent(session.reconcile(repo.inventory_for(&peer)?)).await?;
-    }
+    carry(session.start(office))?;
     status.update(peer.as_str(), &link.addr, link.direction, |p| {
         p.state = PeerState::Connected;
         p.connected_since = Some(now_rfc3339());
         p.last_error = None;
     });
     info!("session started");
-    // Documents found to differ, offered a batch at a time between reads.
-    let mut to_offer: std::collections::VecDeque<DocId> = std::collections::VecDeque::new();
 
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
-            _ = std::future::ready(()), if !to_offer.is_empty() && incoming.is_empty() => {
-                for doc in to_offer.drain(..OFFER_BATCH.min(to_offer.len())).collect::<Vec<_>>() {
-                    offer(&repo, &mut session, &doc, &out).await?;
-                }
+            _ = std::future::ready(()), if session.has_offers() && incoming.is_empty() => {
+                carry(session.offer_batch(office, now_ms())?)?;
             }
             frame = incoming.recv() => {
                 let Some(frame) = frame else { break };
@@ -236,76 +250,26 @@ pub async fn run(
                     p.bytes_in += size as u64;
                     if is_sync { p.messages_in += 1; }
                 });
-                let now_ms = clock.elapsed().as_millis() as u64;
-                let step = session.on_frame(frame, now_ms, || repo.inventory_for(&peer).unwrap_or_default())?;
-                match step {
-                    Step::Nothing => {}
-                    Step::Start { reply, to_start, peer_lacks } => {
-                        if let Some(reply) = reply {
-                            sent(reply).await?;
-                        }
-                        debug!(count = to_start.len(), "starting sync of differing documents");
-                        for doc in to_start {
-                            // A document the peer left and no longer holds: nothing to tell it.
-                            if peer_lacks.contains(&doc) && repo.exited_for(&doc, &peer)? {
-                                repo.peer_left(&doc, &peer)?;
-                                session.forget(&doc);
-                                continue;
-                            }
-                            to_offer.push_back(doc);
-                        }
-                    }
-                    Step::Left(doc) => repo.peer_left(&doc, &peer)?,
-                    Step::Sync { doc, message, attestations } => {
-                        let held = || repo.store().summary(&doc).ok().flatten().is_some();
-                        let Some(ds) = session.peer_doc_sync(&doc, held, || repo.resume_sync(&doc, &peer)) else {
-                            debug!(%doc, "ignored a sync message: too many unknown documents from this peer");
-                            continue;
-                        };
-                        let started = std::time::Instant::now();
-                        let received = repo.receive(&doc, &peer, &message, &attestations, ds)?;
-                        status.count_round(received.applied, started.elapsed().as_secs_f64());
-                        if received.applied > 0 {
-                            session.now_held(&doc);
-                        }
-                        session.mark(&doc, received.in_sync);
-                        if received.in_sync {
-                            repo.peer_synced(&doc, &peer)?;
-                        }
-                        if let Some(reply) = received.reply {
-                            send_sync(&repo, &mut session, &out, doc, reply).await?;
-                        }
-                    }
-                    Step::Certificate(der) => {
-                        if let Err(e) = repo.learn_certificate(&der) {
-                            tracing::warn!("peer sent a certificate this node does not trust: {e}");
-                        }
-                    }
+                let started = std::time::Instant::now();
+                let fx = session.on_frame(office, frame, now_ms())?;
+                if let Some(applied) = fx.applied {
+                    status.count_round(applied, started.elapsed().as_secs_f64());
                 }
+                carry(fx)?;
             }
             changed = changes.recv() => match changed {
-                Ok(Notice::Changed(doc)) => {
-                    if doc == DocId::revocations() && repo.trust().revoked_at(&link.cert).is_some() {
+                Ok(notice) => {
+                    if notice.doc == DocId::revocations() && repo.trust().revoked_at(&link.cert).is_some() {
                         return Err(SessionEnd::Revoked);
                     }
-                    if repo.offers_to(&doc, &peer)? {
-                        offer(&repo, &mut session, &doc, &out).await?;
-                    }
-                }
-                Ok(Notice::Left(doc)) => {
-                    session.forget(&doc);
-                    sent(Frame::Left { doc }).await?;
+                    carry(session.on_notice(office, &notice, now_ms())?)?;
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     debug!(missed, "missed change notifications; reconciling again");
-                    sent(session.reconcile(repo.inventory_for(&peer)?)).await?;
+                    carry(session.on_missed_notices(office))?;
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-        }
-        if session.wants_reconcile() {
-            debug!("unknown documents resolved; reconciling again for the ones ignored");
-            sent(session.reconcile(repo.inventory_for(&peer)?)).await?;
         }
         let pending = session.pending();
         let ignored = session.unknown_ignored();
@@ -320,51 +284,6 @@ pub async fn run(
         });
     }
     Ok(())
-}
-
-/// Generates and sends the next sync message for `doc`, if any.
-async fn offer(
-    repo: &Repo,
-    session: &mut PeerSession,
-    doc: &DocId,
-    out: &Outbox,
-) -> Result<(), SessionEnd> {
-    let peer = session.peer().clone();
-    let ds = session.doc_sync(doc, || repo.resume_sync(doc, &peer));
-    let (message, in_sync) = repo.generate(doc, &peer, ds)?;
-    session.mark(doc, in_sync);
-    if in_sync {
-        repo.peer_synced(doc, &peer)?;
-    }
-    if let Some(message) = message {
-        send_sync(repo, session, out, doc.clone(), message).await?;
-    }
-    Ok(())
-}
-
-/// Sends a sync message, preceded by any author certificate the peer has not been sent in
-/// this session (so it can verify changes from offices it never met).
-async fn send_sync(
-    repo: &Repo,
-    session: &mut PeerSession,
-    out: &Outbox,
-    doc: DocId,
-    outbound: Outbound,
-) -> Result<(), SessionEnd> {
-    let Outbound {
-        message,
-        attestations,
-    } = outbound;
-    for cert in session.certificates_to_send(&attestations) {
-        if let Some(der) = repo.trust().certificate(&cert) {
-            out.send(Frame::Certificate { der })?;
-        }
-    }
-    out.send(Frame::Sync {
-        doc,
-        message,
-        attestations,
-    })
 }
 
 /// Aborts the tasks when dropped, so a session never leaves orphans behind.

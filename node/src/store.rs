@@ -19,14 +19,17 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError, RwLock};
 
+use amphi_protocol::DocId;
 use amphi_protocol::attest::Attestation;
-use amphi_protocol::{DocId, OrgPath};
+pub use amphi_protocol::office::{
+    DocSummary, DocWrite, Evidence, Exit, Placement, QuarantineRecord, TransferLine,
+};
+use amphi_protocol::office::{Storage, StorageError};
 use automerge::{AutoCommit, ChangeHash};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
-use serde::{Deserialize, Serialize};
 
 /// (document id, chunk number) → automerge bytes.
 const DOC_CHUNKS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("doc_chunks");
@@ -99,123 +102,6 @@ db_err!(
     redb::SetDurabilityError
 );
 
-/// What the node knows of a document without loading it: kind, scope, names for lists.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DocSummary {
-    /// `member` or `org`.
-    pub kind: String,
-    /// Member name (or org name).
-    pub name: String,
-    /// Home org of a member; the org of a roster.
-    pub home_org: Option<String>,
-    /// Residence org of a two-dwelling member.
-    pub residence_org: Option<String>,
-    /// The document's scope.
-    pub scope: Vec<String>,
-    /// Hex digest of the heads.
-    pub digest: String,
-    /// Orgs that left the document's scope, with the heads at which they left: their offices
-    /// may still sync up to those heads, so they learn that they left (and purge).
-    #[serde(default)]
-    pub exits: Vec<Exit>,
-    /// The document left this office's scope, but an office below may still hold it: it is
-    /// kept (hidden from the API) until the child on the way there confirms it left too.
-    #[serde(default)]
-    pub leaving: bool,
-    /// Children that confirmed they no longer hold the document.
-    #[serde(default)]
-    pub confirmed: Vec<String>,
-    /// This office's own write took the document out of its scope: it is kept until a peer
-    /// that still holds it has the write.
-    #[serde(default)]
-    pub awaiting_upstream: bool,
-    /// Transfers of a case file: id, from, to, resolved state.
-    #[serde(default)]
-    pub transfers: Vec<TransferLine>,
-    /// Ids of conflicts not yet acknowledged.
-    #[serde(default)]
-    pub conflicts: Vec<String>,
-    /// Latest date of any activity, contact or report-in (YYYY-MM-DD).
-    #[serde(default)]
-    pub last_seen: Option<String>,
-}
-
-/// One transfer, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransferLine {
-    /// `t-…`.
-    pub id: String,
-    /// The home it left from.
-    pub from_org: String,
-    /// The target.
-    pub to_org: String,
-    /// Resolved state.
-    pub state: String,
-}
-
-/// An org that left a document's scope, and the document's heads (hex) when it left.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exit {
-    /// The org.
-    pub org: String,
-    /// Heads at the exit.
-    pub heads: Vec<String>,
-}
-
-/// One refused change, kept in quarantine: never applied, never forwarded.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct QuarantineRecord {
-    /// RFC 3339 time of refusal.
-    pub at: String,
-    /// The peer that sent it (or `local` for the node's own API).
-    pub peer: String,
-    /// The document.
-    pub doc: String,
-    /// The change hash, hex.
-    pub change: Option<String>,
-    /// The org the change claimed as author.
-    pub author: Option<String>,
-    /// Reason code.
-    pub reason: String,
-    /// Reason, in words.
-    pub message: String,
-    /// The change's bytes, hex (evidence; not shown by the API list).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub change_bytes: Option<String>,
-    /// Its attestation, hex, if one came with it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attestation: Option<String>,
-    /// How many times it was refused (repeats bump this instead of adding records).
-    #[serde(default = "one")]
-    pub count: u64,
-    /// When it was last refused, if more than once (RFC 3339).
-    #[serde(default)]
-    pub last_at: Option<String>,
-    /// Hex id of the signing certificate, for reasons that name a certificate to revoke.
-    #[serde(default)]
-    pub cert: Option<String>,
-    /// Evidence beside the change, e.g. the other change of an equivocating pair.
-    #[serde(default)]
-    pub evidence: Option<Evidence>,
-}
-
-fn one() -> u64 {
-    1
-}
-
-/// Evidence kept with a quarantine record: another change that shows the misbehaviour.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evidence {
-    /// Its change hash, hex.
-    pub change: String,
-    /// Its bytes, hex.
-    #[serde(default)]
-    pub change_bytes: Option<String>,
-    /// Its attestation, hex.
-    #[serde(default)]
-    pub attestation: Option<String>,
-}
-
 /// Documents held, counted by the store as summaries are written and removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DocCounts {
@@ -254,58 +140,6 @@ impl DocCounts {
 /// and placements once the transaction has committed.
 #[derive(Default)]
 struct SummaryChanges(Vec<(DocId, Option<DocSummary>, Option<DocSummary>)>);
-
-/// Where a document stands for syncing — its heads digest, its scope and who left it — kept
-/// in memory for every document, so deciding what a peer may receive (and reconciling with
-/// it) never reads or parses the store's index.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
-    /// Digest of the document's heads.
-    pub digest: [u8; 16],
-    /// The document's scope.
-    pub scope: Vec<OrgPath>,
-    /// Orgs that left the scope, with the heads when they left.
-    pub exits: Vec<(OrgPath, Vec<ChangeHash>)>,
-}
-
-impl Placement {
-    /// The placement a summary describes.
-    pub fn of(s: &DocSummary) -> Placement {
-        let mut digest = [0u8; 16];
-        let _ = hex::decode_to_slice(&s.digest, &mut digest);
-        Placement {
-            digest,
-            scope: s
-                .scope
-                .iter()
-                .filter_map(|o| OrgPath::parse(o).ok())
-                .collect(),
-            exits: s
-                .exits
-                .iter()
-                .filter_map(|e| {
-                    let org = OrgPath::parse(&e.org).ok()?;
-                    Some((org, e.heads.iter().filter_map(|h| h.parse().ok()).collect()))
-                })
-                .collect(),
-        }
-    }
-}
-
-/// One document write, to be made in the same transaction as another store operation (see
-/// [`Store::purge_with`]).
-pub struct DocWrite<'a> {
-    /// The document.
-    pub id: &'a DocId,
-    /// Its new state.
-    pub doc: &'a mut AutoCommit,
-    /// The heads the store holds.
-    pub heads_before: &'a [ChangeHash],
-    /// Its new summary.
-    pub summary: &'a DocSummary,
-    /// The attestations of the new changes.
-    pub attestations: &'a [Attestation],
-}
 
 /// The node's store.
 pub struct Store {
@@ -840,6 +674,83 @@ fn save_in(
         table.insert((id.as_str(), &a.change.0[..]), a.encode().as_slice())?;
     }
     Ok(())
+}
+
+impl From<StoreError> for StorageError {
+    fn from(e: StoreError) -> StorageError {
+        match e {
+            StoreError::Corrupt(id, why) => StorageError::Corrupt(id, why),
+            other => StorageError::Backend(Box::new(other)),
+        }
+    }
+}
+
+impl From<StoreError> for amphi_protocol::office::WriteError {
+    fn from(e: StoreError) -> Self {
+        amphi_protocol::office::WriteError::Store(e.into())
+    }
+}
+
+/// The office core's storage: the redb store, method for method.
+impl Storage for Store {
+    fn load(&self, id: &DocId) -> Result<Option<AutoCommit>, StorageError> {
+        Ok(Store::load(self, id)?)
+    }
+    fn summary(&self, id: &DocId) -> Result<Option<DocSummary>, StorageError> {
+        Ok(Store::summary(self, id)?)
+    }
+    fn placement(&self, id: &DocId) -> Option<Placement> {
+        Store::placement(self, id)
+    }
+    fn for_each_placement(&self, f: &mut dyn FnMut(&DocId, &Placement)) {
+        Store::for_each_placement(self, f)
+    }
+    fn save(&self, w: DocWrite<'_>, sync: Option<(&str, &[u8])>) -> Result<(), StorageError> {
+        Ok(Store::save(
+            self,
+            w.id,
+            w.doc,
+            w.heads_before,
+            w.summary,
+            w.attestations,
+            sync,
+        )?)
+    }
+    fn replace(&self, w: DocWrite<'_>, dropped: &[ChangeHash]) -> Result<(), StorageError> {
+        Ok(Store::replace(
+            self,
+            w.id,
+            w.doc,
+            w.summary,
+            w.attestations,
+            dropped,
+        )?)
+    }
+    fn set_summary(&self, id: &DocId, summary: &DocSummary) -> Result<(), StorageError> {
+        Ok(Store::set_summary(self, id, summary)?)
+    }
+    fn purge_with(&self, id: &DocId, also: Option<DocWrite<'_>>) -> Result<(), StorageError> {
+        Ok(Store::purge_with(self, id, also)?)
+    }
+    fn attestations(
+        &self,
+        id: &DocId,
+        hashes: &[ChangeHash],
+    ) -> Result<Vec<Attestation>, StorageError> {
+        Ok(Store::attestations(self, id, hashes)?)
+    }
+    fn save_sync_state(&self, id: &DocId, peer: &str, state: &[u8]) -> Result<(), StorageError> {
+        Ok(Store::save_sync_state(self, id, peer, state)?)
+    }
+    fn sync_state(&self, id: &DocId, peer: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(Store::sync_state(self, id, peer)?)
+    }
+    fn quarantine(&self, records: &[QuarantineRecord]) -> Result<usize, StorageError> {
+        Ok(Store::quarantine(self, records)?)
+    }
+    fn quarantined_changes(&self, id: &DocId) -> Result<Vec<ChangeHash>, StorageError> {
+        Ok(Store::quarantined_changes(self, id)?)
+    }
 }
 
 #[cfg(test)]

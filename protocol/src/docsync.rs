@@ -178,6 +178,18 @@ impl DocSync {
                 .is_some_and(|haves| haves.iter().any(|h| unknown(&h.last_sync)))
     }
 
+    /// Lets the next message out even if it repeats the last one: the answer of an office
+    /// that holds nothing is always the same, and a peer that asks again (e.g. a relay that
+    /// now waits for its children to say they left) must hear it again.
+    pub fn repeat_next(&mut self) {
+        self.last_sent = None;
+    }
+
+    /// The peer's heads, as it last told them.
+    pub fn their_heads(&self) -> &[ChangeHash] {
+        self.state.their_heads.as_deref().unwrap_or_default()
+    }
+
     /// True when, as far as we know, the peer has exactly our heads.
     pub fn in_sync(&self, our_heads: &[ChangeHash]) -> bool {
         self.state.their_heads.as_deref() == Some(our_heads)

@@ -28,6 +28,7 @@ pub mod history;
 pub mod ids;
 pub mod inventory;
 pub mod judge;
+pub mod office;
 pub mod org;
 pub mod reader;
 pub mod reconcile;

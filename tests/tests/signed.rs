@@ -400,9 +400,15 @@ async fn ending_a_residence_purges_the_file_from_the_community_and_leaves_a_hist
         town.case_file(&id).await.is_none().then_some(())
     })
     .await;
-    let (_, roster) = xingfu
-        .get("/api/v1/orgs/hoboksar/hoboksar-town/xingfu/roster")
-        .await;
+    // The purge (and its history line) waits until the township holds everything Xingfu
+    // has of the file.
+    let roster = eventually(WAIT, "Xingfu's roster has a history line", || async {
+        let (_, roster) = xingfu
+            .get("/api/v1/orgs/hoboksar/hoboksar-town/xingfu/roster")
+            .await;
+        roster["history"].get(0).is_some().then_some(roster)
+    })
+    .await;
     let line = &roster["history"][0];
     assert_eq!(
         (
