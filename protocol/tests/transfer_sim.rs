@@ -24,7 +24,7 @@ use amphi_protocol::transfer::{self, Decision, Entry, State};
 use amphi_protocol::visibility::{may_hold, scope};
 use amphi_protocol::{DocId, OrgPath};
 use automerge::AutoCommit;
-use common::{Office, T0, org};
+use common::{Office, Rng, T0, org};
 
 const OFFICES: &[&str] = &[
     "c",
@@ -42,25 +42,6 @@ const RESIDENCES: &[&str] = &["c/t2/k1", "c/t1/v2", "c/t2/v3"];
 const HOSTILE: usize = 3;
 const HOSTILE_SUB: &str = "c/t1/v1/x";
 const STEPS: usize = 60;
-
-/// splitmix64: small, seeded, deterministic.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
 
 struct County {
     offices: Vec<Office>,
