@@ -1,85 +1,24 @@
-//! The admin dashboard at `GET /`: one office's view of its node, rendered on the server.
-//!
-//! Without a session it shows only a sign-in form (the admin token from
-//! `DATA_DIR/admin.token`); no member or status data is ever rendered or served before that.
-//! Signed in, the overview shows:
-//!
-//! - this office (org, node id, certificate expiry) and its peers, each coloured by state
-//!   (connected green, connecting amber, disconnected red), with last sync, documents
-//!   pending, refusals and the last error — refreshed every 5 s by a few lines of plain JS;
-//! - conflicts the one-home rule settled, the quarantine (count by reason, latest entries)
-//!   and open transfers (组织关系转接);
-//! - member search by name within the members whose home or residence is this office or
-//!   below, leading to a member's case file (党员档案): identity, home org, residence,
-//!   contact, the activities from every office each stamped with its recording office,
-//!   half-year reviews and transfers with their steps.
-//!
-//! The session cookie `amphi_session` (HttpOnly, SameSite=Strict, 12 h) holds an HMAC of
-//! the admin token under a key drawn at process start, never the token itself, so a restart
-//! ends every session. The page never sees the token: its one script fetches an HTML
-//! fragment from a cookie-checked route. Every piece of user data is escaped with
-//! [`escape_html`]. Routes, merged into [`crate::api::router`]:
-//!
-//! | route | what |
-//! |---|---|
-//! | `GET /` | sign-in form, or the overview (`?q=` searches members by name) |
-//! | `POST /login`, `POST /logout` | form field `token`; sets or clears the session, then back to `/` |
-//! | `GET /dashboard/members/{id}` | a case file |
-//! | `GET /dashboard/sync` | the sync-status section alone (what the script refreshes) |
-//! | `GET /dashboard/assets/{dashboard.css,dashboard.js}` | the stylesheet and the script |
+//! The dashboard's HTML: the page frame, the sign-in form, the overview's sections and a
+//! member's case file. Every value from a document or a request is escaped with
+//! [`escape_html`] before it is put into markup.
 
-use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use amphi_protocol::DocId;
 use amphi_protocol::casefile::CaseFile;
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use ring::hmac;
-use serde::Deserialize;
+use axum::http::StatusCode;
 
 use crate::api::ApiState;
 use crate::members::{self, OpError};
 use crate::repo::WriteError;
 use crate::status::{PeerState, PeerStatus};
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "amphi_session";
-/// How long a session lasts, in seconds.
-pub const SESSION_SECS: u64 = 12 * 60 * 60;
+use super::labels::{
+    category_label, direction_label, gender_label, kind_label, peer_state, rating_label,
+    transfer_state_label,
+};
+
 /// Most members listed in one search answer.
 const SEARCH_LIMIT: usize = 50;
 /// Most quarantine entries shown.
 const QUARANTINE_LATEST: usize = 5;
-
-const CSS: &str = include_str!("dashboard/dashboard.css");
-const JS: &str = include_str!("dashboard/dashboard.js");
-const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; \
-                   img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-/// The dashboard's routes; `api::router` merges them beside `/api/v1`.
-pub fn router() -> Router<ApiState> {
-    Router::new()
-        .route("/", get(overview))
-        .route("/login", post(login))
-        .route("/logout", post(logout))
-        .route("/dashboard/sync", get(sync_fragment))
-        .route("/dashboard/members/{id}", get(case_file_page))
-        .route(
-            "/dashboard/assets/dashboard.css",
-            get(|| async { asset("text/css; charset=utf-8", CSS) }),
-        )
-        .route(
-            "/dashboard/assets/dashboard.js",
-            get(|| async { asset("text/javascript; charset=utf-8", JS) }),
-        )
-}
-
-// ---- escaping and small parsers ---------------------------------------------------------
 
 /// Escapes text for HTML element content and quoted attribute values: `& < > " '`.
 /// Everything that comes from a document or a request goes through this before rendering.
@@ -99,141 +38,20 @@ pub fn escape_html(text: &str) -> String {
 }
 
 /// Short alias for templates.
-fn esc(text: &str) -> String {
+pub(super) fn esc(text: &str) -> String {
     escape_html(text)
 }
 
-/// The value of `name` in an `application/x-www-form-urlencoded` body.
-fn form_field(body: &[u8], name: &str) -> Option<String> {
-    body.split(|b| *b == b'&').find_map(|pair| {
-        let mut kv = pair.splitn(2, |b| *b == b'=');
-        let key = url_decode(kv.next()?)?;
-        (key == name).then(|| url_decode(kv.next().unwrap_or_default()))?
-    })
-}
-
-/// Decodes `+` and `%XX`; `None` if the result is not UTF-8 or an escape is malformed.
-fn url_decode(raw: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(raw.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
-}
-
 /// `2026-11-23T10:36:00.123Z` → `2026-11-23 10:36:00`; other text unchanged.
-fn short_time(t: &str) -> String {
+pub(super) fn short_time(t: &str) -> String {
     match (t.get(..10), t.get(10..11), t.get(11..19)) {
         (Some(d), Some("T"), Some(hms)) => format!("{d} {hms}"),
         _ => t.to_owned(),
     }
 }
 
-// ---- sessions -----------------------------------------------------------------------------
-
-/// The key sessions are signed with: drawn once per process, so a restart ends sessions.
-fn session_key() -> &'static hmac::Key {
-    static KEY: OnceLock<hmac::Key> = OnceLock::new();
-    KEY.get_or_init(|| hmac::Key::new(hmac::HMAC_SHA256, &rand::random::<[u8; 32]>()))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// A session cookie value for `token` issued at `issued` (Unix seconds): `issued.hmac`.
-fn session_value(token: &str, issued: u64) -> String {
-    let tag = hmac::sign(session_key(), format!("{issued}.{token}").as_bytes());
-    format!("{issued}.{}", hex::encode(tag.as_ref()))
-}
-
-/// Whether `value` is a session this node issued for `token`, not older than
-/// [`SESSION_SECS`] at `now`. The tag is checked in constant time.
-fn session_valid(token: &str, value: &str, now: u64) -> bool {
-    let Some((issued, tag)) = value.split_once('.') else {
-        return false;
-    };
-    let (Ok(issued), Ok(tag)) = (issued.parse::<u64>(), hex::decode(tag)) else {
-        return false;
-    };
-    let fresh = issued <= now + 60 && now.saturating_sub(issued) < SESSION_SECS;
-    fresh && hmac::verify(session_key(), format!("{issued}.{token}").as_bytes(), &tag).is_ok()
-}
-
-/// Whether `given` is the admin token, compared in constant time (and independent of length:
-/// both sides are compared as HMAC tags).
-fn token_matches(given: &str, token: &str) -> bool {
-    let expected = hmac::sign(session_key(), token.as_bytes());
-    hmac::verify(session_key(), given.as_bytes(), expected.as_ref()).is_ok()
-}
-
-fn signed_in(s: &ApiState, headers: &HeaderMap) -> bool {
-    cookie(headers, SESSION_COOKIE).is_some_and(|v| session_valid(&s.token, v, unix_now()))
-}
-
-fn set_cookie(value: &str, max_age: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
-    ))
-    .expect("cookie values are hex and digits")
-}
-
-// ---- responses ----------------------------------------------------------------------------
-
-fn html(status: StatusCode, body: String) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_SECURITY_POLICY, CSP),
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
-        Html(body),
-    )
-        .into_response()
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
-        .into_response()
-}
-
 /// A whole page: head, the office bar (when signed in) and `main`.
-fn page(title: &str, office: Option<(&ApiState, &str)>, main: &str) -> String {
+pub(super) fn page(title: &str, office: Option<(&ApiState, &str)>, main: &str) -> String {
     let bar = match office {
         Some((s, nav)) => format!(
             r#"<header class="bar"><div class="brand">Amphi <span>党员档案同步 Record sync</span></div>
@@ -260,7 +78,7 @@ fn page(title: &str, office: Option<(&ApiState, &str)>, main: &str) -> String {
     )
 }
 
-fn login_page(error: Option<&str>) -> String {
+pub(super) fn login_page(error: Option<&str>) -> String {
     let error = error
         .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, esc(e)))
         .unwrap_or_default();
@@ -278,7 +96,8 @@ fn login_page(error: Option<&str>) -> String {
     page("Amphi · 登入 Sign in", None, &main)
 }
 
-fn error_page(s: &ApiState, e: &OpError) -> Response {
+/// The error page for `e` and the status it is served with.
+pub(super) fn error_page(s: &ApiState, e: &OpError) -> (StatusCode, String) {
     let (status, what) = match e {
         OpError::Write(WriteError::NotFound(_)) | OpError::Invalid(_) => (
             StatusCode::NOT_FOUND,
@@ -290,182 +109,7 @@ fn error_page(s: &ApiState, e: &OpError) -> Response {
         r#"<main class="grid"><section class="card"><h2>{what}</h2><p class="error">{}</p><p><a href="/">← 返回总览 Back to overview</a></p></section></main>"#,
         esc(&e.to_string())
     );
-    html(status, page("Amphi", Some((s, "")), &main))
-}
-
-// ---- handlers -----------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct SearchQuery {
-    q: Option<String>,
-}
-
-async fn overview(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Query(search): Query<SearchQuery>,
-) -> Response {
-    if !signed_in(&s, &headers) {
-        return html(StatusCode::OK, login_page(None));
-    }
-    let query: String = search
-        .q
-        .unwrap_or_default()
-        .trim()
-        .chars()
-        .take(100)
-        .collect();
-    match render_overview(&s, &query) {
-        Ok(main) => html(
-            StatusCode::OK,
-            page(&format!("Amphi · {}", s.repo.me()), Some((&s, "")), &main),
-        ),
-        Err(e) => error_page(&s, &e),
-    }
-}
-
-async fn login(State(s): State<ApiState>, body: Bytes) -> Response {
-    let given = form_field(&body, "token").unwrap_or_default();
-    if given.is_empty() || !token_matches(given.trim(), &s.token) {
-        return html(
-            StatusCode::UNAUTHORIZED,
-            login_page(Some(
-                "令牌不正确 Wrong token: copy it from DATA_DIR/admin.token",
-            )),
-        );
-    }
-    let cookie = set_cookie(&session_value(&s.token, unix_now()), SESSION_SECS);
-    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
-}
-
-async fn logout() -> Response {
-    ([(header::SET_COOKIE, set_cookie("", 0))], Redirect::to("/")).into_response()
-}
-
-async fn sync_fragment(State(s): State<ApiState>, headers: HeaderMap) -> Response {
-    if !signed_in(&s, &headers) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    match render_sync(&s) {
-        Ok(fragment) => html(StatusCode::OK, fragment),
-        Err(e) => {
-            tracing::error!("dashboard: {e}");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-async fn case_file_page(
-    State(s): State<ApiState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if !signed_in(&s, &headers) {
-        return Redirect::to("/").into_response();
-    }
-    match load_case_file(&s, &id) {
-        Ok(case) => html(
-            StatusCode::OK,
-            page(
-                &format!("{} · 党员档案 Case file", case.name),
-                Some((&s, r#"<a class="back" href="/">← 总览 Overview</a>"#)),
-                &render_case_file(&s, &case),
-            ),
-        ),
-        Err(e) => error_page(&s, &e),
-    }
-}
-
-/// A case file this office shows: held, and not on its way out of this office's scope.
-fn load_case_file(s: &ApiState, id: &str) -> Result<CaseFile, OpError> {
-    let case = members::get(&s.repo, id)?;
-    let doc = DocId::parse(id).map_err(|_| WriteError::Conflict("bad id".into()))?;
-    match s.repo.store().summary(&doc)? {
-        Some(summary) if !summary.leaving => Ok(case),
-        _ => Err(WriteError::NotFound(doc).into()),
-    }
-}
-
-// ---- labels -------------------------------------------------------------------------------
-
-/// A value with its Chinese label in front, escaped: `学习教育 study`.
-fn labelled(value: &str, label: Option<&str>) -> String {
-    match label {
-        Some(zh) => format!("{zh} <span class=\"en\">{}</span>", esc(value)),
-        None => esc(value),
-    }
-}
-
-fn kind_label(kind: &str) -> String {
-    let zh = match kind {
-        "organisation-life" => Some("组织生活"),
-        "study" => Some("学习教育"),
-        "volunteer-service" => Some("志愿服务"),
-        "party-day" => Some("主题党日"),
-        "dues" => Some("党费"),
-        "other" => Some("其他"),
-        _ => None,
-    };
-    labelled(kind, zh)
-}
-
-fn category_label(category: &str) -> String {
-    let zh = match category {
-        "flowing" => Some("流动党员"),
-        "migrant-worker" => Some("外出务工"),
-        "two-dwelling" => Some("两栖"),
-        "elderly" => Some("老党员"),
-        "retired" => Some("离退休"),
-        "no-post" => Some("无职党员"),
-        "in-service" => Some("在职党员进社区"),
-        "farmer-herder" => Some("农牧民党员"),
-        _ => None,
-    };
-    labelled(category, zh)
-}
-
-fn rating_label(rating: &str) -> String {
-    let zh = match rating {
-        "excellent" => Some("优秀"),
-        "good" => Some("良好"),
-        "fair" => Some("一般"),
-        "poor" => Some("较差"),
-        _ => None,
-    };
-    labelled(rating, zh)
-}
-
-fn gender_label(gender: &str) -> String {
-    let zh = match gender {
-        "female" => Some("女"),
-        "male" => Some("男"),
-        _ => None,
-    };
-    labelled(gender, zh)
-}
-
-fn transfer_state_label(state: &str) -> String {
-    let zh = match state {
-        "open" => Some("办理中"),
-        "accepted" => Some("已接收"),
-        "rejected" => Some("已拒绝"),
-        "cancelled" => Some("已撤回"),
-        "superseded" => Some("已作废"),
-        _ => None,
-    };
-    format!(
-        r#"<span class="tstate {}">{}</span>"#,
-        esc(state),
-        labelled(state, zh)
-    )
-}
-
-fn peer_state(state: PeerState) -> &'static str {
-    match state {
-        PeerState::Connected => r#"<span class="state connected">已连接 connected</span>"#,
-        PeerState::Connecting => r#"<span class="state connecting">连接中 connecting</span>"#,
-        PeerState::Disconnected => r#"<span class="state disconnected">已断开 disconnected</span>"#,
-    }
+    (status, page("Amphi", Some((s, "")), &main))
 }
 
 /// An org path with its last segment bold, and "本组织 this office" when it is this office.
@@ -511,7 +155,7 @@ fn or_dash(v: Option<&str>) -> String {
 
 // ---- the overview ---------------------------------------------------------------------------
 
-fn render_overview(s: &ApiState, query: &str) -> Result<String, OpError> {
+pub(super) fn render_overview(s: &ApiState, query: &str) -> Result<String, OpError> {
     let sync = render_sync(s)?;
     let search = render_search(s, query)?;
     let conflicts = render_conflicts(s)?;
@@ -533,7 +177,7 @@ fn render_overview(s: &ApiState, query: &str) -> Result<String, OpError> {
 }
 
 /// The sync-status section: office facts, document counts and the peers table.
-fn render_sync(s: &ApiState) -> Result<String, OpError> {
+pub(super) fn render_sync(s: &ApiState) -> Result<String, OpError> {
     let counts = s.repo.store().doc_counts();
     let kind = |k: &str| counts.by_kind.get(k).copied().unwrap_or(0);
     let (members, orgs, conflicts) = (kind("member"), kind("org"), counts.conflicts);
@@ -575,11 +219,7 @@ fn render_sync(s: &ApiState) -> Result<String, OpError> {
 }
 
 fn peer_row(s: &ApiState, p: &PeerStatus) -> String {
-    let direction = match p.direction {
-        "dialed" => "拨出 dialed",
-        "accepted" => "接入 accepted",
-        other => other,
-    };
+    let direction = direction_label(p.direction);
     let refused = if p.refused.is_empty() {
         "0".to_owned()
     } else {
@@ -761,7 +401,7 @@ fn render_transfers(s: &ApiState) -> Result<String, OpError> {
 
 // ---- the case file --------------------------------------------------------------------------
 
-fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
+pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
     let dl = |rows: &[(&str, String)]| -> String {
         rows.iter()
             .map(|(label, value)| format!("<dt>{label}</dt><dd>{value}</dd>"))
@@ -950,49 +590,6 @@ mod tests {
         let hostile = "\"><img src=x onerror=alert(1)>";
         let out = escape_html(hostile);
         assert!(!out.contains(['<', '>', '"', '\'']), "{out}");
-    }
-
-    #[test]
-    fn form_fields_are_url_decoded() {
-        let body = b"other=1&token=ab%2Bc+d%3D&x";
-        assert_eq!(form_field(body, "token").as_deref(), Some("ab+c d="));
-        assert_eq!(form_field(body, "other").as_deref(), Some("1"));
-        assert_eq!(form_field(body, "x").as_deref(), Some(""));
-        assert_eq!(form_field(body, "missing"), None);
-        assert_eq!(form_field(b"token=%zz", "token"), None);
-        assert_eq!(form_field(b"token=%4", "token"), None);
-    }
-
-    #[test]
-    fn sessions_are_bound_to_the_token_and_expire() {
-        let now = 1_800_000_000;
-        let v = session_value("secret-token", now);
-        assert!(
-            !v.contains("secret-token"),
-            "the cookie never holds the token"
-        );
-        assert!(session_valid("secret-token", &v, now + 10));
-        assert!(!session_valid("other-token", &v, now + 10));
-        assert!(!session_valid("secret-token", &v, now + SESSION_SECS));
-        let forged = format!("{}.{}", now + 5, v.split_once('.').unwrap().1);
-        assert!(!session_valid("secret-token", &forged, now + 10));
-        for junk in ["", ".", "x.y", "1", "1.zz"] {
-            assert!(!session_valid("secret-token", junk, now));
-        }
-        assert!(token_matches("secret-token", "secret-token"));
-        assert!(!token_matches("secret-toke", "secret-token"));
-        assert!(!token_matches("", "secret-token"));
-    }
-
-    #[test]
-    fn cookies_are_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; amphi_session=9.abc; b=2"),
-        );
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("9.abc"));
-        assert_eq!(cookie(&h, "c"), None);
     }
 
     #[test]
