@@ -482,19 +482,12 @@ pub fn ca_revoke(ca_dir: &Path, cert_pem_path: &Path, reason: &str) -> Result<Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{NodeIdentity, spki_sha256};
+    use crate::pki::identity::load_node_dir;
+    use crate::pki::spki_sha256;
     use std::os::unix::fs::PermissionsExt;
 
     fn org(s: &str) -> OrgPath {
         OrgPath::parse(s).unwrap()
-    }
-
-    fn identity(dir: &Path) -> Result<NodeIdentity, IdentityError> {
-        NodeIdentity::load(
-            &dir.join(NODE_CERT_FILE),
-            &dir.join(NODE_KEY_FILE),
-            &dir.join(CA_CERT_FILE),
-        )
     }
 
     fn mode(path: &Path) -> u32 {
@@ -537,7 +530,7 @@ mod tests {
             assert!(!name.to_string_lossy().starts_with('.'), "{name:?}");
         }
 
-        let id = identity(&node_dir).unwrap();
+        let id = load_node_dir(&node_dir).unwrap();
         assert_eq!(id.org, bayin);
         assert_eq!(id.ca_der, ca_der);
         assert_eq!(org_of_cert(&id.cert_der).unwrap(), bayin);
@@ -552,7 +545,7 @@ mod tests {
                 .unwrap(),
             bayin.as_str()
         );
-        let again = identity(&node_dir).unwrap();
+        let again = load_node_dir(&node_dir).unwrap();
         assert_eq!(id.actor_id(), again.actor_id());
         assert_eq!(id.node_id(), again.node_id());
         assert_eq!(id.node_id().len(), 16);
@@ -564,7 +557,7 @@ mod tests {
         // The CA may issue for its own org; a re-issue gets a new key, hence a new actor id.
         ca_issue(&ca_dir, &county, &tmp.path().join("county"), 30).unwrap();
         ca_issue(&ca_dir, &bayin, &node_dir, 825).unwrap();
-        assert_ne!(identity(&node_dir).unwrap().actor_id(), id.actor_id());
+        assert_ne!(load_node_dir(&node_dir).unwrap().actor_id(), id.actor_id());
     }
 
     #[test]
@@ -653,7 +646,7 @@ mod tests {
         fs::write(rogue.join(NODE_CERT_FILE), &leaf.cert_pem).unwrap();
         fs::write(rogue.join(NODE_KEY_FILE), &leaf.key_pem).unwrap();
         fs::write(rogue.join(CA_CERT_FILE), &ca.pem).unwrap();
-        let err = identity(&rogue).unwrap_err();
+        let err = load_node_dir(&rogue).unwrap_err();
         assert!(
             matches!(&err, IdentityError::NotFromCa { reason, .. } if reason.contains("outside")),
             "{err}"
@@ -669,6 +662,6 @@ mod tests {
         .unwrap();
         fs::write(rogue.join(NODE_CERT_FILE), &leaf.cert_pem).unwrap();
         fs::write(rogue.join(NODE_KEY_FILE), &leaf.key_pem).unwrap();
-        assert_eq!(identity(&rogue).unwrap().org, org("hoboksar/x"));
+        assert_eq!(load_node_dir(&rogue).unwrap().org, org("hoboksar/x"));
     }
 }

@@ -264,6 +264,17 @@ impl NodeIdentity {
     }
 }
 
+/// [`NodeIdentity::load`] of a node directory as `amphi ca issue` writes it, for tests.
+#[cfg(test)]
+pub(super) fn load_node_dir(dir: &Path) -> Result<NodeIdentity, IdentityError> {
+    use super::{CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE};
+    NodeIdentity::load(
+        &dir.join(NODE_CERT_FILE),
+        &dir.join(NODE_KEY_FILE),
+        &dir.join(CA_CERT_FILE),
+    )
+}
+
 /// A CA certificate file that was read and checked: one CA certificate, not expired.
 pub(super) struct CaCertFile {
     /// The file as read (PEM).
@@ -395,14 +406,6 @@ mod tests {
         OrgPath::parse(s).unwrap()
     }
 
-    fn identity(dir: &Path) -> Result<NodeIdentity, IdentityError> {
-        NodeIdentity::load(
-            &dir.join(NODE_CERT_FILE),
-            &dir.join(NODE_KEY_FILE),
-            &dir.join(CA_CERT_FILE),
-        )
-    }
-
     #[test]
     fn load_refuses_another_ca_and_a_foreign_key() {
         let tmp = tempfile::tempdir().unwrap();
@@ -472,7 +475,7 @@ mod tests {
             now - Duration::days(1),
         )
         .unwrap();
-        let err = identity(&old).unwrap_err();
+        let err = load_node_dir(&old).unwrap_err();
         assert!(matches!(err, IdentityError::Expired { .. }), "{err}");
         assert!(err.to_string().contains("amphi ca issue"), "{err}");
 
@@ -485,7 +488,7 @@ mod tests {
             now + Duration::days(30),
         )
         .unwrap();
-        let err = identity(&future).unwrap_err();
+        let err = load_node_dir(&future).unwrap_err();
         assert!(matches!(err, IdentityError::NotYetValid { .. }), "{err}");
     }
 }
