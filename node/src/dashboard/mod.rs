@@ -28,8 +28,8 @@
 //! | `GET /dashboard/sync` | the sync-status section alone (what the script refreshes) |
 //! | `GET /dashboard/assets/{dashboard.css,dashboard.js}` | the stylesheet and the script |
 //!
-//! The parts: `session` (the signed-in cookie), `pages` (HTML rendering) and `labels` (the
-//! Chinese and English names of the values members' files hold).
+//! The parts: `session` (the signed-in cookie), `pages` (HTML rendering) and `labels` (every
+//! text the dashboard shows, in Simplified Chinese and English).
 
 mod labels;
 mod pages;
@@ -48,6 +48,7 @@ use serde::Deserialize;
 use crate::api::ApiState;
 use crate::members::{self, OpError};
 use crate::repo::WriteError;
+use labels::{CASE_FILE, OVERVIEW, WRONG_TOKEN};
 use pages::{login_page, page, render_case_file, render_overview, render_sync};
 use session::{session_value, set_cookie, signed_in, token_matches, unix_now};
 
@@ -178,9 +179,7 @@ async fn login(State(s): State<ApiState>, body: Bytes) -> Response {
     if given.is_empty() || !token_matches(given.trim(), &s.token) {
         return html(
             StatusCode::UNAUTHORIZED,
-            login_page(Some(
-                "令牌不正确 Wrong token: copy it from DATA_DIR/admin.token",
-            )),
+            login_page(Some(&WRONG_TOKEN.to_string())),
         );
     }
     let cookie = set_cookie(&session_value(&s.token, unix_now()), SESSION_SECS);
@@ -216,8 +215,11 @@ async fn case_file_page(
         Ok(case) => html(
             StatusCode::OK,
             page(
-                &format!("{} · 党员档案 Case file", case.name),
-                Some((&s, r#"<a class="back" href="/">← 总览 Overview</a>"#)),
+                &format!("{} · {CASE_FILE}", case.name),
+                Some((
+                    &s,
+                    format!(r#"<a class="back" href="/">← {OVERVIEW}</a>"#).as_str(),
+                )),
                 &render_case_file(&s, &case),
             ),
         ),

@@ -10,10 +10,7 @@ use crate::members::{self, OpError};
 use crate::repo::WriteError;
 use crate::status::{PeerState, PeerStatus};
 
-use super::labels::{
-    category_label, direction_label, gender_label, kind_label, peer_state, rating_label,
-    transfer_state_label,
-};
+use super::labels::*;
 
 /// Most members listed in one search answer.
 const SEARCH_LIMIT: usize = 50;
@@ -54,9 +51,9 @@ pub(super) fn short_time(t: &str) -> String {
 pub(super) fn page(title: &str, office: Option<(&ApiState, &str)>, main: &str) -> String {
     let bar = match office {
         Some((s, nav)) => format!(
-            r#"<header class="bar"><div class="brand">Amphi <span>党员档案同步 Record sync</span></div>
-<div class="office">本组织 Office <b>{org}</b> <span class="muted">节点 Node {node}</span></div>{nav}
-<form method="post" action="/logout" class="logout"><button type="submit">登出 Sign out</button></form></header>"#,
+            r#"<header class="bar"><div class="brand">Amphi <span>{RECORD_SYNC}</span></div>
+<div class="office">{OFFICE} <b>{org}</b> <span class="muted">{NODE} {node}</span></div>{nav}
+<form method="post" action="/logout" class="logout"><button type="submit">{SIGN_OUT}</button></form></header>"#,
             org = esc(s.repo.me().as_str()),
             node = esc(&s.node_id),
         ),
@@ -84,29 +81,28 @@ pub(super) fn login_page(error: Option<&str>) -> String {
         .unwrap_or_default();
     let main = format!(
         r#"<main class="login-wrap"><form method="post" action="/login" class="card login">
-<h1>Amphi <span>党员档案同步 Record sync</span></h1>
-<h2>管理员登入 Admin sign-in</h2>
+<h1>Amphi <span>{RECORD_SYNC}</span></h1>
+<h2>{ADMIN_SIGN_IN}</h2>
 {error}
-<label for="token">管理令牌 Admin token</label>
+<label for="token">{ADMIN_TOKEN}</label>
 <input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
-<p class="muted">令牌在节点的 <code>DATA_DIR/admin.token</code> The token is in the node's <code>DATA_DIR/admin.token</code></p>
-<button type="submit">登入 Sign in</button>
+<p class="muted">{TOKEN_HINT}</p>
+<button type="submit">{SIGN_IN}</button>
 </form></main>"#
     );
-    page("Amphi · 登入 Sign in", None, &main)
+    page(&format!("Amphi · {SIGN_IN}"), None, &main)
 }
 
 /// The error page for `e` and the status it is served with.
 pub(super) fn error_page(s: &ApiState, e: &OpError) -> (StatusCode, String) {
     let (status, what) = match e {
-        OpError::Write(WriteError::NotFound(_)) | OpError::Invalid(_) => (
-            StatusCode::NOT_FOUND,
-            "本节点没有此档案 This node holds no such case file",
-        ),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "内部错误 Internal error"),
+        OpError::Write(WriteError::NotFound(_)) | OpError::Invalid(_) => {
+            (StatusCode::NOT_FOUND, NO_SUCH_CASE_FILE)
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR),
     };
     let main = format!(
-        r#"<main class="grid"><section class="card"><h2>{what}</h2><p class="error">{}</p><p><a href="/">← 返回总览 Back to overview</a></p></section></main>"#,
+        r#"<main class="grid"><section class="card"><h2>{what}</h2><p class="error">{}</p><p><a href="/">← {BACK_TO_OVERVIEW}</a></p></section></main>"#,
         esc(&e.to_string())
     );
     (status, page("Amphi", Some((s, "")), &main))
@@ -115,9 +111,9 @@ pub(super) fn error_page(s: &ApiState, e: &OpError) -> (StatusCode, String) {
 /// An org path with its last segment bold, and "本组织 this office" when it is this office.
 fn org_html(s: &ApiState, org: &str) -> String {
     let me = if org == s.repo.me().as_str() {
-        r#" <span class="me">本组织 this office</span>"#
+        format!(r#" <span class="me">{THIS_OFFICE}</span>"#)
     } else {
-        ""
+        String::new()
     };
     format!("{}{me}", org_plain(org))
 }
@@ -185,32 +181,28 @@ pub(super) fn render_sync(s: &ApiState) -> Result<String, OpError> {
     let quarantine: u64 = s.repo.store().quarantine_totals().values().sum();
     let peers = s.status.peers();
     let rows: String = if peers.is_empty() {
-        r#"<tr><td colspan="7" class="muted">尚无对等节点 No peers yet</td></tr>"#.to_owned()
+        format!(r#"<tr><td colspan="7" class="muted">{NO_PEERS}</td></tr>"#)
     } else {
         peers.iter().map(|p| peer_row(s, p)).collect()
     };
-    let stat = |zh: &str, en: &str, n: String, warn: bool| {
+    let stat = |label: Label, n: String, warn: bool| {
         format!(
-            r#"<div class="stat{}"><b>{n}</b><span>{zh} {en}</span></div>"#,
+            r#"<div class="stat{}"><b>{n}</b><span>{label}</span></div>"#,
             if warn { " warn" } else { "" }
         )
     };
     Ok(format!(
-        r#"<h2>同步状态 <span class="en">Sync status</span> <small class="muted">更新 Updated {now}</small></h2>
-<div class="stats">{a}{b}{c}{d}{e}<div class="stat cert"><b>{cert}</b><span>证书到期 Certificate expires</span></div></div>
-<table class="peers"><thead><tr><th>对等节点 Peer</th><th>状态 State</th><th>方向 Direction</th><th>最近同步 Last sync</th><th class="num">待同步 Pending</th><th>拒收 Refused</th><th>最近错误 Last error</th></tr></thead>
+        r#"<h2>{sync_status} <small class="muted">{UPDATED} {now}</small></h2>
+<div class="stats">{a}{b}{c}{d}{e}<div class="stat cert"><b>{cert}</b><span>{CERT_EXPIRES}</span></div></div>
+<table class="peers"><thead><tr><th>{PEER}</th><th>{STATE}</th><th>{DIRECTION}</th><th>{LAST_SYNC}</th><th class="num">{PENDING}</th><th>{REFUSED}</th><th>{LAST_ERROR}</th></tr></thead>
 <tbody>{rows}</tbody></table>"#,
+        sync_status = SYNC_STATUS.heading(),
         now = esc(&short_time(&crate::status::now_rfc3339())),
-        a = stat("党员档案", "Case files", members.to_string(), false),
-        b = stat("组织名册", "Rosters", orgs.to_string(), false),
-        c = stat("冲突", "Conflicts", conflicts.to_string(), conflicts > 0),
-        d = stat("隔离", "Quarantine", quarantine.to_string(), quarantine > 0),
-        e = stat(
-            "拒收",
-            "Refused",
-            refused_total.to_string(),
-            refused_total > 0
-        ),
+        a = stat(CASE_FILES, members.to_string(), false),
+        b = stat(ROSTERS, orgs.to_string(), false),
+        c = stat(CONFLICTS, conflicts.to_string(), conflicts > 0),
+        d = stat(QUARANTINE, quarantine.to_string(), quarantine > 0),
+        e = stat(REFUSED, refused_total.to_string(), refused_total > 0),
         cert = esc(&short_time(&s.cert_expires)
             .chars()
             .take(10)
@@ -258,12 +250,9 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
         .filter(|m| needle.is_empty() || m.name.to_lowercase().contains(&needle))
         .collect();
     let heading = if query.is_empty() {
-        format!(
-            "本组织及下级共 {n} 名党员 {n} members with home or residence here or below",
-            n = all.len()
-        )
+        members_here(all.len())
     } else {
-        format!("「{q}」: {n} 名 {n} found", q = esc(query), n = found.len())
+        members_found(&esc(query), found.len())
     };
     let rows: String = found
         .iter()
@@ -274,7 +263,7 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
                 .as_deref()
                 .map(|r| {
                     format!(
-                        r#"<div class="small">两栖 Two-dwelling → {}</div>"#,
+                        r#"<div class="small">{TWO_DWELLING} → {}</div>"#,
                         org_plain(r)
                     )
                 })
@@ -288,19 +277,20 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
         .collect();
     let more = if found.len() > SEARCH_LIMIT {
         format!(
-            r#"<p class="muted">另有 {n} 名，请缩小搜索 {n} more: narrow the search</p>"#,
-            n = found.len() - SEARCH_LIMIT
+            r#"<p class="muted">{}</p>"#,
+            more_found(found.len() - SEARCH_LIMIT)
         )
     } else {
         String::new()
     };
     Ok(format!(
-        r#"<h2>党员搜索 <span class="en">Member search</span></h2>
+        r#"<h2>{member_search}</h2>
 <form method="get" action="/" class="search-form" role="search">
-<input type="search" name="q" value="{q}" placeholder="姓名 Name" aria-label="姓名 Name" maxlength="100">
-<button type="submit">搜索 Search</button></form>
+<input type="search" name="q" value="{q}" placeholder="{NAME}" aria-label="{NAME}" maxlength="100">
+<button type="submit">{SEARCH}</button></form>
 <p class="muted small">{heading}</p>
 <ul id="results" class="results">{rows}</ul>{more}"#,
+        member_search = MEMBER_SEARCH.heading(),
         q = esc(query),
     ))
 }
@@ -308,7 +298,7 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
 fn render_conflicts(s: &ApiState) -> Result<String, OpError> {
     let list = members::conflicts(&s.repo)?;
     let body = if list.is_empty() {
-        r#"<p class="ok">无未确认冲突 No unacknowledged conflicts</p>"#.to_owned()
+        format!(r#"<p class="ok">{NO_CONFLICTS}</p>"#)
     } else {
         let rows: String = list
             .iter()
@@ -323,11 +313,12 @@ fn render_conflicts(s: &ApiState) -> Result<String, OpError> {
             })
             .collect();
         format!(
-            r#"<table><thead><tr><th>党员 Member</th><th>类型 Kind</th><th>规则 Rule</th><th>胜出 Winner</th></tr></thead><tbody>{rows}</tbody></table>"#
+            r#"<table><thead><tr><th>{MEMBER}</th><th>{KIND}</th><th>{RULE}</th><th>{WINNER}</th></tr></thead><tbody>{rows}</tbody></table>"#
         )
     };
     Ok(format!(
-        r#"<h2>冲突 <span class="en">Conflicts</span> <span class="count">{}</span></h2>{body}"#,
+        r#"<h2>{} <span class="count">{}</span></h2>{body}"#,
+        CONFLICTS.heading(),
         list.len()
     ))
 }
@@ -357,15 +348,16 @@ fn render_quarantine(s: &ApiState) -> Result<String, OpError> {
         })
         .collect();
     let body = if total == 0 {
-        r#"<p class="ok">没有被拒收的变更 No refused changes</p>"#.to_owned()
+        format!(r#"<p class="ok">{NO_REFUSED_CHANGES}</p>"#)
     } else {
         format!(
             r#"<ul class="reasons">{reasons}</ul>
-<table><thead><tr><th>时间 At</th><th>来源 Peer</th><th>文件 Doc</th><th>声称作者 Claimed author</th><th>原因 Reason</th></tr></thead><tbody>{latest}</tbody></table>"#
+<table><thead><tr><th>{AT}</th><th>{SOURCE_PEER}</th><th>{DOC}</th><th>{CLAIMED_AUTHOR}</th><th>{REASON}</th></tr></thead><tbody>{latest}</tbody></table>"#
         )
     };
     Ok(format!(
-        r#"<h2>隔离 <span class="en">Quarantine</span> <span class="count">{total}</span></h2>{body}"#
+        r#"<h2>{} <span class="count">{total}</span></h2>{body}"#,
+        QUARANTINE.heading()
     ))
 }
 
@@ -375,7 +367,7 @@ fn render_transfers(s: &ApiState) -> Result<String, OpError> {
         .filter(|t| t.state == "open")
         .collect();
     let body = if open.is_empty() {
-        r#"<p class="ok">没有办理中的转接 No open transfers</p>"#.to_owned()
+        format!(r#"<p class="ok">{NO_OPEN_TRANSFERS}</p>"#)
     } else {
         let rows: String = open
             .iter()
@@ -390,11 +382,12 @@ fn render_transfers(s: &ApiState) -> Result<String, OpError> {
             })
             .collect();
         format!(
-            r#"<table><thead><tr><th>党员 Member</th><th>转出 From</th><th>转入 To</th></tr></thead><tbody>{rows}</tbody></table>"#
+            r#"<table><thead><tr><th>{MEMBER}</th><th>{FROM}</th><th>{TO}</th></tr></thead><tbody>{rows}</tbody></table>"#
         )
     };
     Ok(format!(
-        r#"<h2>组织关系转接 <span class="en">Transfers</span> <span class="count">{}</span></h2>{body}"#,
+        r#"<h2>{} <span class="count">{}</span></h2>{body}"#,
+        TRANSFERS.heading(),
         open.len()
     ))
 }
@@ -402,7 +395,7 @@ fn render_transfers(s: &ApiState) -> Result<String, OpError> {
 // ---- the case file --------------------------------------------------------------------------
 
 pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
-    let dl = |rows: &[(&str, String)]| -> String {
+    let dl = |rows: &[(Label, String)]| -> String {
         rows.iter()
             .map(|(label, value)| format!("<dt>{label}</dt><dd>{value}</dd>"))
             .collect()
@@ -416,54 +409,48 @@ pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
             .collect()
     };
     let identity = dl(&[
-        ("性别 Gender", gender_label(&case.gender)),
-        ("民族 Ethnicity", esc(&case.ethnicity)),
-        ("出生日期 Born", esc(&case.birth_date)),
-        ("入党日期 Joined", esc(&case.joined_at)),
+        (GENDER, gender_label(&case.gender)),
+        (ETHNICITY, esc(&case.ethnicity)),
+        (BORN, esc(&case.birth_date)),
+        (JOINED, esc(&case.joined_at)),
         (
-            "身份证号 ID number",
+            ID_NUMBER,
             case.id_number
                 .as_deref()
                 .map_or_else(|| "—".to_owned(), |n| esc(&mask_id_number(n))),
         ),
-        ("电话 Phone", or_dash(case.phone.as_deref())),
-        ("学历 Education", or_dash(case.education.as_deref())),
-        ("类别 Categories", categories),
-        (
-            "档案编号 File id",
-            format!("<code>{}</code>", esc(&case.id)),
-        ),
+        (PHONE, or_dash(case.phone.as_deref())),
+        (EDUCATION, or_dash(case.education.as_deref())),
+        (CATEGORIES, categories),
+        (FILE_ID, format!("<code>{}</code>", esc(&case.id))),
     ]);
     let residence = match &case.residence {
         Some(r) => dl(&[
-            ("两栖居住地 Residence", org_html(s, &r.org)),
-            ("起 Since", or_dash(r.since.as_deref())),
-            ("至 Until", or_dash(r.until.as_deref())),
-            ("报到 Reported in", or_dash(r.reported_in_at.as_deref())),
+            (RESIDENCE, org_html(s, &r.org)),
+            (SINCE, or_dash(r.since.as_deref())),
+            (UNTIL, or_dash(r.until.as_deref())),
+            (REPORTED_IN, or_dash(r.reported_in_at.as_deref())),
         ]),
-        None => dl(&[(
-            "两栖居住地 Residence",
-            "— 非两栖 not two-dwelling".to_owned(),
-        )]),
+        None => dl(&[(RESIDENCE, format!("— {NOT_TWO_DWELLING}"))]),
     };
     let contact = case.contact.as_ref();
     let affiliation = format!(
         "{}{residence}{}",
-        dl(&[("组织关系所在党组织 Home org", org_html(s, &case.home_org))]),
+        dl(&[(HOME_ORG, org_html(s, &case.home_org))]),
         dl(&[
             (
-                "联系责任人 Contact person",
+                CONTACT_PERSON,
                 or_dash(contact.and_then(|c| c.person.as_deref())),
             ),
             (
-                "最近联系 Last contact",
+                LAST_CONTACT,
                 or_dash(contact.and_then(|c| c.last_contact_at.as_deref())),
             ),
         ]),
     );
 
     let activities: String = if case.activities.is_empty() {
-        r#"<tr><td colspan="5" class="muted">尚无活动记录 No activities yet</td></tr>"#.to_owned()
+        format!(r#"<tr><td colspan="5" class="muted">{NO_ACTIVITIES}</td></tr>"#)
     } else {
         let mut list: Vec<_> = case.activities.iter().collect();
         list.sort_by(|a, b| b.date.cmp(&a.date).then_with(|| a.id.cmp(&b.id)));
@@ -474,7 +461,7 @@ pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
                     .iter()
                     .map(|c| {
                         format!(
-                            r#"<div class="comment">加注意见 Comment · {} · {}: {}</div>"#,
+                            r#"<div class="comment">{COMMENT} · {} · {}: {}</div>"#,
                             org_html(s, &c.by),
                             esc(&c.at),
                             esc(&c.text)
@@ -495,7 +482,7 @@ pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
     let points: i64 = case.activities.iter().filter_map(|a| a.points).sum();
 
     let reviews: String = if case.reviews.is_empty() {
-        r#"<p class="muted">尚无审核 No reviews yet</p>"#.to_owned()
+        format!(r#"<p class="muted">{NO_REVIEWS}</p>"#)
     } else {
         let rows: String = case
             .reviews
@@ -511,12 +498,12 @@ pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
             })
             .collect();
         format!(
-            r#"<table><thead><tr><th>期间 Period</th><th>评定 Rating</th><th>意见 Comment</th><th>审核组织 Reviewed by</th></tr></thead><tbody>{rows}</tbody></table>"#
+            r#"<table><thead><tr><th>{PERIOD}</th><th>{RATING}</th><th>{REVIEW_COMMENT}</th><th>{REVIEWED_BY}</th></tr></thead><tbody>{rows}</tbody></table>"#
         )
     };
 
     let transfers: String = if case.transfers.is_empty() {
-        r#"<p class="muted">尚无转接 No transfers</p>"#.to_owned()
+        format!(r#"<p class="muted">{NO_TRANSFERS}</p>"#)
     } else {
         case.transfers
             .iter()
@@ -539,8 +526,8 @@ pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
                     .collect();
                 format!(
                     r#"<div class="transfer"><div>{from} → {to} {state}</div>
-<div class="small">原因 Reason: {reason}</div>
-<div class="small muted">发起 Opened by {by} · {at} · <code>{id}</code></div><ul class="steps">{steps}</ul></div>"#,
+<div class="small">{REASON}: {reason}</div>
+<div class="small muted">{OPENED_BY} {by} · {at} · <code>{id}</code></div><ul class="steps">{steps}</ul></div>"#,
                     from = org_html(s, &t.from_org),
                     to = org_html(s, &t.to_org),
                     state = transfer_state_label(&t.state),
@@ -555,14 +542,19 @@ pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
 
     format!(
         r#"<main class="grid casefile">
-<section id="identity" class="card"><h2>党员档案 <span class="en">Case file</span></h2><h3 class="name">{name}</h3><dl>{identity}</dl></section>
-<section id="affiliation" class="card"><h2>组织关系 <span class="en">Affiliation</span></h2><dl>{affiliation}</dl></section>
-<section id="reviews" class="card"><h2>半年审核 <span class="en">Reviews</span></h2>{reviews}
-<h2>组织关系转接 <span class="en">Transfers</span></h2>{transfers}</section>
-<section id="activities" class="card wide"><h2>活动 <span class="en">Activities</span> <span class="count">{count}</span> <small class="muted">积分合计 Points total {points}</small></h2>
-<table><thead><tr><th>日期 Date</th><th>类型 Kind</th><th>内容 Description</th><th class="num">积分 Points</th><th>记录组织 Recorded by</th></tr></thead><tbody>{activities}</tbody></table></section>
+<section id="identity" class="card"><h2>{case_file}</h2><h3 class="name">{name}</h3><dl>{identity}</dl></section>
+<section id="affiliation" class="card"><h2>{affiliation_heading}</h2><dl>{affiliation}</dl></section>
+<section id="reviews" class="card"><h2>{reviews_heading}</h2>{reviews}
+<h2>{transfers_heading}</h2>{transfers}</section>
+<section id="activities" class="card wide"><h2>{activities_heading} <span class="count">{count}</span> <small class="muted">{POINTS_TOTAL} {points}</small></h2>
+<table><thead><tr><th>{DATE}</th><th>{KIND}</th><th>{DESCRIPTION}</th><th class="num">{POINTS}</th><th>{RECORDED_BY}</th></tr></thead><tbody>{activities}</tbody></table></section>
 </main>"#,
         name = esc(&case.name),
+        case_file = CASE_FILE.heading(),
+        affiliation_heading = AFFILIATION.heading(),
+        reviews_heading = REVIEWS.heading(),
+        transfers_heading = TRANSFERS.heading(),
+        activities_heading = ACTIVITIES.heading(),
         count = case.activities.len(),
     )
 }
