@@ -22,7 +22,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 
-use crate::pki::{self, NodeIdentity, PkiError};
+use crate::pki::{self, CertError, NodeIdentity};
 
 /// The ALPN protocol id of Amphi's replication protocol, version 1.
 pub const ALPN: &[u8] = b"amphi/1";
@@ -56,7 +56,7 @@ pub enum TlsError {
     NoPeerCertificate,
     /// The peer's certificate does not name an office properly.
     #[error("the peer's certificate is not a valid Amphi node certificate: {0}")]
-    PeerCert(PkiError),
+    PeerCert(CertError),
 }
 
 /// The transport settings shared by both ends: keep-alive every 5 s, idle timeout 30 s, and

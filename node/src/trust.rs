@@ -53,7 +53,7 @@ use time::format_description::well_known::Rfc3339;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY};
 
-use crate::pki::{self, NodeIdentity, PkiError};
+use crate::pki::{self, CertError, NodeIdentity};
 
 /// How long before a certificate's `not_before` a change may be timestamped and still be
 /// accepted (offices' clocks drift), in seconds.
@@ -73,7 +73,7 @@ pub enum TrustError {
     NotFromCa(String),
     /// The certificate does not name exactly one office (with the matching DNS name).
     #[error("the certificate does not name one office: {0}")]
-    Org(#[source] PkiError),
+    Org(#[source] CertError),
     /// The certificate's key is not an ECDSA P-256 key.
     #[error("the certificate's key is not an ECDSA P-256 key; Amphi node certificates use P-256")]
     UnsupportedKey,
@@ -544,8 +544,8 @@ mod tests {
     use rustls::pki_types::pem::PemObject;
 
     use crate::pki::{
-        CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE, ca_init, ca_issue, ca_revoke,
-        issue_with_validity,
+        CA_CERT_FILE, CaError, IdentityError, NODE_CERT_FILE, NODE_KEY_FILE, ca_init, ca_issue,
+        ca_revoke, issue_with_validity,
     };
 
     fn org(s: &str) -> OrgPath {
@@ -929,7 +929,10 @@ mod tests {
         let other_ca = tmp.path().join("ca");
         ca_init(&other_ca, &org("hoboksar")).unwrap();
         let err = ca_revoke(&other_ca, &cert, "test").unwrap_err();
-        assert!(matches!(err, PkiError::NotFromCa { .. }), "{err}");
+        assert!(
+            matches!(err, CaError::Identity(IdentityError::NotFromCa { .. })),
+            "{err}"
+        );
 
         // An expired certificate of this CA can still be revoked.
         let old = tmp.path().join("old");

@@ -313,6 +313,35 @@ impl County {
         &self.offices[name]
     }
 
+    /// Bayin (home village `hoboksar/chagantolgay/bayin`) registers `name` as a two-dwelling
+    /// member resident at Xingfu (`hoboksar/hoboksar-town/xingfu`, a community under another
+    /// township) since 2026-10-15; returns the member's id once Xingfu holds the case file
+    /// with that residence. Bayin, Xingfu and the offices between them must be running.
+    pub async fn two_dwelling_member(&self, name: &str) -> String {
+        let (bayin, xingfu) = (self.office("bayin"), self.office("xingfu"));
+        let id = bayin.create_member(name).await;
+        let (code, body) = bayin
+            .put(
+                &format!("/api/v1/members/{id}/residence"),
+                json!({"org": xingfu.org.as_str(), "since": "2026-10-15"}),
+            )
+            .await;
+        assert_eq!(code, 200, "set the residence: {body}");
+        eventually(
+            TWO_DWELLING_WAIT,
+            "the case file reaches the residence community",
+            || async {
+                xingfu
+                    .case_file(&id)
+                    .await
+                    .filter(|c| c["residence"]["org"] == xingfu.org.as_str())
+                    .map(|_| ())
+            },
+        )
+        .await;
+        id
+    }
+
     /// Stops every office.
     pub async fn shutdown(mut self) {
         let names: Vec<String> = self.offices.keys().cloned().collect();
@@ -321,6 +350,9 @@ impl County {
         }
     }
 }
+
+/// How long [`County::two_dwelling_member`] waits for the file to reach the community.
+const TWO_DWELLING_WAIT: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T

@@ -21,39 +21,12 @@ const XINGFU: &str = "hoboksar/hoboksar-town/xingfu";
 const BAYIN: &str = "hoboksar/chagantolgay/bayin";
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Bayin registers a two-dwelling member resident at Xingfu; returns the id once Xingfu holds it.
-async fn two_dwelling_member(county: &County) -> String {
-    let bayin = county.office("bayin");
-    let id = bayin.create_member("Tsetseg").await;
-    let (code, body) = bayin
-        .put(
-            &format!("/api/v1/members/{id}/residence"),
-            json!({"org": XINGFU, "since": "2026-10-15"}),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
-    let xingfu = county.office("xingfu");
-    eventually(
-        WAIT,
-        "the case file reaches the residence community",
-        || async {
-            xingfu
-                .case_file(&id)
-                .await
-                .filter(|c| c["residence"]["org"] == XINGFU)
-                .map(|_| ())
-        },
-    )
-    .await;
-    id
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_dwelling_file_is_shared_by_village_and_community_with_both_offices_activities() {
     let mut county = County::new();
     county.start_all(ALL).await;
     let started = Instant::now();
-    let id = two_dwelling_member(&county).await;
+    let id = county.two_dwelling_member("Tsetseg").await;
     println!(
         "case file reached the community (4 hops) in {:?}",
         started.elapsed()
@@ -110,7 +83,7 @@ async fn a_two_dwelling_file_is_shared_by_village_and_community_with_both_office
 async fn a_sibling_village_never_receives_the_file() {
     let mut county = County::new();
     county.start_all(ALL).await;
-    let id = two_dwelling_member(&county).await;
+    let id = county.two_dwelling_member("Tsetseg").await;
     // Make sure the county and Tebke's township have it, so Tebke had every chance to get it.
     for office in ["county", "chagantolgay"] {
         let o = county.office(office);
@@ -159,7 +132,7 @@ async fn the_community_cannot_change_identity_or_write_the_review() {
     county
         .start_all(&["county", "hoboksar-town", "chagantolgay", "bayin", "xingfu"])
         .await;
-    let id = two_dwelling_member(&county).await;
+    let id = county.two_dwelling_member("Tsetseg").await;
     let xingfu = county.office("xingfu");
     let (code, body) = xingfu
         .patch(&format!("/api/v1/members/{id}"), json!({"name": "Changed"}))
@@ -202,7 +175,7 @@ async fn offline_edits_at_both_ends_converge_after_the_link_heals() {
     county
         .start_all(&["county", "chagantolgay", "hoboksar-town", "bayin", "xingfu"])
         .await;
-    let id = two_dwelling_member(&county).await;
+    let id = county.two_dwelling_member("Tsetseg").await;
     // The county goes down: the two townships (and so village and community) are cut apart.
     county.stop("county").await;
     let (bayin, xingfu) = (county.office("bayin"), county.office("xingfu"));

@@ -194,18 +194,8 @@ async fn a_community_change_is_verified_at_every_hop_with_a_certificate_the_coun
     county
         .start_all(&["county", "chagantolgay", "hoboksar-town", "bayin", "xingfu"])
         .await;
-    let bayin = county.office("bayin");
-    let id = bayin.create_member("Tsetseg").await;
-    let residence = json!({"org": "hoboksar/hoboksar-town/xingfu", "since": "2026-10-15"});
-    assert_eq!(
-        bayin
-            .put(&format!("/api/v1/members/{id}/residence"), residence)
-            .await
-            .0,
-        200
-    );
-    let xingfu = county.office("xingfu");
-    reached(xingfu, &id).await;
+    let id = county.two_dwelling_member("Tsetseg").await;
+    let (bayin, xingfu) = (county.office("bayin"), county.office("xingfu"));
     assert_eq!(xingfu.record_activity(&id, "study at Xingfu").await, 201);
     // community → township → county → township → village
     eventually(
@@ -366,18 +356,8 @@ async fn ending_a_residence_purges_the_file_from_the_community_and_leaves_a_hist
     county
         .start_all(&["county", "chagantolgay", "hoboksar-town", "bayin", "xingfu"])
         .await;
-    let bayin = county.office("bayin");
-    let id = bayin.create_member("Ganbaatar").await;
-    let residence = json!({"org": "hoboksar/hoboksar-town/xingfu", "since": "2026-10-15"});
-    assert_eq!(
-        bayin
-            .put(&format!("/api/v1/members/{id}/residence"), residence)
-            .await
-            .0,
-        200
-    );
-    let xingfu = county.office("xingfu");
-    reached(xingfu, &id).await;
+    let id = county.two_dwelling_member("Ganbaatar").await;
+    let (bayin, xingfu) = (county.office("bayin"), county.office("xingfu"));
     assert_eq!(xingfu.record_activity(&id, "winter study").await, 201);
     eventually(WAIT, "the village has the community's activity", || async {
         (bayin.activities(&id).await.len() == 1).then_some(())
