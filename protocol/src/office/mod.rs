@@ -356,18 +356,6 @@ impl<S: Storage> Office<S> {
         now_ms: i64,
     ) -> Result<Received, StorageError> {
         let _guard = self.lock(id);
-        self.receive_locked(id, peer, bytes, attestations, sync, now_ms)
-    }
-
-    fn receive_locked(
-        &self,
-        id: &DocId,
-        peer: &OrgPath,
-        bytes: &[u8],
-        attestations: &[Attestation],
-        sync: &mut DocSync,
-        now_ms: i64,
-    ) -> Result<Received, StorageError> {
         let before = self.store.summary(id)?;
         let view = summary::view_of(id, before.as_ref().map(Placement::of).as_ref(), peer);
         let theirs = crate::syncmsg::SyncMessage::decode(bytes)
