@@ -23,7 +23,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 use automerge::sync::{self, SyncDoc};
-use automerge::{AutoCommit, Change, ChangeHash};
+use automerge::{AutoCommit, ChangeHash};
 use sha2::{Digest as _, Sha256};
 
 use crate::contain::contain;
@@ -46,7 +46,7 @@ pub struct DocSync {
     last_sent: Option<[u8; 32]>,
     refused: HashSet<ChangeHash>,
     /// Changes from the peer waiting for a dependency (see [`gate::receive`]).
-    held_back: Vec<Change>,
+    held_back: Vec<gate::HeldBack>,
 }
 
 impl DocSync {

@@ -122,6 +122,19 @@ pub struct Admission {
     pub dropped: Vec<RefusedChange>,
     /// Contained panics of the CRDT engine.
     pub faults: usize,
+    /// The signatures of the applied changes (from this message or the one that brought a
+    /// held-back change), to store beside them.
+    pub signatures: Vec<Attestation>,
+}
+
+/// A change waiting for a later message (a dependency missing, or dated in the future), with
+/// the signature it came with.
+#[derive(Debug, Clone)]
+pub struct HeldBack {
+    /// The change.
+    pub change: Change,
+    /// Its signature, if the message that brought it had one.
+    pub attestation: Option<Attestation>,
 }
 
 impl Admission {
@@ -229,10 +242,10 @@ fn check(
     doc: &AutoCommit,
     history: &mut History,
     change: &Change,
+    attestation: Option<&Attestation>,
     cx: &Inbound<'_>,
 ) -> Result<Option<ChangeHash>, Hold> {
     let author = author_of(change).ok_or(Hold::Refuse(Refusal::UnknownAuthor))?;
-    let attestation = cx.attestations.iter().find(|a| a.change == change.hash());
     cx.auth
         .authenticate(change, &author, attestation)
         .map_err(Hold::Refuse)?;
@@ -317,7 +330,7 @@ pub fn receive(
     bytes: &[u8],
     cx: &Inbound<'_>,
     refused_before: &HashSet<ChangeHash>,
-    held_back: &mut Vec<Change>,
+    held_back: &mut Vec<HeldBack>,
     reload: &mut dyn FnMut() -> AutoCommit,
 ) -> Admission {
     let message = match SyncMessage::decode(bytes) {
@@ -329,7 +342,24 @@ pub fn receive(
         Err(e) => return Admission::refused_whole(Refusal::Malformed(e.to_string())),
     };
     let mut admission = Admission::default();
-    let mut changes = std::mem::take(held_back);
+    // A held-back change keeps the signature it came with: judged again with a later
+    // message's signatures only, it was refused as unsigned for good, and one applied then
+    // was stored and relayed without its signature (found by the county simulator).
+    let mut signatures: HashMap<ChangeHash, Attestation> = HashMap::new();
+    let mut changes = Vec::new();
+    for held in std::mem::take(held_back) {
+        if let Some(a) = held.attestation {
+            signatures.insert(a.change, a);
+        }
+        changes.push(held.change);
+    }
+    for a in cx.attestations {
+        signatures.entry(a.change).or_insert_with(|| a.clone());
+    }
+    let hold = |change: Change, signatures: &HashMap<ChangeHash, Attestation>| HeldBack {
+        attestation: signatures.get(&change.hash()).cloned(),
+        change,
+    };
     let mut seen: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
     for chunk in &message.changes {
         match syncmsg::decode_change(chunk) {
@@ -357,15 +387,15 @@ pub fn receive(
         if change.deps().iter().any(|d| deferred.contains(d)) {
             deferred.insert(hash);
             admission.deferred.push((hash, Defer::MissingDependency));
-            held_back.push(change);
+            held_back.push(hold(change, &signatures));
             continue;
         }
-        let other = match check(doc, &mut history, &change, cx) {
+        let other = match check(doc, &mut history, &change, signatures.get(&hash), cx) {
             Ok(other) => other,
             Err(Hold::Defer(why)) => {
                 deferred.insert(hash);
                 admission.deferred.push((hash, why));
-                held_back.push(change);
+                held_back.push(hold(change, &signatures));
                 continue;
             }
             Err(Hold::Refuse(reason)) => {
@@ -416,6 +446,7 @@ pub fn receive(
             Ok(Ok(())) => {
                 history.add(&change);
                 admission.applied.push(hash);
+                admission.signatures.extend(signatures.get(&hash).cloned());
             }
             Ok(Err(e)) => {
                 let fault = crate::contain::EngineFault {
@@ -474,9 +505,12 @@ pub fn receive(
 pub fn missing_from(
     doc: &mut AutoCommit,
     their_heads: &[ChangeHash],
-    held_back: &[Change],
+    held_back: &[HeldBack],
 ) -> Vec<ChangeHash> {
-    let held: HashMap<ChangeHash, &Change> = held_back.iter().map(|c| (c.hash(), c)).collect();
+    let held: HashMap<ChangeHash, &Change> = held_back
+        .iter()
+        .map(|h| (h.change.hash(), &h.change))
+        .collect();
     let mut missing = std::collections::BTreeSet::new();
     let mut seen = HashSet::new();
     let mut stack: Vec<ChangeHash> = their_heads.to_vec();

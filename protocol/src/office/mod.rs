@@ -424,7 +424,8 @@ impl<S: Storage> Office<S> {
         let changed = admission.rebuilt() || doc.get_heads() != heads_before;
         let mut notices = Vec::new();
         if changed {
-            let applied: Vec<Attestation> = attestations
+            let applied: Vec<Attestation> = admission
+                .signatures
                 .iter()
                 .filter(|a| admission.applied.contains(&a.change))
                 .cloned()
