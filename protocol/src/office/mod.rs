@@ -358,10 +358,16 @@ impl<S: Storage> Office<S> {
         let _guard = self.lock(id);
         let before = self.store.summary(id)?;
         let view = summary::view_of(id, before.as_ref().map(Placement::of).as_ref(), peer);
-        let theirs = crate::syncmsg::SyncMessage::decode(bytes)
-            .map(|m| m.heads)
-            .unwrap_or_default();
-        let view = self.widened(id, view, &theirs)?;
+        let view = match view {
+            // The common case, on the hot path: nothing to widen, no second decode.
+            View::Holds | View::Unknown => view,
+            narrow => {
+                let theirs = crate::syncmsg::SyncMessage::decode(bytes)
+                    .map(|m| m.heads)
+                    .unwrap_or_default();
+                self.widened(id, narrow, &theirs)?
+            }
+        };
         let cx = Inbound {
             id,
             peer,
