@@ -101,7 +101,7 @@ pub fn report(repo: &Repo, status: &Status, node_id: &str) -> Result<Report, Wri
         conflicts += s.conflicts.len();
         if id.kind() != DocKind::Status {
             digest.update(id.as_str().as_bytes());
-            digest.update(s.digest.as_bytes());
+            digest.update(hex::encode(s.digest).as_bytes());
         }
     }
     let peers: Vec<PeerLine> = status

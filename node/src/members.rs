@@ -214,23 +214,23 @@ pub fn list(
     org: Option<&OrgPath>,
     two_dwelling_only: bool,
 ) -> Result<Vec<MemberLine>, OpError> {
-    let under = |o: &Option<String>| match (org, o) {
+    let under = |o: &Option<OrgPath>| match (org, o) {
         (None, _) => true,
-        (Some(org), Some(o)) => OrgPath::parse(o).is_ok_and(|o| org.is_at_or_above(&o)),
+        (Some(org), Some(o)) => org.is_at_or_above(o),
         (Some(_), None) => false,
     };
     Ok(repo
         .store()
         .summaries()?
         .into_iter()
-        .filter(|(_, s)| s.kind == "member" && !s.leaving)
+        .filter(|(_, s)| s.kind == DocKind::Member && !s.leaving)
         .filter(|(_, s)| !two_dwelling_only || s.residence_org.is_some())
         .filter(|(_, s)| under(&s.home_org) || under(&s.residence_org))
         .map(|(id, s)| MemberLine {
             id: id.to_string(),
             name: s.name,
-            home_org: s.home_org.unwrap_or_default(),
-            residence_org: s.residence_org,
+            home_org: s.home_org.map(|o| o.to_string()).unwrap_or_default(),
+            residence_org: s.residence_org.map(|o| o.to_string()),
         })
         .collect())
 }
@@ -263,16 +263,16 @@ pub struct RosterView {
 pub fn roster_of(repo: &Repo, org: &OrgPath) -> Result<RosterView, OpError> {
     let mut members = Vec::new();
     for (id, s) in repo.store().summaries()? {
-        if s.kind != "member" || s.leaving {
+        if s.kind != DocKind::Member || s.leaving {
             continue;
         }
-        if s.home_org.as_deref() == Some(org.as_str()) {
+        if s.home_org.as_ref() == Some(org) {
             members.push(RosterLine {
                 id: id.to_string(),
                 name: s.name,
                 relation: "home",
             });
-        } else if s.residence_org.as_deref() == Some(org.as_str()) {
+        } else if s.residence_org.as_ref() == Some(org) {
             members.push(RosterLine {
                 id: id.to_string(),
                 name: s.name,
@@ -415,8 +415,7 @@ pub fn decide_transfer(
 
 /// Transfers whose from or to org is `org` or below (all, without `org`).
 pub fn list_transfers(repo: &Repo, org: Option<&OrgPath>) -> Result<Vec<TransferView>, OpError> {
-    let under =
-        |o: &str| org.is_none_or(|org| OrgPath::parse(o).is_ok_and(|o| org.is_at_or_above(&o)));
+    let under = |o: &OrgPath| org.is_none_or(|org| org.is_at_or_above(o));
     let mut out = Vec::new();
     for (id, s) in repo.store().summaries()? {
         if s.leaving {
@@ -431,8 +430,8 @@ pub fn list_transfers(repo: &Repo, org: Option<&OrgPath>) -> Result<Vec<Transfer
                 id: t.id.clone(),
                 member_id: id.to_string(),
                 name: s.name.clone(),
-                from_org: t.from_org.clone(),
-                to_org: t.to_org.clone(),
+                from_org: t.from_org.to_string(),
+                to_org: t.to_org.to_string(),
                 state: t.state.clone(),
             });
         }
@@ -542,7 +541,9 @@ pub fn without_contact(
         .store()
         .summaries()?
         .into_iter()
-        .filter(|(_, s)| s.kind == "member" && s.last_seen.as_ref().is_none_or(|d| *d < cutoff))
+        .filter(|(_, s)| {
+            s.kind == DocKind::Member && s.last_seen.as_ref().is_none_or(|d| *d < cutoff)
+        })
         .map(|(id, _)| id.to_string())
         .collect();
     Ok(list(repo, org, false)?

@@ -258,7 +258,7 @@ mod tests {
             "the roster change is signed like any write"
         );
         let summary = repo.store().summary(&roster_id).unwrap().unwrap();
-        assert_eq!(summary.digest, hex::encode(heads_digest(&heads)));
+        assert_eq!(summary.digest, heads_digest(&heads));
         assert_eq!(summarise(&roster_id, &mut roster_doc), summary);
 
         // Recording the line again (as callers do after a purge) adds nothing.

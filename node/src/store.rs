@@ -119,7 +119,7 @@ impl DocCounts {
         if s.leaving {
             self.leaving += 1;
         } else {
-            *self.by_kind.entry(s.kind.clone()).or_default() += 1;
+            *self.by_kind.entry(s.kind.label().to_owned()).or_default() += 1;
             self.conflicts += s.conflicts.len() as u64;
         }
     }
@@ -128,7 +128,7 @@ impl DocCounts {
         if s.leaving {
             self.leaving = self.leaving.saturating_sub(1);
         } else {
-            if let Some(n) = self.by_kind.get_mut(&s.kind) {
+            if let Some(n) = self.by_kind.get_mut(s.kind.label()) {
                 *n = n.saturating_sub(1);
             }
             self.conflicts = self.conflicts.saturating_sub(s.conflicts.len() as u64);
@@ -756,18 +756,25 @@ impl Storage for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amphi_protocol::{DocKind, OrgPath};
     use automerge::transaction::Transactable;
 
     fn summary() -> DocSummary {
         DocSummary {
-            kind: "member".into(),
+            kind: DocKind::Member,
             name: String::new(),
             home_org: None,
             residence_org: None,
             scope: vec![],
-            digest: String::new(),
+            digest: [0; 16],
             exits: vec![],
-            ..Default::default()
+            leaving: false,
+            confirmed: vec![],
+            awaiting_upstream: false,
+            held_as: None,
+            transfers: vec![],
+            conflicts: vec![],
+            last_seen: None,
         }
     }
 
@@ -907,12 +914,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path, "hoboksar").unwrap();
-        let save = |n: u8, kind: &str, leaving: bool, conflicts: usize| {
+        let save = |n: u8, kind: DocKind, leaving: bool, conflicts: usize| {
             let id = DocId::new_member([n; 8]);
             let mut doc = AutoCommit::new();
             doc.put(automerge::ROOT, "n", n as i64).unwrap();
             let s = DocSummary {
-                kind: kind.into(),
+                kind,
                 leaving,
                 conflicts: vec!["c".into(); conflicts],
                 ..summary()
@@ -920,10 +927,10 @@ mod tests {
             store.save(&id, &mut doc, &[], &s, &[], None).unwrap();
             id
         };
-        let a = save(1, "member", false, 0);
-        save(2, "member", false, 2);
-        save(3, "org", false, 0);
-        let d = save(4, "member", true, 0);
+        let a = save(1, DocKind::Member, false, 0);
+        save(2, DocKind::Member, false, 2);
+        save(3, DocKind::OrgRoster, false, 0);
+        let d = save(4, DocKind::Member, true, 0);
         let counts = store.doc_counts();
         assert_eq!(counts.by_kind["member"], 2);
         assert_eq!(counts.by_kind["org"], 1);
@@ -937,8 +944,8 @@ mod tests {
         assert_eq!((counts.by_kind["member"], counts.leaving), (1, 1));
         // Placements (what inventories are served from) follow the same writes.
         let mut moved = store.summary(&a).unwrap().unwrap();
-        moved.scope = vec!["hoboksar/t1".into()];
-        moved.digest = "11".repeat(16);
+        moved.scope = vec![OrgPath::parse("hoboksar/t1").unwrap()];
+        moved.digest = [0x11; 16];
         store
             .replace(&a, &mut AutoCommit::new(), &moved, &[], &[])
             .unwrap();

@@ -463,9 +463,10 @@ pub fn receive(
     }
     if was_empty && !admission.applied.is_empty() {
         // A document new to this office: both ends must be in its scope, or nothing stays.
-        let reason = if !may_hold(cx.id, &scope(cx.id, doc), cx.peer) {
+        let scope = scope(cx.id, doc);
+        let reason = if !may_hold(cx.id, &scope, cx.peer) {
             Some(Refusal::OutsideSenderScope)
-        } else if !may_hold(cx.id, &scope(cx.id, doc), cx.me) {
+        } else if !may_hold(cx.id, &scope, cx.me) {
             Some(Refusal::OutsideReceiverScope)
         } else {
             None

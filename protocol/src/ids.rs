@@ -23,17 +23,35 @@ pub struct IdError {
     why: &'static str,
 }
 
-/// What a document is: a member's case file or an org's roster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What a document is: a member's case file or an org's roster. Written as `member`, `org`,
+/// `revocations` or `status` (in stored summaries and the API).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum DocKind {
     /// 党员档案: one member's case file.
     Member,
     /// 组织名册: one org's roster document (profile and history).
+    #[serde(rename = "org")]
     OrgRoster,
     /// The county's revocation list, held by every office.
     Revocations,
     /// One office's own sync-status reports for one month (its ancestors see them).
     Status,
+}
+
+impl DocKind {
+    /// The kind as written in summaries, counts and the API: `member`, `org`, `revocations`
+    /// or `status`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DocKind::Member => "member",
+            DocKind::OrgRoster => "org",
+            DocKind::Revocations => "revocations",
+            DocKind::Status => "status",
+        }
+    }
 }
 
 /// The id of a replicated document: `m-<16 hex>` for a case file, `o-<org path>` for a roster.

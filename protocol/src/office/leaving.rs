@@ -189,12 +189,12 @@ impl<S: Storage> Office<S> {
         let mut children: Vec<OrgPath> = summary
             .exits
             .iter()
-            .filter_map(|e| OrgPath::parse(&e.org).ok())
+            .map(|e| &e.org)
             .filter(|e| self.me.is_ancestor_of(e))
             .filter_map(|e| {
                 OrgPath::parse(&e.segments().take(depth + 1).collect::<Vec<_>>().join("/")).ok()
             })
-            .filter(|c| !summary.confirmed.iter().any(|done| done == c.as_str()))
+            .filter(|c| !summary.confirmed.contains(c))
             .collect();
         children.sort();
         children.dedup();
@@ -213,7 +213,7 @@ impl<S: Storage> Office<S> {
             if !summary.leaving || !self.children_to_tell(summary).contains(peer) {
                 return false;
             }
-            summary.confirmed.push(peer.to_string());
+            summary.confirmed.push(peer.clone());
             true
         })
     }
@@ -233,16 +233,14 @@ impl<S: Storage> Office<S> {
     /// How this office held a document, by its summary: as recorded when it started leaving,
     /// else as its home or residence office.
     fn held_as(&self, summary: &DocSummary) -> Option<HeldAs> {
-        let me = Some(self.me.as_str());
-        summary
-            .held_as
-            .or(if summary.residence_org.as_deref() == me {
-                Some(HeldAs::Residence)
-            } else if summary.home_org.as_deref() == me {
-                Some(HeldAs::Home)
-            } else {
-                None
-            })
+        let me = Some(&self.me);
+        summary.held_as.or(if summary.residence_org.as_ref() == me {
+            Some(HeldAs::Residence)
+        } else if summary.home_org.as_ref() == me {
+            Some(HeldAs::Home)
+        } else {
+            None
+        })
     }
 
     /// `peer` is known to hold exactly this office's heads of `id`. If `id` is leaving this

@@ -411,7 +411,15 @@ impl<S: Storage> Office<S> {
                 &at,
             )?);
         }
-        if heads_before.is_empty() && !may_hold(id, &scope(id, &doc), &self.me) {
+        let changed = admission.rebuilt() || doc.get_heads() != heads_before;
+        // The document's facts (scope, names, transfers) are read once, after the message.
+        let mut after = changed.then(|| summarise_after(id, &mut doc, before.as_ref()));
+        let held_here = match &after {
+            Some(summary) => may_hold(id, &summary.scope, &self.me),
+            None if heads_before.is_empty() => may_hold(id, &scope(id, &doc), &self.me),
+            None => true,
+        };
+        if heads_before.is_empty() && !held_here {
             // A document this office never held, already out of its scope: nobody here or
             // below holds it, so there is nobody to tell. It is not kept, and the peer is
             // answered as by an office that holds nothing (a relay that had purged it was
@@ -427,25 +435,23 @@ impl<S: Storage> Office<S> {
             };
             return Ok(received);
         }
-        let changed = admission.rebuilt() || doc.get_heads() != heads_before;
         let mut notices = Vec::new();
-        if changed {
+        if let Some(summary) = after.as_mut() {
             let applied: Vec<Attestation> = admission
                 .signatures
                 .iter()
                 .filter(|a| admission.applied.contains(&a.change))
                 .cloned()
                 .collect();
-            let mut summary = summarise_after(id, &mut doc, before.as_ref());
-            if !may_hold(id, &scope(id, &doc), &self.me) {
-                self.mark_leaving(&mut summary, before.as_ref());
+            if !held_here {
+                self.mark_leaving(summary, before.as_ref());
             }
             {
                 let write = DocWrite {
                     id,
                     doc: &mut doc,
                     heads_before: &heads_before,
-                    summary: &summary,
+                    summary,
                     attestations: &applied,
                 };
                 if admission.rebuilt() {

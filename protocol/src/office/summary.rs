@@ -15,20 +15,23 @@ use crate::visibility::{may_hold, scope};
 use crate::{DocId, DocKind, OrgPath, roster, transfer};
 
 /// What the node knows of a document without loading it: kind, scope, names for lists.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Stored as JSON beside the document (orgs and hashes as strings); every org and hash in it
+/// is parsed when it is read, so a stored summary cannot carry an invalid one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocSummary {
-    /// `member` or `org`.
-    pub kind: String,
+    /// Case file, roster, revocations or status.
+    pub kind: DocKind,
     /// Member name (or org name).
     pub name: String,
-    /// Home org of a member; the org of a roster.
-    pub home_org: Option<String>,
+    /// Home org of a member; the org of a roster or of a status report.
+    pub home_org: Option<OrgPath>,
     /// Residence org of a two-dwelling member.
-    pub residence_org: Option<String>,
+    pub residence_org: Option<OrgPath>,
     /// The document's scope.
-    pub scope: Vec<String>,
-    /// Hex digest of the heads.
-    pub digest: String,
+    pub scope: Vec<OrgPath>,
+    /// Digest of the heads ([`heads_digest`]), hex.
+    #[serde(with = "hex_digest")]
+    pub digest: [u8; 16],
     /// Orgs that left the document's scope, with the heads at which they left: their offices
     /// may still sync up to those heads, so they learn that they left (and purge).
     #[serde(default)]
@@ -39,7 +42,7 @@ pub struct DocSummary {
     pub leaving: bool,
     /// Children that confirmed they no longer hold the document.
     #[serde(default)]
-    pub confirmed: Vec<String>,
+    pub confirmed: Vec<OrgPath>,
     /// This office's own write took the document out of its scope: it is kept until a peer
     /// that still holds it has the write.
     #[serde(default)]
@@ -75,20 +78,36 @@ pub struct TransferLine {
     /// `t-…`.
     pub id: String,
     /// The home it left from.
-    pub from_org: String,
+    pub from_org: OrgPath,
     /// The target.
-    pub to_org: String,
+    pub to_org: OrgPath,
     /// Resolved state.
     pub state: String,
 }
 
-/// An org that left a document's scope, and the document's heads (hex) when it left.
+/// An org that left a document's scope, and the document's heads when it left.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exit {
     /// The org.
-    pub org: String,
+    pub org: OrgPath,
     /// Heads at the exit.
-    pub heads: Vec<String>,
+    pub heads: Vec<ChangeHash>,
+}
+
+/// The heads digest as 32 hex digits in the stored JSON.
+mod hex_digest {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(digest: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(digest))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let text = String::deserialize(d)?;
+        let mut digest = [0u8; 16];
+        hex::decode_to_slice(&text, &mut digest).map_err(D::Error::custom)?;
+        Ok(digest)
+    }
 }
 
 /// Where a document stands for syncing — its heads digest, its scope and who left it — kept
@@ -109,22 +128,13 @@ pub struct Placement {
 impl Placement {
     /// The placement a summary describes.
     pub fn of(s: &DocSummary) -> Placement {
-        let mut digest = [0u8; 16];
-        let _ = hex::decode_to_slice(&s.digest, &mut digest);
         Placement {
-            digest,
-            scope: s
-                .scope
-                .iter()
-                .filter_map(|o| OrgPath::parse(o).ok())
-                .collect(),
+            digest: s.digest,
+            scope: s.scope.clone(),
             exits: s
                 .exits
                 .iter()
-                .filter_map(|e| {
-                    let org = OrgPath::parse(&e.org).ok()?;
-                    Some((org, e.heads.iter().filter_map(|h| h.parse().ok()).collect()))
-                })
+                .map(|e| (e.org.clone(), e.heads.clone()))
                 .collect(),
             awaiting_upstream: s.awaiting_upstream,
         }
@@ -133,30 +143,43 @@ impl Placement {
 
 /// The summary the store keeps of a document (kind, names, scope, digest).
 pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
-    let digest = hex::encode(heads_digest(&doc.get_heads()));
-    let scope: Vec<String> = scope(id, doc).iter().map(ToString::to_string).collect();
     let mut summary = DocSummary {
-        scope,
-        digest,
-        ..DocSummary::default()
+        kind: id.kind(),
+        name: String::new(),
+        home_org: None,
+        residence_org: None,
+        scope: Vec::new(),
+        digest: heads_digest(&doc.get_heads()),
+        exits: Vec::new(),
+        leaving: false,
+        confirmed: Vec::new(),
+        awaiting_upstream: false,
+        held_as: None,
+        transfers: Vec::new(),
+        conflicts: Vec::new(),
+        last_seen: None,
     };
     match id.kind() {
         DocKind::Member => {
             let reader = Reader::now(doc);
             let (entries, affiliation) = transfer::resolve_doc(&reader);
             let facts = MemberFacts::from_affiliation(&entries, &affiliation);
-            summary.kind = "member".into();
-            summary.home_org = facts.home_org.map(|o| o.to_string());
-            summary.residence_org = facts.residence_org.map(|o| o.to_string());
+            summary.scope = facts.scope();
+            summary.home_org = facts.home_org;
+            summary.residence_org = facts.residence_org;
             if let Some(case) = CaseFile::read(id, doc) {
+                // The gate admits only transfers between valid orgs: one that does not
+                // parse cannot be in a stored document, and is left out.
                 summary.transfers = case
                     .transfers
                     .iter()
-                    .map(|t| TransferLine {
-                        id: t.id.clone(),
-                        from_org: t.from_org.clone(),
-                        to_org: t.to_org.clone(),
-                        state: t.state.clone(),
+                    .filter_map(|t| {
+                        Some(TransferLine {
+                            id: t.id.clone(),
+                            from_org: OrgPath::parse(&t.from_org).ok()?,
+                            to_org: OrgPath::parse(&t.to_org).ok()?,
+                            state: t.state.clone(),
+                        })
                     })
                     .collect();
                 let activity = case.activities.iter().map(|a| a.date.clone());
@@ -180,18 +203,18 @@ pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
                 .collect();
         }
         DocKind::OrgRoster => {
-            summary.kind = "org".into();
+            summary.scope = scope(id, doc);
             summary.name = roster::read(doc)
                 .profile
                 .get("name")
                 .cloned()
                 .unwrap_or_default();
-            summary.home_org = id.roster_org().map(|o| o.to_string());
+            summary.home_org = id.roster_org();
         }
-        DocKind::Revocations => summary.kind = "revocations".into(),
+        DocKind::Revocations => {}
         DocKind::Status => {
-            summary.kind = "status".into();
-            summary.home_org = id.status_of().map(|(o, _)| o.to_string());
+            summary.scope = scope(id, doc);
+            summary.home_org = id.status_of().map(|(o, _)| o);
         }
     }
     summary
@@ -206,7 +229,7 @@ pub fn summarise_after(
 ) -> DocSummary {
     let mut after = summarise(id, doc);
     let Some(before) = before else { return after };
-    let heads: Vec<String> = doc.get_heads().iter().map(ToString::to_string).collect();
+    let heads = doc.get_heads();
     let mut exits: Vec<Exit> = before
         .exits
         .iter()
