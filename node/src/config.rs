@@ -85,12 +85,27 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The TOML is invalid or a field is wrong.
-    #[error("config {path} is invalid: {message}")]
+    #[error("config {path} is invalid: {source}")]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// What toml said (it names the line and field).
-        message: String,
+        /// What is wrong.
+        source: ParseError,
+    },
+}
+
+/// Why config text is not a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not TOML, an unknown or missing field, or a value of the wrong form (toml names the
+    /// line and the field).
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// A peer's address has no port.
+    #[error("peer address {addr:?} needs a port, e.g. \"10.0.0.1:7400\"")]
+    PeerWithoutPort {
+        /// The address as written.
+        addr: String,
     },
 }
 
@@ -102,15 +117,15 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|message| ConfigError::Invalid {
+        Config::parse(&text, base).map_err(|source| ConfigError::Invalid {
             path: path.to_owned(),
-            message,
+            source,
         })
     }
 
     /// Parses config text, resolving relative paths against `base`.
-    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
-        let mut config: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ParseError> {
+        let mut config: Config = toml::from_str(text)?;
         for p in [
             &mut config.data_dir,
             &mut config.cert,
@@ -123,10 +138,9 @@ impl Config {
         }
         for peer in &config.peers {
             if !peer.addr.contains(':') {
-                return Err(format!(
-                    "peer address {:?} needs a port, e.g. \"10.0.0.1:7400\"",
-                    peer.addr
-                ));
+                return Err(ParseError::PeerWithoutPort {
+                    addr: peer.addr.clone(),
+                });
             }
         }
         Ok(config)
@@ -181,14 +195,14 @@ mod tests {
     fn bad_configs_say_what_is_wrong() {
         let base = Path::new(".");
         let bad_org = "data_dir='d'\nlisten='127.0.0.1:1'\nadmin='127.0.0.1:2'\ncert='c'\nkey='k'\nca='a'\n[[peers]]\naddr='x:1'\norg='Bad Org'\n";
-        assert!(
-            Config::parse(bad_org, base)
-                .unwrap_err()
-                .contains("segment")
-        );
+        let message = |text: &str| Config::parse(text, base).unwrap_err().to_string();
+        assert!(message(bad_org).contains("segment"));
         let no_port = bad_org.replace("Bad Org", "hoboksar").replace("x:1", "x");
-        assert!(Config::parse(&no_port, base).unwrap_err().contains("port"));
-        let unknown = "colour='red'\n";
-        assert!(Config::parse(unknown, base).unwrap_err().contains("colour"));
+        assert!(matches!(
+            Config::parse(&no_port, base),
+            Err(ParseError::PeerWithoutPort { addr }) if addr == "x"
+        ));
+        assert!(message(&no_port).contains("port"));
+        assert!(message("colour='red'\n").contains("colour"));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use amphi_protocol::OrgPath;
 use automerge::ActorId;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
@@ -46,7 +46,7 @@ pub enum StartError {
     Trust(#[from] TrustError),
     /// This node's certificate could not be recorded.
     #[error("cannot record this node's certificate: {0}")]
-    RecordCertificate(String),
+    RecordCertificate(#[source] crate::repo::LearnError),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -80,7 +80,7 @@ pub struct Node {
     pub node_id: String,
     shutdown: watch::Sender<bool>,
     endpoint: quinn::Endpoint,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: JoinSet<()>,
     repo: Arc<Repo>,
 }
 
@@ -152,18 +152,18 @@ impl Node {
             shutdown_rx.clone(),
             &config.peers,
         );
-        // Long-lived tasks are restarted if they panic; sessions run in tasks of their own.
-        let accept = {
+        // Long-lived tasks are restarted if they panic; sessions run inside them.
+        let mut tasks = JoinSet::new();
+        {
             let (endpoint, shared) = (endpoint.clone(), shared.clone());
-            supervise("accept", shutdown_rx.clone(), move || {
+            tasks.spawn(supervise("accept", shutdown_rx.clone(), move || {
                 transport::accept_loop(endpoint.clone(), shared.clone())
-            })
-        };
-        let mut tasks = vec![accept];
+            }));
+        }
         let max_backoff = Duration::from_millis(config.reconnect_max_ms.max(250));
         for peer in &config.peers {
             let (endpoint, peer, shared) = (endpoint.clone(), peer.clone(), shared.clone());
-            tasks.push(supervise("dial", shutdown_rx.clone(), move || {
+            tasks.spawn(supervise("dial", shutdown_rx.clone(), move || {
                 transport::dial_loop(endpoint.clone(), peer.clone(), max_backoff, shared.clone())
             }));
         }
@@ -172,7 +172,7 @@ impl Node {
             let (repo, status, node_id) = (repo.clone(), status.clone(), identity.node_id());
             let interval = Duration::from_millis(config.status_interval_ms.max(100));
             let stop = shutdown_rx.clone();
-            tasks.push(supervise(
+            tasks.spawn(supervise(
                 "fleet reporter",
                 shutdown_rx.clone(),
                 move || {
@@ -211,7 +211,7 @@ impl Node {
             fleet_stale_after: Duration::from_millis(config.fleet_stale_after_ms),
         };
         let mut stop = shutdown_rx;
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let serve =
                 axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
                     let _ = stop.changed().await;
@@ -219,7 +219,7 @@ impl Node {
             if let Err(e) = serve.await {
                 tracing::error!("admin API stopped: {e}");
             }
-        }));
+        });
         tracing::info!(%org, %quic_addr, %admin_addr, "node started");
         Ok(Node {
             org,
@@ -240,27 +240,23 @@ impl Node {
     }
 
     /// Stops the node: sessions end, the endpoint closes, and the store is released (so the
-    /// same data dir can be opened again in this process).
-    pub async fn shutdown(self) {
+    /// same data dir can be opened again in this process). Every task the node started runs
+    /// inside one of its top-level tasks, so once those are joined (or aborted after 5 s and
+    /// joined) nothing else holds the store.
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         self.endpoint.close(0u32.into(), b"shutting down");
-        for task in self.tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while self.tasks.join_next().await.is_some() {}
+        });
+        if ended.await.is_err() {
+            self.tasks.shutdown().await;
         }
         // Closing connections drain for a few round trips; the UDP port is free after that.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
-        // Session tasks hold the repo; wait for them to let go of the store.
-        for _ in 0..100 {
-            if Arc::strong_count(&self.repo) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let holders = Arc::strong_count(&self.repo) - 1;
+        if holders > 0 {
+            tracing::warn!(holders, "the store is still held after shutdown");
         }
     }
 }

@@ -5,16 +5,21 @@
 //!   ([`count`], shown as `panics` in status and `amphi_panics_total` at `/metrics`).
 //! - [`supervise`] restarts a long-lived task (accept loop, dial loop, fleet reporter) if it
 //!   panics, with a short backoff, until shutdown.
-//! - Sessions run in their own tasks (see `transport`), so a panicking session ends only
-//!   itself; locks that might be held across a panic are taken poison-tolerantly.
+//! - [`caught`] runs a session (see `transport`) so that a panic ends only that session;
+//!   locks that might be held across a panic are taken poison-tolerantly.
+//!
+//! Both run the work inside the caller's task rather than in a task of its own, so the
+//! task tree is the call tree: stopping the node aborts and awaits its top-level tasks,
+//! and everything they ran (sessions, and the store handle they hold) is gone with them.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 static PANICS: AtomicU64 = AtomicU64::new(0);
 static INSTALL: Once = Once::new();
@@ -52,50 +57,48 @@ pub fn message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Aborts a task when dropped, so a task's children do not outlive it.
-pub struct AbortGuard(pub tokio::task::AbortHandle);
-
-impl Drop for AbortGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Runs `future` to its end in the caller's task, catching a panic inside it as an `Err`
+/// with the panic's message (the hook has counted it). A future that panicked is not
+/// polled again.
+pub async fn caught<F: Future>(future: F) -> Result<F::Output, String> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(message(&*panic))),
+        }
+    })
+    .await
 }
 
 /// Runs the task `make_task` makes, and makes and runs it again whenever it panics (after a
 /// backoff from [`RESTART_MIN`] doubling to [`RESTART_MAX`]), until it returns normally or
-/// `shutdown` fires. Aborting the returned handle aborts the running task too.
-pub fn supervise<F, Fut>(
+/// `shutdown` fires. Spawn the future it returns; the task runs inside it, so aborting that
+/// drops the task.
+pub async fn supervise<F, Fut>(
     name: &'static str,
     mut shutdown: watch::Receiver<bool>,
     mut make_task: F,
-) -> JoinHandle<()>
-where
+) where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    tokio::spawn(async move {
-        let mut backoff = RESTART_MIN;
-        loop {
-            let task = tokio::spawn(make_task());
-            let _abort = AbortGuard(task.abort_handle());
-            match task.await {
-                Ok(()) => return,
-                Err(e) if e.is_panic() => {
-                    let why = message(&*e.into_panic());
-                    tracing::error!(task = name, "task panicked (restarting): {why}");
-                }
-                Err(_) => return, // aborted: the node is stopping
-            }
-            if *shutdown.borrow() {
-                return;
-            }
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(RESTART_MAX);
+    let mut backoff = RESTART_MIN;
+    loop {
+        match caught(make_task()).await {
+            Ok(()) => return,
+            Err(why) => tracing::error!(task = name, "task panicked (restarting): {why}"),
         }
-    })
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RESTART_MAX);
+    }
 }
 
 #[cfg(test)]
@@ -113,7 +116,7 @@ mod tests {
         let (stop, shutdown) = watch::channel(false);
         let (second_run, mut ran_twice) = tokio::sync::mpsc::unbounded_channel();
         let seen = runs.clone();
-        let handle = supervise("test", shutdown, move || {
+        let handle = tokio::spawn(supervise("test", shutdown, move || {
             let seen = seen.clone();
             let second_run = second_run.clone();
             async move {
@@ -124,7 +127,7 @@ mod tests {
                 // A healthy task runs until shutdown.
                 std::future::pending::<()>().await;
             }
-        });
+        }));
         tokio::time::timeout(Duration::from_secs(5), ran_twice.recv())
             .await
             .expect("the task is restarted after its panic")
@@ -140,12 +143,12 @@ mod tests {
         let runs = Arc::new(AtomicUsize::new(0));
         let (_stop, shutdown) = watch::channel(false);
         let seen = runs.clone();
-        let handle = supervise("test", shutdown, move || {
+        let handle = tokio::spawn(supervise("test", shutdown, move || {
             let seen = seen.clone();
             async move {
                 seen.fetch_add(1, Ordering::SeqCst);
             }
-        });
+        }));
         tokio::time::timeout(Duration::from_secs(5), handle)
             .await
             .unwrap()

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tracing::{debug, info};
 
 use crate::repo::{Repo, now_ms};
-use crate::status::{PeerState, Status, now_rfc3339};
+use crate::status::{Direction, PeerState, Status, now_rfc3339};
 
 /// Frames read ahead from the peer before the reader waits (see also [`READ_AHEAD_BYTES`]).
 const READ_AHEAD_FRAMES: usize = 256;
@@ -115,7 +115,7 @@ pub struct PeerLink {
     /// Its address.
     pub addr: String,
     /// `dialed` or `accepted`.
-    pub direction: &'static str,
+    pub direction: Direction,
     /// The peer's certificate id.
     pub cert: CertId,
 }
@@ -185,7 +185,7 @@ pub async fn run(
     status: Arc<Status>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SessionEnd> {
-    let dialed = link.direction == "dialed";
+    let dialed = link.direction == Direction::Dialed;
     let (send, recv) = if dialed {
         conn.open_bi().await
     } else {
@@ -418,7 +418,7 @@ mod tests {
         let link = PeerLink {
             org: OrgPath::parse("hoboksar/chagantolgay").unwrap(),
             addr: String::new(),
-            direction: "dialed",
+            direction: Direction::Dialed,
             cert: [0; 32],
         };
         let (out, rx, queued) = Outbox::new(SEND_QUEUE_BYTES);

@@ -182,12 +182,21 @@ impl Repo {
     }
 
     /// Records a certificate learned from a peer (checked against the CA first).
-    pub fn learn_certificate(&self, der: &[u8]) -> Result<(), String> {
-        let id = self.trust.admit(der).map_err(|e| e.to_string())?;
-        self.store()
-            .save_certificate(&id, der)
-            .map_err(|e| e.to_string())
+    pub fn learn_certificate(&self, der: &[u8]) -> Result<(), LearnError> {
+        let id = self.trust.admit(der)?;
+        Ok(self.store().save_certificate(&id, der)?)
     }
+}
+
+/// Why a certificate a peer sent (or this node's own) was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnError {
+    /// Not a certificate of this county's CA for one office, or not usable.
+    #[error(transparent)]
+    Untrusted(#[from] crate::trust::TrustError),
+    /// The store could not keep it.
+    #[error("cannot record the certificate: {0}")]
+    Store(#[from] StoreError),
 }
 
 #[cfg(test)]

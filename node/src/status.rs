@@ -20,6 +20,16 @@ pub enum PeerState {
     Disconnected,
 }
 
+/// Which end opened a peer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// This node dialed it (a configured peer or the parent).
+    Dialed,
+    /// It dialed this node.
+    Accepted,
+}
+
 /// One peer as shown in `GET /api/v1/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerStatus {
@@ -30,7 +40,7 @@ pub struct PeerStatus {
     /// `connected`, `connecting`, `disconnected`.
     pub state: PeerState,
     /// `dialed` (configured) or `accepted` (it dialed us).
-    pub direction: &'static str,
+    pub direction: Direction,
     /// When the current session started.
     pub connected_since: Option<String>,
     /// When anything was last heard from the peer.
@@ -59,7 +69,7 @@ pub struct PeerStatus {
 }
 
 impl PeerStatus {
-    fn new(org: &str, addr: &str, direction: &'static str) -> PeerStatus {
+    fn new(org: &str, addr: &str, direction: Direction) -> PeerStatus {
         PeerStatus {
             org: org.to_owned(),
             addr: addr.to_owned(),
@@ -138,7 +148,7 @@ impl Status {
         &self,
         org: &str,
         addr: &str,
-        direction: &'static str,
+        direction: Direction,
         f: impl FnOnce(&mut PeerStatus),
     ) {
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -190,7 +200,7 @@ impl Status {
         }
         drop(all);
         if let Some(peer) = peer {
-            self.update(peer, "", "accepted", |p| {
+            self.update(peer, "", Direction::Accepted, |p| {
                 for c in codes {
                     *p.refused.entry((*c).to_owned()).or_default() += 1;
                 }

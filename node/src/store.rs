@@ -66,9 +66,9 @@ pub const COMPACT_AFTER: u64 = 32;
 /// Errors of the store. The database errors are boxed: they say what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// redb failed.
+    /// redb failed (a disk error, a full disk, a database another process holds, …).
     #[error("store: {0}")]
-    Db(String),
+    Db(#[source] Box<redb::Error>),
     /// A stored document could not be read back.
     #[error("stored document {0} is unreadable: {1}")]
     Corrupt(String, String),
@@ -88,7 +88,7 @@ macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.to_string())
+                StoreError::Db(Box::new(e.into()))
             }
         }
     )*};

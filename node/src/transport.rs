@@ -9,8 +9,11 @@
 //! neighbours (its parent, its direct children, the orgs named in its `[[peers]]`, and other
 //! nodes of the same office, such as a mirror), at
 //! most [`MAX_SESSIONS`] at a time. Others are refused right after the handshake, counted
-//! by reason in status. Each session runs in its own task: a session that panics ends only
-//! itself (logged and counted), and a dialer goes on redialing.
+//! by reason in status. At most [`MAX_CONNECTIONS`] accepted connections (handshaking or in
+//! a session) exist at a time; more are refused before the handshake. Each accepted
+//! connection runs in a task of the accept loop's `JoinSet`, which the loop drains when the
+//! node stops: nothing outlives it. A session that panics ends only itself (logged and
+//! counted), and a dialer goes on redialing.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 use amphi_protocol::OrgPath;
 use amphi_protocol::attest::CertId;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 use tracing::{Instrument, info, warn};
 
 use crate::config::PeerConfig;
@@ -27,7 +31,7 @@ use crate::panics;
 use crate::peer::{self, PeerLink};
 use crate::pki::NodeIdentity;
 use crate::repo::Repo;
-use crate::status::{PeerState, Status};
+use crate::status::{Direction, PeerState, Status};
 use crate::tls;
 use crate::trust::cert_id;
 
@@ -37,6 +41,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 /// Most sessions with offices that dialed this one, at a time; more are refused as `busy`.
 pub const MAX_SESSIONS: usize = 64;
+/// Most accepted connections at a time, handshakes included: a flood of handshakes cannot
+/// grow the node's tasks without bound.
+pub const MAX_CONNECTIONS: usize = MAX_SESSIONS + 32;
+/// How long sessions get to end by themselves when the node stops, before they are aborted.
+const DRAIN: Duration = Duration::from_secs(3);
 /// QUIC application error code closing a refused connection (the reason says why).
 pub const REFUSED: u32 = 1;
 
@@ -195,94 +204,106 @@ pub fn endpoint(
     Ok(endpoint)
 }
 
-/// Accepts connections from other offices until shutdown.
+/// Accepts connections from other offices until shutdown, then lets their sessions end
+/// (aborting those that do not within [`DRAIN`]) before it returns.
 pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
     let mut shutdown = shared.shutdown.clone();
     let mut arrivals: u64 = 0;
+    let mut connections = JoinSet::new();
     loop {
         let incoming = tokio::select! {
-            _ = shutdown.changed() => return,
-            i = endpoint.accept() => match i { Some(i) => i, None => return },
+            _ = shutdown.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
-        arrivals += 1;
-        let arrival = arrivals;
-        let shared = shared.clone();
-        tokio::spawn(async move {
+        if connections.len() >= MAX_CONNECTIONS {
             let remote = incoming.remote_address();
-            let conn = match incoming.await {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(%remote, "refused connection: {e}");
-                    shared
-                        .status
-                        .count_refused_connection(None, &remote.to_string(), "handshake");
-                    return;
-                }
-            };
-            let refuse = |org: Option<&OrgPath>, refused: Refused| {
-                let org = org.map(ToString::to_string);
-                warn!(%remote, org = ?org, reason = refused.code(), "refused connection: {refused}");
-                conn.close(REFUSED.into(), refused.reason());
-                shared.status.count_refused_connection(
-                    org.as_deref(),
-                    &remote.to_string(),
-                    refused.code(),
-                );
-            };
-            let (org, cert, der) = match identify(&conn, &shared) {
-                Ok(peer) => peer,
-                Err(refused) => return refuse(None, refused),
-            };
-            if !is_neighbour(shared.repo.me(), &org, &shared.configured) {
-                return refuse(Some(&org), Refused::NotNeighbour);
-            }
-            let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
-                return refuse(Some(&org), Refused::Busy);
-            };
-            if let Err(e) = shared.repo.learn_certificate(&der) {
-                return refuse(Some(&org), Refused::BadCertificate(e));
-            }
-            // A newer connection from an office replaces its older one (say, after the
-            // office restarted), so one office holds at most one session here.
-            if let Some(old) = shared.replace_accepted(&org, arrival, &conn) {
-                old.close(
-                    REFUSED.into(),
-                    b"replaced by a newer connection from this office",
-                );
-            }
-            let link = PeerLink {
-                org: org.clone(),
-                addr: remote.to_string(),
-                direction: "accepted",
-                cert,
-            };
-            let span = tracing::error_span!("conn", peer = %org);
-            serve_session(conn, link, shared).instrument(span).await;
-        });
+            warn!(%remote, "refused connection: {MAX_CONNECTIONS} connections already");
+            shared
+                .status
+                .count_refused_connection(None, &remote.to_string(), "busy");
+            incoming.refuse();
+            continue;
+        }
+        arrivals += 1;
+        connections.spawn(accept_one(incoming, arrivals, shared.clone()));
+    }
+    let drained = tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        connections.shutdown().await;
     }
 }
 
-/// Runs `session` in a task of its own and waits for it: a panic inside ends only that
-/// task and comes back as an error, logged with the peer (the panic hook counted it).
-/// If the caller is aborted (the node stops), the session goes with it.
+/// One accepted connection: handshake, admission as a neighbour, then its session.
+async fn accept_one(incoming: quinn::Incoming, arrival: u64, shared: Shared) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(%remote, "refused connection: {e}");
+            shared
+                .status
+                .count_refused_connection(None, &remote.to_string(), "handshake");
+            return;
+        }
+    };
+    let refuse = |org: Option<&OrgPath>, refused: Refused| {
+        let org = org.map(ToString::to_string);
+        warn!(%remote, org = ?org, reason = refused.code(), "refused connection: {refused}");
+        conn.close(REFUSED.into(), refused.reason());
+        shared
+            .status
+            .count_refused_connection(org.as_deref(), &remote.to_string(), refused.code());
+    };
+    let (org, cert, der) = match identify(&conn, &shared) {
+        Ok(peer) => peer,
+        Err(refused) => return refuse(None, refused),
+    };
+    if !is_neighbour(shared.repo.me(), &org, &shared.configured) {
+        return refuse(Some(&org), Refused::NotNeighbour);
+    }
+    let Ok(_permit) = shared.sessions.clone().try_acquire_owned() else {
+        return refuse(Some(&org), Refused::Busy);
+    };
+    if let Err(e) = shared.repo.learn_certificate(&der) {
+        return refuse(Some(&org), Refused::BadCertificate(e.to_string()));
+    }
+    // A newer connection from an office replaces its older one (say, after the
+    // office restarted), so one office holds at most one session here.
+    if let Some(old) = shared.replace_accepted(&org, arrival, &conn) {
+        old.close(
+            REFUSED.into(),
+            b"replaced by a newer connection from this office",
+        );
+    }
+    let link = PeerLink {
+        org: org.clone(),
+        addr: remote.to_string(),
+        direction: Direction::Accepted,
+        cert,
+    };
+    let span = tracing::error_span!("conn", peer = %org);
+    serve_session(conn, link, shared).instrument(span).await;
+}
+
+/// Runs `session` to its end in the caller's task: a panic inside ends only the session
+/// and comes back as an error, logged with the peer (the panic hook counted it).
 async fn contained<F>(peer: &str, session: F) -> Result<(), String>
 where
-    F: std::future::Future<Output = Result<(), peer::SessionEnd>> + Send + 'static,
+    F: std::future::Future<Output = Result<(), peer::SessionEnd>>,
 {
-    let task = tokio::spawn(session.in_current_span());
-    let _abort = panics::AbortGuard(task.abort_handle());
-    match task.await {
+    match panics::caught(session).await {
         Ok(result) => result.map_err(|e| e.to_string()),
-        Err(e) if e.is_panic() => {
-            let why = panics::message(&*e.into_panic());
+        Err(why) => {
             tracing::error!(peer, "session panicked: {why}");
             Err(format!("session panicked: {why}"))
         }
-        Err(e) => Err(format!("session stopped: {e}")),
     }
 }
 
-/// Runs a session in its own task until it ends, then closes the connection and shows the
+/// Runs a session until it ends, then closes the connection and shows the
 /// peer as no longer connected. A session that panics is logged with its peer (and counted
 /// by the panic hook) like any other failed session.
 async fn serve_session(conn: quinn::Connection, link: PeerLink, shared: Shared) {
@@ -312,11 +333,11 @@ async fn serve_session(conn: quinn::Connection, link: PeerLink, shared: Shared) 
     }
     conn.close(0u32.into(), b"bye");
     // A connection replaced by a newer one from the same office leaves the status to it.
-    if direction == "accepted" && !shared.forget_accepted(&peer_org, &conn) {
+    if direction == Direction::Accepted && !shared.forget_accepted(&peer_org, &conn) {
         return;
     }
     shared.status.update(&org, "", direction, |p| {
-        p.state = if direction == "dialed" {
+        p.state = if direction == Direction::Dialed {
             PeerState::Connecting
         } else {
             PeerState::Disconnected
@@ -342,7 +363,7 @@ pub async fn dial_loop(
         let mut backoff = BACKOFF_MIN;
         shared
             .status
-            .update(peer.org.as_str(), &peer.addr, "dialed", |p| {
+            .update(peer.org.as_str(), &peer.addr, Direction::Dialed, |p| {
                 p.state = PeerState::Connecting
             });
         loop {
@@ -356,7 +377,7 @@ pub async fn dial_loop(
                     let link = PeerLink {
                         org: peer.org.clone(),
                         addr: peer.addr.clone(),
-                        direction: "dialed",
+                        direction: Direction::Dialed,
                         cert,
                     };
                     serve_session(conn, link, shared.clone()).await;
@@ -364,9 +385,9 @@ pub async fn dial_loop(
                 Err(e) => {
                     shared
                         .status
-                        .update(peer.org.as_str(), &peer.addr, "dialed", |p| {
+                        .update(peer.org.as_str(), &peer.addr, Direction::Dialed, |p| {
                             p.state = PeerState::Connecting;
-                            p.last_error = Some(e.clone());
+                            p.last_error = Some(e.to_string());
                         });
                     tracing::debug!("dial failed: {e}");
                 }
@@ -404,43 +425,101 @@ fn identify(
     Ok((org, cert, der.to_vec()))
 }
 
+/// Why dialing a configured peer failed (shown in status as the link's last error).
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    /// The peer's host name does not resolve.
+    #[error("cannot resolve {addr}: {source}")]
+    Resolve {
+        /// The address as configured.
+        addr: String,
+        /// What the resolver said.
+        source: std::io::Error,
+    },
+    /// The peer's host name resolves to nothing.
+    #[error("{0} resolves to no address")]
+    NoAddress(String),
+    /// QUIC could not start a connection (a bad address or name).
+    #[error("cannot dial {addr}: {source}")]
+    Connect {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// What quinn said.
+        source: quinn::ConnectError,
+    },
+    /// No handshake within [`DIAL_TIMEOUT`].
+    #[error("{0} did not answer within 10 s")]
+    Timeout(SocketAddr),
+    /// The handshake failed (TLS refused either way, or the link broke).
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// What quinn said.
+        source: quinn::ConnectionError,
+    },
+    /// The peer's certificate is unreadable or revoked.
+    #[error("{0}")]
+    Refused(Refused),
+    /// The certificate names another office than the config says.
+    #[error("{addr} is {found}, but the config expects {expected}")]
+    WrongOrg {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The office its certificate names.
+        found: OrgPath,
+        /// The office the config names.
+        expected: OrgPath,
+    },
+    /// Its certificate could not be admitted or recorded.
+    #[error("certificate not admitted: {0}")]
+    Certificate(#[source] crate::repo::LearnError),
+}
+
+/// How long a dial waits for the handshake.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn dial(
     endpoint: &quinn::Endpoint,
     peer: &PeerConfig,
     shared: &Shared,
-) -> Result<(quinn::Connection, CertId), String> {
+) -> Result<(quinn::Connection, CertId), DialError> {
     let addr = tokio::net::lookup_host(&peer.addr)
         .await
-        .map_err(|e| format!("cannot resolve {}: {e}", peer.addr))?
+        .map_err(|source| DialError::Resolve {
+            addr: peer.addr.clone(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{} resolves to no address", peer.addr))?;
+        .ok_or_else(|| DialError::NoAddress(peer.addr.clone()))?;
     let connecting = endpoint
         .connect(addr, &peer.org.dns_name())
-        .map_err(|e| format!("cannot dial {addr}: {e}"))?;
-    let conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+        .map_err(|source| DialError::Connect { addr, source })?;
+    let conn = tokio::time::timeout(DIAL_TIMEOUT, connecting)
         .await
-        .map_err(|_| format!("{addr} did not answer within 10 s"))?
-        .map_err(|e| format!("handshake with {addr} failed: {e}"))?;
+        .map_err(|_| DialError::Timeout(addr))?
+        .map_err(|source| DialError::Handshake { addr, source })?;
     let (org, cert, der) = match identify(&conn, shared) {
         Ok(peer) => peer,
         Err(refused) => {
             conn.close(REFUSED.into(), refused.reason());
-            return Err(refused.to_string());
+            return Err(DialError::Refused(refused));
         }
     };
     if org != peer.org {
         conn.close(REFUSED.into(), b"unexpected org");
-        return Err(format!(
-            "{addr} is {org}, but the config expects {}",
-            peer.org
-        ));
+        return Err(DialError::WrongOrg {
+            addr,
+            found: org,
+            expected: peer.org.clone(),
+        });
     }
     if let Err(e) = shared.repo.learn_certificate(&der) {
         conn.close(
             REFUSED.into(),
             Refused::BadCertificate(String::new()).reason(),
         );
-        return Err(e);
+        return Err(DialError::Certificate(e));
     }
     Ok((conn, cert))
 }

@@ -2,7 +2,7 @@
 //! office staff read the one and the logs' vocabulary matches the other. The names of the
 //! values a member's file holds (activity kinds, categories, ratings, transfer and peer
 //! states) come first, then the page texts ([`Label`]) grouped by the section showing them.
-use crate::status::PeerState;
+use crate::status::{Direction, PeerState};
 
 use super::pages::esc;
 
@@ -87,11 +87,10 @@ pub(super) fn peer_state(state: PeerState) -> &'static str {
 }
 
 /// Which end of a peer connection dialed, for the peers table.
-pub(super) fn direction_label(direction: &str) -> &str {
+pub(super) fn direction_label(direction: Direction) -> &'static str {
     match direction {
-        "dialed" => "拨出 dialed",
-        "accepted" => "接入 accepted",
-        other => other,
+        Direction::Dialed => "拨出 dialed",
+        Direction::Accepted => "接入 accepted",
     }
 }
 
