@@ -44,6 +44,9 @@ pub const MAX_SESSIONS: usize = 64;
 /// Most accepted connections at a time, handshakes included: a flood of handshakes cannot
 /// grow the node's tasks without bound.
 pub const MAX_CONNECTIONS: usize = MAX_SESSIONS + 32;
+/// How long an accepted connection may take to finish its handshake: a half-open handshake
+/// holds one of the [`MAX_CONNECTIONS`] for at most this long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long sessions get to end by themselves when the node stops, before they are aborted.
 const DRAIN: Duration = Duration::from_secs(3);
 /// QUIC application error code closing a refused connection (the reason says why).
@@ -239,7 +242,8 @@ pub async fn accept_loop(endpoint: quinn::Endpoint, shared: Shared) {
 /// One accepted connection: handshake, admission as a neighbour, then its session.
 async fn accept_one(incoming: quinn::Incoming, arrival: u64, shared: Shared) {
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
+    let conn = match handshake.unwrap_or(Err(quinn::ConnectionError::TimedOut)) {
         Ok(c) => c,
         Err(e) => {
             warn!(%remote, "refused connection: {e}");
@@ -477,7 +481,7 @@ enum DialError {
 }
 
 /// How long a dial waits for the handshake.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+const DIAL_TIMEOUT: Duration = HANDSHAKE_TIMEOUT;
 
 async fn dial(
     endpoint: &quinn::Endpoint,

@@ -279,3 +279,72 @@ async fn an_office_cannot_file_a_status_report_for_a_sibling() {
     }
     county.shutdown().await;
 }
+
+/// Sends bare QUIC Initial packets to `addr` from one UDP socket and never answers: each is
+/// a handshake the office has to start and cannot finish. The connections are returned so
+/// they stay alive (and silent) for as long as the caller holds them.
+fn half_open_handshakes(
+    addr: std::net::SocketAddr,
+    config: quinn::ClientConfig,
+    count: usize,
+) -> (std::net::UdpSocket, Vec<quinn_proto::Connection>) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut endpoint = quinn_proto::Endpoint::new(Default::default(), None, false, None);
+    let now = std::time::Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..count {
+        let (_, mut conn) = endpoint
+            .connect(now, config.clone(), addr, &org("hoboksar").dns_name())
+            .unwrap();
+        let mut buf = Vec::new();
+        while let Some(t) = conn.poll_transmit(now, 1, &mut buf) {
+            socket.send_to(&buf[..t.size], t.destination).unwrap();
+            buf.clear();
+        }
+        held.push(conn);
+    }
+    (socket, held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_half_open_handshakes_is_capped_and_passes() {
+    use amphi_node::transport::{HANDSHAKE_TIMEOUT, MAX_CONNECTIONS};
+    let mut county = County::new();
+    county.start_all(&["county", "chagantolgay"]).await;
+    let township = county.office("chagantolgay");
+    let excess = 40;
+    let flood = half_open_handshakes(
+        township.config.listen,
+        client_config(&county, BAYIN),
+        MAX_CONNECTIONS + excess,
+    );
+    let refused = eventually(WAIT, "the handshakes over the cap are refused", || async {
+        let status = township.status().await;
+        let busy = status["refused_connections"]["busy"].as_u64().unwrap_or(0);
+        (busy >= excess as u64).then_some(busy)
+    })
+    .await;
+    assert_eq!(refused, excess as u64, "exactly those over the cap");
+    // The held handshakes time out and free their places: the village then connects and
+    // syncs as usual, while the flood's socket is still open and silent.
+    let started = std::time::Instant::now();
+    county.start("bayin").await;
+    let id = county.office("bayin").create_member("Oyun").await;
+    let township = county.office("chagantolgay");
+    eventually(WAIT, "the village's file reaches its township", || async {
+        township.case_file(&id).await.map(|_| ())
+    })
+    .await;
+    let status = township.status().await;
+    assert_eq!(
+        status["refused_connections"]["handshake"].as_u64(),
+        Some(MAX_CONNECTIONS as u64),
+        "every half-open handshake ended by timing out: {status}"
+    );
+    assert!(
+        started.elapsed() < HANDSHAKE_TIMEOUT + WAIT,
+        "within the handshake timeout and a margin"
+    );
+    drop(flood);
+    county.shutdown().await;
+}
