@@ -27,20 +27,7 @@ pub fn create(doc: &mut AutoCommit, member: &NewMember) -> Result<(), AutomergeE
     doc.put_object(ROOT, TRANSFERS, ObjType::Map)?;
     doc.put_object(ROOT, crate::transfer::ACKS, ObjType::Map)?;
     doc.put_object(ROOT, CONTACTS, ObjType::Map)?;
-    update_identity(
-        doc,
-        &IdentityPatch {
-            name: Some(member.name.clone()),
-            gender: Some(member.gender.clone()),
-            ethnicity: Some(member.ethnicity.clone()),
-            birth_date: Some(member.birth_date.clone()),
-            joined_at: Some(member.joined_at.clone()),
-            id_number: member.id_number.clone(),
-            phone: member.phone.clone(),
-            education: member.education.clone(),
-            categories: Some(member.categories.clone()),
-        },
-    )
+    update_identity(doc, &member.identity())
 }
 
 fn container(doc: &AutoCommit, key: &str) -> Result<ObjId, AutomergeError> {

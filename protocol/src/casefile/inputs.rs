@@ -185,6 +185,12 @@ pub fn check_entry_id(prefix: char, id: &str) -> Result<(), FieldError> {
 impl NewMember {
     /// Checks every field; the first bad one is named.
     pub fn validate(&self) -> Result<(), FieldError> {
+        self.identity().validate()
+    }
+
+    /// The new member's identity as a patch that sets every field given: what creating the
+    /// case file writes, and what [`NewMember::validate`] checks.
+    pub(super) fn identity(&self) -> IdentityPatch {
         IdentityPatch {
             name: Some(self.name.clone()),
             gender: Some(self.gender.clone()),
@@ -196,7 +202,6 @@ impl NewMember {
             education: self.education.clone(),
             categories: Some(self.categories.clone()),
         }
-        .validate()
     }
 }
 
