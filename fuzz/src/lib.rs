@@ -164,10 +164,10 @@ impl amphi_protocol::attest::Authenticator for AnySignature {
         _: &automerge::Change,
         _: &OrgPath,
         _: Option<&Attestation>,
-    ) -> Result<(), amphi_protocol::authority::Refusal> {
+    ) -> Result<(), amphi_protocol::refusal::Refusal> {
         Ok(())
     }
-    fn check_revocation(&self, _: &str, _: &str) -> Result<(), amphi_protocol::authority::Refusal> {
+    fn check_revocation(&self, _: &str, _: &str) -> Result<(), amphi_protocol::refusal::Refusal> {
         Ok(())
     }
 }

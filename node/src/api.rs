@@ -1,8 +1,6 @@
 //! The admin HTTP API (contract.md): JSON under `/api/v1`, bearer-token auth, bounded and
 //! validated bodies, and one error shape: `{"error": {"code", "message", "field"?}}`.
 
-use std::sync::Arc;
-
 use amphi_protocol::OrgPath;
 use amphi_protocol::attest::Revocation;
 use amphi_protocol::casefile::{
@@ -21,30 +19,11 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::members::{self, OpError};
-use crate::repo::{Repo, WriteError};
-use crate::status::Status;
+use crate::repo::WriteError;
+use crate::state::ApiState;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct ApiState {
-    /// The documents.
-    pub repo: Arc<Repo>,
-    /// Sync status.
-    pub status: Arc<Status>,
-    /// The admin token.
-    pub token: Arc<str>,
-    /// This node's short id.
-    pub node_id: Arc<str>,
-    /// When this node's certificate expires (RFC 3339).
-    pub cert_expires: Arc<str>,
-    /// The store file (for its size).
-    pub store_path: Arc<std::path::Path>,
-    /// Fleet reports older than this are stale.
-    pub fleet_stale_after: std::time::Duration,
-}
 
 /// An API error: HTTP status, stable code, message, and the field when one is to blame.
 #[derive(Debug)]

@@ -8,6 +8,7 @@
 //! - [`peer`], [`transport`]: QUIC connections to parent and children, one sync session each.
 //! - [`status`]: what admins see of sync.
 //! - [`api`]: the admin HTTP API.
+//! - [`state`]: what the admin API and the dashboard share.
 //! - [`dashboard`]: the admin dashboard at `GET /`.
 //! - [`node`]: starting and stopping a whole node.
 //! - [`panics`]: panics counted, tasks restarted, nothing poisoned.
@@ -25,6 +26,7 @@ pub mod panics;
 pub mod peer;
 pub mod pki;
 pub mod repo;
+pub mod state;
 pub mod status;
 pub mod store;
 pub mod tls;

@@ -12,11 +12,12 @@ use automerge::ActorId;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::api::{self, ApiState};
+use crate::api;
 use crate::config::Config;
 use crate::panics::supervise;
 use crate::pki::{NodeIdentity, PkiError};
 use crate::repo::{Repo, WriteError};
+use crate::state::ApiState;
 use crate::status::Status;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, Shared, TransportError};

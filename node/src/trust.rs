@@ -34,7 +34,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use amphi_protocol::OrgPath;
 use amphi_protocol::attest::{self, Attestation, Authenticator, CertId, Revocation};
-use amphi_protocol::authority::Refusal;
+use amphi_protocol::refusal::Refusal;
 use automerge::{Change, ChangeHash};
 use ring::rand::SystemRandom;
 use ring::signature::{

@@ -7,8 +7,8 @@
 
 use automerge::{Change, ChangeHash};
 
-use crate::authority::Refusal;
 use crate::org::OrgPath;
+use crate::refusal::Refusal;
 
 /// SHA-256 of a certificate's DER: how attestations name the author's certificate.
 pub type CertId = [u8; 32];

@@ -25,11 +25,11 @@ use automerge::sync::{self, SyncDoc};
 use automerge::{AutoCommit, Change, ChangeHash};
 
 use crate::attest::{Attestation, Authenticator};
-use crate::authority::Refusal;
 use crate::contain::contain;
 use crate::history::History;
 use crate::ids::DocId;
 use crate::org::OrgPath;
+use crate::refusal::Refusal;
 use crate::stamp::{self, MAX_FUTURE_MS, Stamp};
 use crate::syncmsg::{self, SyncMessage};
 use crate::visibility::{may_hold, scope};

@@ -26,13 +26,14 @@ use automerge::legacy::{ElementId, Key, ObjectId, OpType};
 use automerge::{ActorId, AutoCommit, Change, ObjType, ROOT, ReadDoc, ScalarValue};
 
 use crate::attest::Authenticator;
-use crate::authority::{Facts, Field, Refusal, TransferFacts, authorise};
+use crate::authority::{Facts, Field, TransferFacts, authorise};
 use crate::casefile::{self, MemberFacts, keys};
 use crate::contain::contain;
 use crate::history::View;
 use crate::ids::{DocId, DocKind};
 use crate::org::OrgPath;
 use crate::reader::Reader;
+use crate::refusal::Refusal;
 use crate::roster;
 use crate::stamp::rfc3339;
 use crate::transfer::{self, Decision, Entry, State};

@@ -7,7 +7,8 @@
 //! - [`ids`]: document and entry ids.
 //! - [`casefile`], [`roster`]: the two document layouts; [`transfer`] and [`affiliation`]:
 //!   transfers and residence as events, and the member's home derived from them.
-//! - [`visibility`], [`authority`]: who sees what, who may write what (contract.md).
+//! - [`visibility`], [`authority`]: who sees what, who may write what (contract.md);
+//!   [`refusal`]: why a change was refused, whichever check refused it.
 //! - [`attest`]: signed authorship and revocation records; [`stamp`]: change times.
 //! - [`gate`]: every change reaches a document only through here — [`syncmsg`] reads a
 //!   peer's message, [`history`] checks a change's place in history, [`judge`] checks its
@@ -32,6 +33,7 @@ pub mod office;
 pub mod org;
 pub mod reader;
 pub mod reconcile;
+pub mod refusal;
 pub mod roster;
 pub mod session;
 pub mod stamp;

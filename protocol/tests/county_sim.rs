@@ -32,12 +32,12 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use amphi_protocol::attest::{Attestation, Authenticator, CertId};
-use amphi_protocol::authority::Refusal;
 use amphi_protocol::casefile::{self, ActivityInput, NewMember, ResidenceInput, ReviewInput};
 use amphi_protocol::gate::author_message;
 use amphi_protocol::office::link::{Effects, Link};
 use amphi_protocol::office::{MemStore, Office, Sign, Storage, Trusted};
 use amphi_protocol::reader::Reader;
+use amphi_protocol::refusal::Refusal;
 use amphi_protocol::stamp::Stamp;
 use amphi_protocol::transfer::{self, Decision};
 use amphi_protocol::visibility::{may_hold, scope};

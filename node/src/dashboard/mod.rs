@@ -45,9 +45,9 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::api::ApiState;
 use crate::members::{self, OpError};
 use crate::repo::WriteError;
+use crate::state::ApiState;
 use labels::{CASE_FILE, OVERVIEW, WRONG_TOKEN};
 use pages::{login_page, page, render_case_file, render_overview, render_sync};
 use session::{session_value, set_cookie, signed_in, token_matches, unix_now};

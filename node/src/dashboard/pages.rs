@@ -5,9 +5,9 @@
 use amphi_protocol::casefile::CaseFile;
 use axum::http::StatusCode;
 
-use crate::api::ApiState;
 use crate::members::{self, OpError};
 use crate::repo::WriteError;
+use crate::state::ApiState;
 use crate::status::{PeerState, PeerStatus};
 
 use super::labels::*;

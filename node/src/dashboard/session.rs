@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderMap, HeaderValue, header};
 use ring::hmac;
 
-use crate::api::ApiState;
+use crate::state::ApiState;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "amphi_session";

@@ -41,11 +41,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use automerge::{ActorId, AutoCommit, ChangeHash};
 
 use crate::attest::{Attestation, Authenticator, CertId};
-use crate::authority::Refusal;
 use crate::casefile::NewMember;
 use crate::docsync::DocSync;
 use crate::gate::{self, Inbound};
 use crate::inventory::heads_digest;
+use crate::refusal::Refusal;
 use crate::roster;
 use crate::stamp::{self, Stamp};
 use crate::visibility::{may_hold, scope};

@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use amphi_protocol::attest::{Attestation, Authenticator};
-use amphi_protocol::authority::Refusal;
 use amphi_protocol::casefile::{self, CaseFile, NewMember};
 use amphi_protocol::docsync::DocSync;
 use amphi_protocol::gate::{self, Admission, Inbound};
+use amphi_protocol::refusal::Refusal;
 use amphi_protocol::stamp::{self, Stamp};
 use amphi_protocol::{DocId, OrgPath};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
