@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::KIND_MEMBER;
 use super::keys::*;
-use crate::affiliation::{Assignment, Order};
+use crate::affiliation::{Affiliation, Assignment, Order};
 use crate::ids::DocId;
 use crate::reader::Reader;
 
@@ -149,12 +149,23 @@ impl CaseFile {
     /// Reads case file `id`; `None` if the document is not (yet) a case file.
     pub fn read(id: &DocId, doc: &AutoCommit) -> Option<CaseFile> {
         let r = Reader::now(doc);
+        let resolved = crate::transfer::resolve_doc(&r);
+        CaseFile::read_resolved(id, &r, resolved)
+    }
+
+    /// Reads case file `id` through `r`, with its transfers and affiliation already derived
+    /// (by [`crate::transfer::resolve_doc`] on the same reader): for a caller that needs
+    /// them too, such as the summary, so the derivation runs once.
+    pub fn read_resolved(
+        id: &DocId,
+        r: &Reader<'_>,
+        (transfer_entries, affiliation): (Vec<crate::transfer::Entry>, Affiliation),
+    ) -> Option<CaseFile> {
         if r.str(&ROOT, KIND).as_deref() != Some(KIND_MEMBER) {
             return None;
         }
         let identity = r.obj(&ROOT, IDENTITY)?;
         let text = |key: &str| r.str(&identity, key).unwrap_or_default();
-        let (transfer_entries, affiliation) = crate::transfer::resolve_doc(&r);
         let residence = affiliation.residence.as_ref().and_then(|a| {
             let org = a.org.clone()?;
             let reported_in_at = r

@@ -161,13 +161,22 @@ pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
     };
     match id.kind() {
         DocKind::Member => {
+            // Transfers and residences are replayed once, for the scope, the names and the
+            // conflicts alike.
             let reader = Reader::now(doc);
             let (entries, affiliation) = transfer::resolve_doc(&reader);
             let facts = MemberFacts::from_affiliation(&entries, &affiliation);
             summary.scope = facts.scope();
             summary.home_org = facts.home_org;
             summary.residence_org = facts.residence_org;
-            if let Some(case) = CaseFile::read(id, doc) {
+            let acked = transfer::acknowledged(&reader);
+            summary.conflicts = affiliation
+                .conflicts
+                .iter()
+                .map(|c| c.id.clone())
+                .filter(|c| !acked.contains(c))
+                .collect();
+            if let Some(case) = CaseFile::read_resolved(id, &reader, (entries, affiliation)) {
                 // The gate admits only transfers between valid orgs: one that does not
                 // parse cannot be in a stored document, and is left out.
                 summary.transfers = case
@@ -194,13 +203,6 @@ pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
                 summary.last_seen = activity.chain(contact).chain(report).max();
                 summary.name = case.name;
             }
-            let acked = transfer::acknowledged(&reader);
-            summary.conflicts = affiliation
-                .conflicts
-                .into_iter()
-                .map(|c| c.id)
-                .filter(|c| !acked.contains(c))
-                .collect();
         }
         DocKind::OrgRoster => {
             summary.scope = scope(id, doc);
