@@ -16,7 +16,7 @@ use automerge::{AutoCommit, AutomergeError, ObjType, ROOT};
 use serde::Serialize;
 
 use crate::affiliation::{self, Affiliation, Order};
-use crate::casefile::keys;
+use crate::layout as keys;
 use crate::org::OrgPath;
 use crate::reader::Reader;
 use crate::stamp::Stamp;
@@ -31,7 +31,7 @@ pub const OPEN_KEYS: &[&str] = &[
     "opened_at",
 ];
 /// Root key of conflict acknowledgements in a case file.
-pub const ACKS: &str = "acks";
+pub use crate::layout::ACKS;
 
 /// A step that settles an open transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

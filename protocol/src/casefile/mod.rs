@@ -45,39 +45,8 @@ pub use view::{
     Activity, CaseFile, Comment, Contact, Residence, Review, Step, Transfer, assignments,
 };
 
-/// Root keys of a case file.
-pub mod keys {
-    /// Document kind marker.
-    pub const KIND: &str = "kind";
-    /// 组织关系所在党组织: the one org the member belongs to.
-    pub const HOME_ORG: &str = "home_org";
-    /// Identity fields.
-    pub const IDENTITY: &str = "identity";
-    /// Two-dwelling residence assignment.
-    pub const RESIDENCE: &str = "residence";
-    /// Report-ins by residence org, under residence.
-    pub const REPORTS: &str = "reports";
-    /// Residence assignment events, under residence.
-    pub const ASSIGNMENTS: &str = "assignments";
-    /// Activity entries by id.
-    pub const ACTIVITIES: &str = "activities";
-    /// Half-yearly reviews by period.
-    pub const REVIEWS: &str = "reviews";
-    /// Transfers of affiliation by id.
-    pub const TRANSFERS: &str = "transfers";
-    /// Stamp on an activity.
-    pub const RECORDED_BY: &str = "recorded_by";
-    /// Stamp on a review.
-    pub const REVIEWED_BY: &str = "reviewed_by";
-    /// Stamp on a comment.
-    pub const BY: &str = "by";
-    /// Comments on an activity.
-    pub const COMMENTS: &str = "comments";
-    /// Last contact dates by recording org (联系), and the contact person.
-    pub const CONTACTS: &str = "contacts";
-    /// Key of the contact person (联系责任人) in the contacts map.
-    pub const CONTACT_PERSON: &str = "person";
-}
+/// Root keys of a case file (see [`crate::layout`]).
+pub use crate::layout as keys;
 
 /// The value of the `kind` key of a case file.
 pub const KIND_MEMBER: &str = "member";
