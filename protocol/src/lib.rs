@@ -6,7 +6,8 @@
 //! - [`org`]: org paths, the names of offices.
 //! - [`ids`]: document and entry ids.
 //! - [`casefile`] (its keys in [`layout`]), [`roster`]: the two document layouts;
-//!   [`transfer`] and [`affiliation`]: transfers and residence as events, and the member's home derived from them.
+//!   [`transfer`] and [`affiliation`]: transfers and residence as events, and the member's
+//!   home derived from them.
 //! - [`visibility`], [`authority`]: who sees what, who may write what (contract.md);
 //!   [`refusal`]: why a change was refused, whichever check refused it.
 //! - [`attest`]: signed authorship and revocation records; [`stamp`]: change times.
