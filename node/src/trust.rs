@@ -477,10 +477,7 @@ impl Authenticator for Trust {
         author: &OrgPath,
         attestation: Option<&Attestation>,
     ) -> Result<(), Refusal> {
-        let att = attestation.ok_or(Refusal::Unsigned)?;
-        if att.change != change.hash() {
-            return Err(Refusal::BadSignature);
-        }
+        let att = attest::offered_for(change, attestation)?;
         let cert = self
             .admitted(&att.cert)
             .ok_or(Refusal::UnknownCertificate)?;

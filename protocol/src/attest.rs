@@ -31,6 +31,20 @@ pub struct Attestation {
     pub signature: Vec<u8>,
 }
 
+/// The attestation offered for `change`, or why there is none: missing (`Unsigned`) or made
+/// for another change (`BadSignature`). Every [`Authenticator`] starts here,
+/// before it checks the signature itself.
+pub fn offered_for<'a>(
+    change: &Change,
+    attestation: Option<&'a Attestation>,
+) -> Result<&'a Attestation, Refusal> {
+    let att = attestation.ok_or(Refusal::Unsigned)?;
+    if att.change != change.hash() {
+        return Err(Refusal::BadSignature);
+    }
+    Ok(att)
+}
+
 /// The bytes a node signs for a change: a tag and the change hash (which covers the whole
 /// change: actor, author org, dependencies, time and operations).
 pub fn change_signing_bytes(change: &ChangeHash) -> Vec<u8> {

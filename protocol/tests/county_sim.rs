@@ -115,10 +115,7 @@ impl Authenticator for SimAuth {
         author: &OrgPath,
         attestation: Option<&Attestation>,
     ) -> Result<(), Refusal> {
-        let att = attestation.ok_or(Refusal::Unsigned)?;
-        if att.change != change.hash() {
-            return Err(Refusal::BadSignature);
-        }
+        let att = amphi_protocol::attest::offered_for(change, attestation)?;
         let (signer, actor, secret) = self
             .0
             .by_cert
