@@ -866,6 +866,7 @@ impl County {
             };
             let heads = reference.get_heads();
             let sc = scope(id, &reference);
+            listing_agrees_with_the_case_file(id, &reference, &county.summary(id).unwrap())?;
             for (i, n) in self.nodes.iter().enumerate() {
                 let me = org(OFFICES[i]);
                 let may = may_hold(id, &sc, &me);
@@ -1131,4 +1132,62 @@ fn the_checks_catch_an_office_that_lost_a_file() {
         error.contains("may hold") && error.contains(OFFICES[i]),
         "{error}"
     );
+}
+
+/// The summary's listing (name, transfers, last sign of life), read for speed with as few
+/// reads as it needs, says what the full case file view says.
+fn listing_agrees_with_the_case_file(
+    id: &DocId,
+    doc: &AutoCommit,
+    summary: &Option<amphi_protocol::office::DocSummary>,
+) -> Result<(), String> {
+    let Some(case) = casefile::CaseFile::read(id, doc) else {
+        return Ok(());
+    };
+    let Some(summary) = summary else {
+        return Err(format!("{id} has no summary at the county"));
+    };
+    let transfers: Vec<(String, String, String, String)> = case
+        .transfers
+        .iter()
+        .map(|t| {
+            (
+                t.id.clone(),
+                t.from_org.clone(),
+                t.to_org.clone(),
+                t.state.clone(),
+            )
+        })
+        .collect();
+    let listed: Vec<(String, String, String, String)> = summary
+        .transfers
+        .iter()
+        .map(|t| {
+            (
+                t.id.clone(),
+                t.from_org.to_string(),
+                t.to_org.to_string(),
+                t.state.clone(),
+            )
+        })
+        .collect();
+    let activity = case.activities.iter().map(|a| a.date.clone());
+    let contact = case
+        .contact
+        .as_ref()
+        .and_then(|c| c.last_contact_at.clone());
+    let report = case
+        .residence
+        .as_ref()
+        .and_then(|r| r.reported_in_at.clone());
+    let last_seen = activity.chain(contact).chain(report).max();
+    if (summary.name.as_str(), &listed, &summary.last_seen)
+        != (case.name.as_str(), &transfers, &last_seen)
+    {
+        return Err(format!(
+            "the county's summary of {id} lists {:?} {listed:?} {:?}, the case file says {:?} {transfers:?} {last_seen:?}",
+            summary.name, summary.last_seen, case.name
+        ));
+    }
+    Ok(())
 }

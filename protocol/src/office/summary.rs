@@ -8,8 +8,12 @@
 use automerge::{AutoCommit, ChangeHash};
 use serde::{Deserialize, Serialize};
 
-use crate::casefile::{CaseFile, MemberFacts};
+use automerge::ROOT;
+
+use crate::affiliation::Affiliation;
+use crate::casefile::{KIND_MEMBER, MemberFacts};
 use crate::inventory::heads_digest;
+use crate::layout::{ACTIVITIES, CONTACT_PERSON, CONTACTS, IDENTITY, KIND, REPORTS, RESIDENCE};
 use crate::reader::Reader;
 use crate::visibility::{may_hold, scope};
 use crate::{DocId, DocKind, OrgPath, roster, transfer};
@@ -176,32 +180,10 @@ pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
                 .map(|c| c.id.clone())
                 .filter(|c| !acked.contains(c))
                 .collect();
-            if let Some(case) = CaseFile::read_resolved(id, &reader, (entries, affiliation)) {
-                // The gate admits only transfers between valid orgs: one that does not
-                // parse cannot be in a stored document, and is left out.
-                summary.transfers = case
-                    .transfers
-                    .iter()
-                    .filter_map(|t| {
-                        Some(TransferLine {
-                            id: t.id.clone(),
-                            from_org: OrgPath::parse(&t.from_org).ok()?,
-                            to_org: OrgPath::parse(&t.to_org).ok()?,
-                            state: t.state.clone(),
-                        })
-                    })
-                    .collect();
-                let activity = case.activities.iter().map(|a| a.date.clone());
-                let contact = case
-                    .contact
-                    .as_ref()
-                    .and_then(|c| c.last_contact_at.clone());
-                let report = case
-                    .residence
-                    .as_ref()
-                    .and_then(|r| r.reported_in_at.clone());
-                summary.last_seen = activity.chain(contact).chain(report).max();
-                summary.name = case.name;
+            if let Some(listing) = listing(&reader, &entries, &affiliation) {
+                summary.name = listing.name;
+                summary.transfers = listing.transfers;
+                summary.last_seen = listing.last_seen;
             }
         }
         DocKind::OrgRoster => {
@@ -220,6 +202,80 @@ pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
         }
     }
     summary
+}
+
+/// What lists show of a case file: name, transfers, last sign of life.
+struct Listing {
+    name: String,
+    transfers: Vec<TransferLine>,
+    last_seen: Option<String>,
+}
+
+/// The listing of a case file (`None` if it is not one yet), read with as few reads as it
+/// needs: it runs for every message that changes a document, and reading the whole case
+/// file view (every activity's every field and comment) for three values was a tenth of a
+/// received document's cost. It must agree with [`crate::casefile::CaseFile::read`]; the
+/// county simulator checks that it does for every document of every run.
+fn listing(
+    r: &Reader<'_>,
+    entries: &[transfer::Entry],
+    affiliation: &Affiliation,
+) -> Option<Listing> {
+    if r.str(&ROOT, KIND).as_deref() != Some(KIND_MEMBER) || affiliation.home.is_none() {
+        return None;
+    }
+    let identity = r.obj(&ROOT, IDENTITY)?;
+    let mut lines: Vec<(&str, TransferLine)> = entries
+        .iter()
+        .filter_map(|e| {
+            // The gate admits only transfers between valid orgs: one that does not parse
+            // cannot be in a stored document, and is left out.
+            let line = TransferLine {
+                id: e.id.clone(),
+                from_org: OrgPath::parse(&e.from_org).ok()?,
+                to_org: OrgPath::parse(&e.to_org).ok()?,
+                state: affiliation
+                    .states
+                    .get(&e.id)
+                    .map_or("open", |s| s.name())
+                    .to_owned(),
+            };
+            Some((e.opened_at.as_str(), line))
+        })
+        .collect();
+    lines.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    let activity_dates = r.obj(&ROOT, ACTIVITIES).map(|m| {
+        r.keys(&m)
+            .iter()
+            .filter_map(|k| r.obj(&m, k))
+            .map(|e| r.str(&e, "date").unwrap_or_default())
+            .max()
+    });
+    let last_contact = r.obj(&ROOT, CONTACTS).and_then(|c| {
+        r.keys(&c)
+            .iter()
+            .filter(|k| k.as_str() != CONTACT_PERSON)
+            .filter_map(|k| r.str(&c, k))
+            .max()
+    });
+    let reported_in = affiliation
+        .residence
+        .as_ref()
+        .and_then(|a| a.org.as_deref())
+        .and_then(|org| {
+            let reports = r
+                .obj(&ROOT, RESIDENCE)
+                .and_then(|res| r.obj(&res, REPORTS))?;
+            r.str(&reports, org)
+        });
+    Some(Listing {
+        name: r.str(&identity, "name").unwrap_or_default(),
+        transfers: lines.into_iter().map(|(_, line)| line).collect(),
+        last_seen: [activity_dates.flatten(), last_contact, reported_in]
+            .into_iter()
+            .flatten()
+            .max(),
+    })
 }
 
 /// The summary after a change, carrying forward who left the scope (and where) from the
