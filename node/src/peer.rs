@@ -3,33 +3,46 @@
 //!
 //! A session runs three tasks: a reader that turns stream bytes into frames (bounded,
 //! validated), a writer that drains the queue of frames to send, and the loop here, which
-//! feeds frames and local change notifications to the session and the repo.
+//! feeds frames and local change notifications to the office core's [`Link`].
+//!
+//! Sync messages for different case files are received on the blocking pool, up to
+//! [`RECEIVING_AT_ONCE`] at a time (the gate, automerge and the durable write are most of a
+//! session's work, and one session can then use every core). Order is kept where it
+//! matters: a document's next message waits for its last; every other input (a certificate,
+//! a roster or the revocation list, reconciliation, a notice) waits until nothing is out.
 //!
 //! Memory per session is bounded: the reader reads ahead at most [`READ_AHEAD_BYTES`] of
 //! frames not yet handled; the send queue never blocks the loop (two sessions both blocked
 //! sending while not reading would deadlock), but a peer that stops reading while more than
 //! [`SEND_QUEUE_BYTES`] wait for it ends the session.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use amphi_protocol::attest::CertId;
-use amphi_protocol::office::StorageError;
-use amphi_protocol::office::link::{Effects, Link, LinkError};
+use amphi_protocol::office::link::{Delivery, Effects, Handled, Link, LinkError};
+use amphi_protocol::office::{Notice, Office, Received, StorageError};
 use amphi_protocol::session::SessionError;
 use amphi_protocol::wire::{DecodeError, Frame};
 use amphi_protocol::{DocId, OrgPath};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tokio::task::JoinSet;
 use tracing::{debug, info};
 
 use crate::repo::{Repo, now_ms};
 use crate::status::{Direction, PeerState, Status, now_rfc3339};
+use crate::store::Store;
 
 /// Frames read ahead from the peer before the reader waits (see also [`READ_AHEAD_BYTES`]).
 const READ_AHEAD_FRAMES: usize = 256;
 /// Bytes of frames read from the peer and not yet handled, at most (a frame is at most
 /// [`amphi_protocol::wire::MAX_FRAME`], so one always fits).
 pub const READ_AHEAD_BYTES: usize = 16 * 1024 * 1024;
+/// Sync messages of different case files received at once in one session, at most: enough
+/// to keep every core busy while one of them waits for its fsync.
+const RECEIVING_AT_ONCE: usize = 4;
 /// Bytes queued for a peer that is not reading them, at most: beyond, the session ends.
 pub const SEND_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -234,56 +247,137 @@ pub async fn run(
     });
     info!("session started");
 
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => break,
-            _ = std::future::ready(()), if session.has_offers() && incoming.is_empty() => {
-                carry(session.offer_batch(office, now_ms())?)?;
-            }
-            frame = incoming.recv() => {
-                let Some(frame) = frame else { break };
-                // The permit gives the frame's bytes back to the reader once handled.
-                let (frame, size, _permit) = frame?;
-                let is_sync = matches!(frame, Frame::Sync { .. });
-                status.update(peer.as_str(), "", link.direction, |p| {
-                    p.last_seen = Some(now_rfc3339());
-                    p.bytes_in += size as u64;
-                    if is_sync { p.messages_in += 1; }
-                });
-                let started = std::time::Instant::now();
-                let fx = session.on_frame(office, frame, now_ms())?;
-                if let Some(applied) = fx.applied {
-                    status.count_round(applied, started.elapsed().as_secs_f64());
-                }
-                carry(fx)?;
-            }
-            changed = changes.recv() => match changed {
-                Ok(notice) => {
-                    if notice.doc == DocId::revocations() && repo.trust().revoked_at(&link.cert).is_some() {
-                        return Err(SessionEnd::Revoked);
-                    }
-                    carry(session.on_notice(office, &notice, now_ms())?)?;
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    debug!(missed, "missed change notifications; reconciling again");
-                    carry(session.on_missed_notices(office))?;
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
+    let finish = |session: &mut Link, (delivery, received, took): Receipt| {
+        let fx = session.delivered(office, delivery, received)?;
+        if let Some(applied) = fx.applied {
+            status.count_round(applied, took.as_secs_f64());
         }
-        let pending = session.pending();
-        let ignored = session.unknown_ignored();
-        let rtt = conn.rtt().as_secs_f64() * 1000.0;
-        status.update(peer.as_str(), "", link.direction, |p| {
-            p.docs_pending = pending;
-            p.unknown_ids_ignored = ignored;
-            p.rtt_ms = Some((rtt * 10.0).round() / 10.0);
-            if pending == 0 {
-                p.last_sync_at = Some(now_rfc3339());
+        carry(fx)
+    };
+    // Sync messages for different case files are received on the blocking pool, several at
+    // once (the gate, automerge and the store's write are the slow part of a session); every
+    // other input waits until those out have come back (see `Link::take_frame`).
+    let mut receiving: JoinSet<Receipt> = JoinSet::new();
+    let mut out_docs: HashSet<DocId> = HashSet::new();
+    // An input read but not yet handled: it waits for deliveries to come back.
+    let mut waiting: Option<Input> = None;
+    let result = async {
+        loop {
+            let ready = match &waiting {
+                None => false,
+                Some(Input::Frame(frame, _)) => match Link::runs_beside_others(frame) {
+                    Some(doc) => !out_docs.contains(doc) && receiving.len() < RECEIVING_AT_ONCE,
+                    None => receiving.is_empty(),
+                },
+                Some(Input::Notice(_)) => receiving.is_empty(),
+            };
+            if ready {
+                match waiting.take().expect("checked") {
+                    Input::Frame(frame, permit) => {
+                        let beside_others = Link::runs_beside_others(&frame).is_some();
+                        match session.take_frame(office, frame, now_ms())? {
+                            Handled::Done(fx) => carry(fx)?,
+                            Handled::Deliver(delivery) if beside_others => {
+                                out_docs.insert(delivery.doc().clone());
+                                let repo = repo.clone();
+                                receiving.spawn_blocking(move || {
+                                    let receipt = receive(delivery, repo.office());
+                                    drop(permit);
+                                    receipt
+                                });
+                            }
+                            // Rosters and the revocation list: received alone, here.
+                            Handled::Deliver(delivery) => {
+                                finish(&mut session, receive(delivery, office))?
+                            }
+                        }
+                    }
+                    Input::Notice(Ok(notice)) => {
+                        if notice.doc == DocId::revocations()
+                            && repo.trust().revoked_at(&link.cert).is_some()
+                        {
+                            return Err(SessionEnd::Revoked);
+                        }
+                        carry(session.on_notice(office, &notice, now_ms())?)?;
+                    }
+                    Input::Notice(Err(missed)) => {
+                        debug!(missed, "missed change notifications; reconciling again");
+                        carry(session.on_missed_notices(office))?;
+                    }
+                }
+            } else {
+            let idle = waiting.is_none() && receiving.is_empty();
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                Some(done) = receiving.join_next(), if !receiving.is_empty() => {
+                    let receipt = done.unwrap_or_else(|e| match e.try_into_panic() {
+                        Ok(panic) => std::panic::resume_unwind(panic),
+                        Err(e) => panic!("a delivery was cancelled: {e}"),
+                    });
+                    out_docs.remove(receipt.0.doc());
+                    finish(&mut session, receipt)?;
+                }
+                _ = std::future::ready(()), if idle && session.has_offers() && incoming.is_empty() => {
+                    carry(session.offer_batch(office, now_ms())?)?;
+                }
+                frame = incoming.recv(), if waiting.is_none() => {
+                    let Some(frame) = frame else { break };
+                    // The permit gives the frame's bytes back to the reader once handled.
+                    let (frame, size, permit) = frame?;
+                    let is_sync = matches!(frame, Frame::Sync { .. });
+                    status.update(peer.as_str(), "", link.direction, |p| {
+                        p.last_seen = Some(now_rfc3339());
+                        p.bytes_in += size as u64;
+                        if is_sync { p.messages_in += 1; }
+                    });
+                    waiting = Some(Input::Frame(frame, permit));
+                    continue;
+                }
+                changed = changes.recv(), if waiting.is_none() => match changed {
+                    Ok(notice) => waiting = Some(Input::Notice(Ok(notice))),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        waiting = Some(Input::Notice(Err(missed)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
             }
-        });
+            }
+            let pending = session.pending();
+            let ignored = session.unknown_ignored();
+            let rtt = conn.rtt().as_secs_f64() * 1000.0;
+            status.update(peer.as_str(), "", link.direction, |p| {
+                p.docs_pending = pending;
+                p.unknown_ids_ignored = ignored;
+                p.rtt_ms = Some((rtt * 10.0).round() / 10.0);
+                if pending == 0 {
+                    p.last_sync_at = Some(now_rfc3339());
+                }
+            });
+        }
+        Ok(())
     }
-    Ok(())
+    .await;
+    // Deliveries still out finish their (durable) work before the session lets go of the
+    // store; their replies are not sent.
+    while receiving.join_next().await.is_some() {}
+    result
+}
+
+/// An input to the session loop that may have to wait for deliveries to come back: a frame
+/// from the peer (with its share of the read-ahead budget), or a notice from the other
+/// sessions (`Err`: this many were missed).
+enum Input {
+    Frame(Frame, OwnedSemaphorePermit),
+    Notice(Result<Notice, u64>),
+}
+
+/// A delivery back from receiving: what it did, and how long that took.
+type Receipt = (Box<Delivery>, Result<Received, StorageError>, Duration);
+
+fn receive(mut delivery: Box<Delivery>, office: &Office<Store>) -> Receipt {
+    let started = Instant::now();
+    let received = delivery.receive(office);
+    (delivery, received, started.elapsed())
 }
 
 /// Aborts the tasks when dropped, so a session never leaves orphans behind.

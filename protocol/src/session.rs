@@ -259,21 +259,26 @@ impl PeerSession {
         true
     }
 
-    /// The sync progress of `doc`, for a sync message the peer sent about it. `held` says
-    /// whether this node holds `doc` (asked only the first time the session meets it); one it
-    /// does not hold counts against [`MAX_UNKNOWN`], and beyond that cap this returns `None`:
-    /// ignore the message.
-    pub fn peer_doc_sync(
+    /// Takes out the sync progress of `doc`, for a sync message the peer sent about it (give
+    /// it back with [`PeerSession::restore_doc_sync`]). `held` says whether this node holds
+    /// `doc` (asked only the first time the session meets it); one it does not hold counts
+    /// against [`MAX_UNKNOWN`], and beyond that cap this returns `None`: ignore the message.
+    pub fn take_peer_doc_sync(
         &mut self,
         doc: &DocId,
         held: impl FnOnce() -> bool,
         resume: impl FnOnce() -> DocSync,
-    ) -> Option<&mut DocSync> {
+    ) -> Option<DocSync> {
         let new_here = !self.syncs.contains_key(doc) && !self.unknown.contains(doc);
         if new_here && !held() && !self.track_unknown(doc) {
             return None;
         }
-        Some(self.syncs.entry(doc.clone()).or_insert_with(resume))
+        Some(self.syncs.remove(doc).unwrap_or_else(resume))
+    }
+
+    /// Gives back the sync progress of `doc` taken with [`PeerSession::take_peer_doc_sync`].
+    pub fn restore_doc_sync(&mut self, doc: DocId, sync: DocSync) {
+        self.syncs.insert(doc, sync);
     }
 
     /// `doc` is now held here (changes the peer sent were stored): it no longer counts as
@@ -445,12 +450,13 @@ mod tests {
         // is not unknown.
         let known_unknown = DocId::new_member(5u64.to_be_bytes());
         let resume = || DocSync::resume(None);
-        assert!(s.peer_doc_sync(&known_unknown, || false, resume).is_some());
+        let taken = s.take_peer_doc_sync(&known_unknown, || false, resume);
+        s.restore_doc_sync(known_unknown.clone(), taken.expect("tracked already"));
         let fresh = DocId::new_member((10 * half).to_be_bytes());
-        assert!(s.peer_doc_sync(&fresh, || false, resume).is_none());
+        assert!(s.take_peer_doc_sync(&fresh, || false, resume).is_none());
         assert_eq!(s.unknown_ignored(), half - tracked + 1);
         let new_here = DocId::new_member([0xdd; 8]);
-        assert!(s.peer_doc_sync(&new_here, || true, resume).is_some());
+        assert!(s.take_peer_doc_sync(&new_here, || true, resume).is_some());
         // Once every tracked id has resolved, the session asks to reconcile again (once).
         assert!(!s.wants_reconcile());
         for n in 0..2 * half {

@@ -7,14 +7,22 @@
 //! ([`Link::on_missed_notices`]), and time to offer the next batch of differing documents
 //! ([`Link::offer_batch`], when [`Link::has_offers`] and nothing else waits). Nothing here
 //! reads a socket or a clock: `now_ms` (unix milliseconds) comes with every input.
+//!
+//! A frame can also be taken in two halves, so that a node receives several documents at
+//! once on several cores: [`Link::take_frame`] hands a sync message out as a [`Delivery`]
+//! (the message with the document's sync progress), which runs the gate and the store on
+//! any thread, and [`Link::delivered`] takes its outcome back. [`Link::on_frame`] is the two
+//! halves in a row, on one thread (the county simulator uses it).
 
 use std::collections::VecDeque;
 
-use super::{Notice, NoticeKind, Office, Outbound, Storage, StorageError};
+use super::{Notice, NoticeKind, Office, Outbound, Received, Storage, StorageError};
+use crate::attest::Attestation;
+use crate::docsync::DocSync;
 use crate::session::{PeerSession, SessionError, Step};
 use crate::syncmsg::SyncMessage;
 use crate::wire::Frame;
-use crate::{DocId, OrgPath};
+use crate::{DocId, DocKind, OrgPath};
 
 /// Documents offered per batch, between reads, when many differ.
 pub const OFFER_BATCH: usize = 32;
@@ -54,6 +62,49 @@ pub struct Effects {
 fn holds_nothing(message: &[u8]) -> bool {
     SyncMessage::decode(message)
         .is_ok_and(|m| m.heads.is_empty() && m.changes.is_empty() && m.have.len() == 1)
+}
+
+/// What taking a frame left to do ([`Link::take_frame`]).
+#[derive(Debug)]
+pub enum Handled {
+    /// All done: carry these out.
+    Done(Effects),
+    /// A sync message to receive, then hand back to [`Link::delivered`].
+    Deliver(Box<Delivery>),
+}
+
+/// A peer's sync message for one document, with the link's sync progress for it, taken out
+/// of the link so that the slow part — the gate, automerge, the durable write — can run on
+/// another thread, beside other documents' deliveries.
+#[derive(Debug)]
+pub struct Delivery {
+    doc: DocId,
+    peer: OrgPath,
+    message: Vec<u8>,
+    attestations: Vec<Attestation>,
+    sync: DocSync,
+    now_ms: i64,
+}
+
+impl Delivery {
+    /// The document it is about.
+    pub fn doc(&self) -> &DocId {
+        &self.doc
+    }
+
+    /// Receives the message through the office's gate and stores what it admitted
+    /// ([`Office::receive`]). Safe on any thread; one document's deliveries must not run
+    /// at the same time (the link hands out one at a time per document).
+    pub fn receive<S: Storage>(&mut self, office: &Office<S>) -> Result<Received, StorageError> {
+        office.receive(
+            &self.doc,
+            &self.peer,
+            &self.message,
+            &self.attestations,
+            &mut self.sync,
+            self.now_ms,
+        )
+    }
 }
 
 /// One peer's link.
@@ -119,13 +170,35 @@ impl Link {
         }
     }
 
-    /// Handles one frame from the peer.
+    /// Handles one frame from the peer, all of it on this thread.
     pub fn on_frame<S: Storage>(
         &mut self,
         office: &Office<S>,
         frame: Frame,
         now_ms: i64,
     ) -> Result<Effects, LinkError> {
+        match self.take_frame(office, frame, now_ms)? {
+            Handled::Done(fx) => Ok(fx),
+            Handled::Deliver(mut delivery) => {
+                let received = delivery.receive(office);
+                self.delivered(office, delivery, received)
+            }
+        }
+    }
+
+    /// Handles one frame from the peer up to the slow part: a sync message comes back as a
+    /// [`Delivery`] to run (on any thread) and hand back to [`Link::delivered`]; everything
+    /// else is done here.
+    ///
+    /// While a delivery is out, its document has no sync progress in the link: the caller
+    /// gives the link nothing but other documents' sync messages that
+    /// [`Link::runs_beside_others`] allows, and their deliveries, until it is back.
+    pub fn take_frame<S: Storage>(
+        &mut self,
+        office: &Office<S>,
+        frame: Frame,
+        now_ms: i64,
+    ) -> Result<Handled, LinkError> {
         let mut fx = Effects::default();
         let peer = self.peer().clone();
         let step = self
@@ -161,39 +234,83 @@ impl Link {
                     // Answering would send it what it may no longer receive.
                     fx.notices.extend(office.peer_left(&doc, &peer, now_ms)?);
                     self.session.forget(&doc);
-                    return Ok(fx);
+                    return Ok(Handled::Done(fx));
                 }
                 let held = || office.store().summary(&doc).ok().flatten().is_some();
-                let Some(ds) = self
+                let Some(sync) = self
                     .session
-                    .peer_doc_sync(&doc, held, || office.resume_sync(&doc, &peer))
+                    .take_peer_doc_sync(&doc, held, || office.resume_sync(&doc, &peer))
                 else {
                     // Over the cap of unknown documents from this peer: ignored (counted).
-                    return Ok(fx);
+                    return Ok(Handled::Done(fx));
                 };
-                let received = office.receive(&doc, &peer, &message, &attestations, ds, now_ms)?;
-                fx.applied = Some(received.applied);
-                fx.refused = received.refused;
-                fx.notices.extend(received.notices);
-                if received.applied > 0 {
-                    self.session.now_held(&doc);
-                }
-                self.session.mark(&doc, received.in_sync);
-                if received.in_sync {
-                    fx.notices.extend(office.peer_synced(&doc, &peer, now_ms)?);
-                }
-                if let Some(reply) = received.reply {
-                    self.send_sync(office, doc, reply, &mut fx);
-                }
+                return Ok(Handled::Deliver(Box::new(Delivery {
+                    doc,
+                    peer,
+                    message,
+                    attestations,
+                    sync,
+                    now_ms,
+                })));
             }
             Step::Certificate(der) => fx.certificates.push(der),
         }
-        if self.session.wants_reconcile() {
-            // Unknown documents resolved: reconcile again for the ones ignored.
-            fx.frames
-                .push(self.session.reconcile(office.inventory_for(&peer)));
+        self.reconcile_if_wanted(office, &mut fx);
+        Ok(Handled::Done(fx))
+    }
+
+    /// True when `frame` may be taken while other documents' deliveries are out, and run
+    /// beside them: a sync message for a member's case file. (Rosters and the revocation
+    /// list change how other documents are judged; certificates must be learnt before the
+    /// changes they sign; every other frame touches the session as a whole.) Its document
+    /// must not itself be out.
+    pub fn runs_beside_others(frame: &Frame) -> Option<&DocId> {
+        match frame {
+            Frame::Sync { doc, .. } if doc.kind() == DocKind::Member => Some(doc),
+            _ => None,
         }
+    }
+
+    /// Takes back a delivery with what receiving it did: the document's sync progress
+    /// returns to the link, the reply is queued.
+    pub fn delivered<S: Storage>(
+        &mut self,
+        office: &Office<S>,
+        delivery: Box<Delivery>,
+        received: Result<Received, StorageError>,
+    ) -> Result<Effects, LinkError> {
+        let Delivery {
+            doc, sync, now_ms, ..
+        } = *delivery;
+        self.session.restore_doc_sync(doc.clone(), sync);
+        let received = received?;
+        let mut fx = Effects {
+            applied: Some(received.applied),
+            refused: received.refused,
+            notices: received.notices,
+            ..Effects::default()
+        };
+        if received.applied > 0 {
+            self.session.now_held(&doc);
+        }
+        self.session.mark(&doc, received.in_sync);
+        if received.in_sync {
+            fx.notices
+                .extend(office.peer_synced(&doc, self.peer(), now_ms)?);
+        }
+        if let Some(reply) = received.reply {
+            self.send_sync(office, doc, reply, &mut fx);
+        }
+        self.reconcile_if_wanted(office, &mut fx);
         Ok(fx)
+    }
+
+    /// Unknown documents resolved: reconcile again for the ones ignored.
+    fn reconcile_if_wanted<S: Storage>(&mut self, office: &Office<S>, fx: &mut Effects) {
+        if self.session.wants_reconcile() {
+            fx.frames
+                .push(self.session.reconcile(office.inventory_for(self.peer())));
+        }
     }
 
     /// Handles a notice about a document. A change this peer's own message caused is not
