@@ -811,6 +811,55 @@ mod tests {
         );
     }
 
+    /// Sessions receive several case files at once: their writes meet in the store.
+    #[test]
+    fn writes_from_many_threads_at_once_are_each_durable_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let (threads, per_thread) = (4u8, 25u8);
+        let mut written = Vec::new();
+        {
+            let store = Store::open(&path, "hoboksar").unwrap();
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..threads)
+                    .map(|t| {
+                        let store = &store;
+                        scope.spawn(move || {
+                            let mut mine = Vec::new();
+                            for n in 0..per_thread {
+                                let id = DocId::new_member([t, n, 0, 0, 0, 0, 0, 1]);
+                                let mut doc = AutoCommit::new();
+                                doc.put(automerge::ROOT, "n", i64::from(n)).unwrap();
+                                doc.commit();
+                                store
+                                    .save(&id, &mut doc, &[], &summary(), &[], None)
+                                    .unwrap();
+                                mine.push((id, doc.get_heads()));
+                            }
+                            mine
+                        })
+                    })
+                    .collect();
+                for w in workers {
+                    written.extend(w.join().unwrap());
+                }
+            });
+            assert_eq!(
+                store.doc_counts().by_kind.get("member"),
+                Some(&u64::from(threads * per_thread))
+            );
+        }
+        let store = Store::open(&path, "hoboksar").unwrap();
+        for (id, heads) in &written {
+            let mut doc = store
+                .load(id)
+                .unwrap()
+                .expect("every acknowledged write is stored");
+            assert_eq!(&doc.get_heads(), heads);
+        }
+        assert_eq!(store.summaries().unwrap().len(), written.len());
+    }
+
     fn refused(doc: &DocId, change: Option<u64>, peer: &str, reason: &str) -> QuarantineRecord {
         QuarantineRecord {
             at: "2026-11-02T10:00:00Z".into(),
