@@ -11,7 +11,9 @@
 //!
 //! Cost: a reconnect with nothing changed is one fingerprint each way, whatever the number of
 //! documents; `d` differing documents cost about `d · log₁₆(n / d)` fingerprints plus the
-//! lists that pin them down.
+//! lists that pin them down. A sub-range's bounds are the shortest strings that separate
+//! neighbouring ids (`m-3a` rather than a whole `m-3a9f…`), which makes a fingerprint range
+//! about 40 % smaller on the wire.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -178,11 +180,9 @@ impl Reconciler {
             return;
         }
         let per = ids.len().div_ceil(BRANCHES);
-        let bounds: Vec<String> = ids
-            .iter()
+        let bounds: Vec<String> = (per..ids.len())
             .step_by(per)
-            .skip(1)
-            .map(|(id, _)| id.as_str().to_owned())
+            .map(|k| separator(ids[k - 1].0.as_str(), ids[k].0.as_str()).to_owned())
             .collect();
         let mut low = lower.to_owned();
         for bound in bounds
@@ -214,6 +214,18 @@ impl Reconciler {
     }
 }
 
+/// The shortest prefix of `next` that sorts after `before` (`before < next`): a bound
+/// between the two that splits this side's items exactly where `next` would, in a few
+/// bytes instead of a whole id (bounds are any strings; the peer compares its own items
+/// with them).
+fn separator<'a>(before: &str, next: &'a str) -> &'a str {
+    (1..=next.len())
+        .filter(|n| next.is_char_boundary(*n))
+        .map(|n| &next[..n])
+        .find(|prefix| *prefix > before)
+        .unwrap_or(next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,27 +242,23 @@ mod tests {
         }
     }
 
+    /// A member id as offices make them: a hash, so ids spread evenly.
     fn id(n: u64) -> DocId {
-        DocId::new_member(n.to_be_bytes())
+        DocId::new_member(n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes())
     }
 
-    /// Runs a reconciliation to the end; returns what each side learned and the bytes sent
-    /// (ranges and listed items, roughly as the wire encodes them).
+    /// Runs a reconciliation to the end; returns what each side learned, the rounds and the
+    /// bytes of the frames sent.
     fn run(a: &mut Reconciler, b: &mut Reconciler) -> (BTreeSet<DocId>, usize, usize) {
         let mut msg = a.initiate();
         let (mut rounds, mut size) = (0, 0);
         let mut turn_b = true;
         while !msg.is_empty() {
-            size += msg
-                .iter()
-                .map(|r| {
-                    30 + r.lower.len()
-                        + match &r.payload {
-                            Payload::Fingerprint(_) => 20,
-                            Payload::Items(i) => i.len() * 36,
-                        }
-                })
-                .sum::<usize>();
+            size += crate::wire::Frame::Reconcile {
+                ranges: msg.clone(),
+            }
+            .encode()
+            .len();
             msg = if turn_b {
                 b.respond(msg)
             } else {
@@ -322,9 +330,26 @@ mod tests {
         let (learned, rounds, size) = run(&mut a, &mut b);
         assert_eq!(learned.len(), 200);
         assert!(rounds <= 8, "{rounds} rounds");
+        // Measured: 149,102 bytes on the wire (224,747 when bounds were whole ids); listing
+        // everything once would be 20,000 × 36.
         assert!(
-            size < 20_000 * 36 / 2,
-            "{size} bytes is not much better than listing all"
+            size < 200 * 800,
+            "{size} bytes: more than 800 per difference"
         );
+    }
+
+    #[test]
+    fn a_bound_is_the_shortest_prefix_that_separates_neighbours() {
+        assert_eq!(separator("m-3a9f00", "m-3b0100"), "m-3b");
+        assert_eq!(separator("m-3a", "m-3a01"), "m-3a0");
+        assert_eq!(separator("", "m-00"), "m");
+        assert_eq!(separator("m-3a9f", "o-hoboksar"), "o");
+        for (before, next) in [("m-3a9f00", "m-3b0100"), ("m-3a", "m-3a01"), ("", "m-00")] {
+            let bound = separator(before, next);
+            assert!(
+                before < bound && bound <= next,
+                "{before} < {bound} <= {next}"
+            );
+        }
     }
 }
