@@ -16,6 +16,7 @@
 //! sending while not reading would deadlock), but a peer that stops reading while more than
 //! [`SEND_QUEUE_BYTES`] wait for it ends the session.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -257,6 +258,7 @@ pub async fn run(
     // once (the gate, automerge and the store's write are the slow part of a session); every
     // other input waits until those out have come back (see `Link::take_frame`).
     let mut receiving: JoinSet<Receipt> = JoinSet::new();
+    let mut out_docs: HashSet<DocId> = HashSet::new();
     // An input read but not yet handled: it waits for deliveries to come back.
     let mut waiting: Option<Input> = None;
     let result = async {
@@ -264,7 +266,7 @@ pub async fn run(
             let ready = match &waiting {
                 None => false,
                 Some(Input::Frame(frame, _)) => match Link::runs_beside_others(frame) {
-                    Some(doc) => !session.is_out(doc) && receiving.len() < RECEIVING_AT_ONCE,
+                    Some(doc) => !out_docs.contains(doc) && receiving.len() < RECEIVING_AT_ONCE,
                     None => receiving.is_empty(),
                 },
                 Some(Input::Notice(_)) => receiving.is_empty(),
@@ -276,6 +278,7 @@ pub async fn run(
                         match session.take_frame(office, frame, now_ms())? {
                             Handled::Done(fx) => carry(fx)?,
                             Handled::Deliver(delivery) if beside_others => {
+                                out_docs.insert(delivery.doc().clone());
                                 let repo = repo.clone();
                                 receiving.spawn_blocking(move || {
                                     let receipt = receive(delivery, repo.office());
@@ -303,41 +306,41 @@ pub async fn run(
                     }
                 }
             } else {
-                tokio::select! {
-                    _ = shutdown.changed() => break,
-                    Some(done) = receiving.join_next(), if !receiving.is_empty() => {
-                        let receipt = done.unwrap_or_else(|e| match e.try_into_panic() {
-                            Ok(panic) => std::panic::resume_unwind(panic),
-                            Err(e) => panic!("a delivery was cancelled: {e}"),
-                        });
-                        finish(&mut session, receipt)?;
-                    }
-                    // Offers go out while deliveries are out too: a sender that waited for
-                    // none to be out left its peer idle between batches.
-                    _ = std::future::ready(()), if waiting.is_none() && session.has_offers() && incoming.is_empty() => {
-                        carry(session.offer_batch(office, now_ms())?)?;
-                    }
-                    frame = incoming.recv(), if waiting.is_none() => {
-                        let Some(frame) = frame else { break };
-                        // The permit gives the frame's bytes back to the reader once handled.
-                        let (frame, size, permit) = frame?;
-                        let is_sync = matches!(frame, Frame::Sync { .. });
-                        status.update(peer.as_str(), "", link.direction, |p| {
-                            p.last_seen = Some(now_rfc3339());
-                            p.bytes_in += size as u64;
-                            if is_sync { p.messages_in += 1; }
-                        });
-                        waiting = Some(Input::Frame(frame, permit));
-                        continue;
-                    }
-                    changed = changes.recv(), if waiting.is_none() => match changed {
-                        Ok(notice) => waiting = Some(Input::Notice(Ok(notice))),
-                        Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            waiting = Some(Input::Notice(Err(missed)));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
+            let idle = waiting.is_none() && receiving.is_empty();
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                Some(done) = receiving.join_next(), if !receiving.is_empty() => {
+                    let receipt = done.unwrap_or_else(|e| match e.try_into_panic() {
+                        Ok(panic) => std::panic::resume_unwind(panic),
+                        Err(e) => panic!("a delivery was cancelled: {e}"),
+                    });
+                    out_docs.remove(receipt.0.doc());
+                    finish(&mut session, receipt)?;
                 }
+                _ = std::future::ready(()), if idle && session.has_offers() && incoming.is_empty() => {
+                    carry(session.offer_batch(office, now_ms())?)?;
+                }
+                frame = incoming.recv(), if waiting.is_none() => {
+                    let Some(frame) = frame else { break };
+                    // The permit gives the frame's bytes back to the reader once handled.
+                    let (frame, size, permit) = frame?;
+                    let is_sync = matches!(frame, Frame::Sync { .. });
+                    status.update(peer.as_str(), "", link.direction, |p| {
+                        p.last_seen = Some(now_rfc3339());
+                        p.bytes_in += size as u64;
+                        if is_sync { p.messages_in += 1; }
+                    });
+                    waiting = Some(Input::Frame(frame, permit));
+                    continue;
+                }
+                changed = changes.recv(), if waiting.is_none() => match changed {
+                    Ok(notice) => waiting = Some(Input::Notice(Ok(notice))),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        waiting = Some(Input::Notice(Err(missed)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            }
             }
             let pending = session.pending();
             let ignored = session.unknown_ignored();

@@ -637,8 +637,7 @@ impl County {
     /// Offers what each link of office `i` found to differ, a batch at a time.
     fn offer(&mut self, i: usize) {
         for e in self.links_of(i) {
-            // As a node's session does, offers go out while a delivery is out (the link
-            // passes over its document).
+            self.take_back(e, self.side(i, e));
             while self.edges[e].links.is_some() && self.link_at(i, e).has_offers() {
                 let core = self.nodes[i].core.take().expect("running");
                 let now = self.now;

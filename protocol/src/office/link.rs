@@ -14,7 +14,7 @@
 //! any thread, and [`Link::delivered`] takes its outcome back. [`Link::on_frame`] is the two
 //! halves in a row, on one thread (the county simulator uses it).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use super::{Notice, NoticeKind, Office, Outbound, Received, Storage, StorageError};
 use crate::attest::Attestation;
@@ -113,8 +113,6 @@ pub struct Link {
     session: PeerSession,
     dialed: bool,
     to_offer: VecDeque<DocId>,
-    /// Documents whose delivery is out ([`Link::take_frame`]): not offered until back.
-    out: HashSet<DocId>,
 }
 
 impl Link {
@@ -125,7 +123,6 @@ impl Link {
             session: PeerSession::new(peer),
             dialed,
             to_offer: VecDeque::new(),
-            out: HashSet::new(),
         }
     }
 
@@ -144,14 +141,9 @@ impl Link {
         self.session.unknown_ignored()
     }
 
-    /// True while a delivery of `doc` is out ([`Link::take_frame`]).
-    pub fn is_out(&self, doc: &DocId) -> bool {
-        self.out.contains(doc)
-    }
-
-    /// True when documents wait to be offered (and not all of them are out).
+    /// True when documents wait to be offered.
     pub fn has_offers(&self) -> bool {
-        self.to_offer.iter().any(|d| !self.out.contains(d))
+        !self.to_offer.is_empty()
     }
 
     /// The link is up: hello, and (the dialer) the first reconciliation message.
@@ -200,8 +192,7 @@ impl Link {
     ///
     /// While a delivery is out, its document has no sync progress in the link: the caller
     /// gives the link nothing but other documents' sync messages that
-    /// [`Link::runs_beside_others`] allows, their deliveries, and [`Link::offer_batch`]
-    /// (which passes over documents that are out), until it is back.
+    /// [`Link::runs_beside_others`] allows, and their deliveries, until it is back.
     pub fn take_frame<S: Storage>(
         &mut self,
         office: &Office<S>,
@@ -253,7 +244,6 @@ impl Link {
                     // Over the cap of unknown documents from this peer: ignored (counted).
                     return Ok(Handled::Done(fx));
                 };
-                self.out.insert(doc.clone());
                 return Ok(Handled::Deliver(Box::new(Delivery {
                     doc,
                     peer,
@@ -292,7 +282,6 @@ impl Link {
         let Delivery {
             doc, sync, now_ms, ..
         } = *delivery;
-        self.out.remove(&doc);
         self.session.restore_doc_sync(doc.clone(), sync);
         let received = received?;
         let mut fx = Effects {
@@ -359,20 +348,10 @@ impl Link {
         now_ms: i64,
     ) -> Result<Effects, LinkError> {
         let mut fx = Effects::default();
-        let mut offered = 0;
-        let mut skipped = VecDeque::new();
-        while offered < OFFER_BATCH
-            && let Some(doc) = self.to_offer.pop_front()
-        {
-            if self.out.contains(&doc) {
-                skipped.push_back(doc); // offered once its delivery is back
-                continue;
-            }
+        let n = OFFER_BATCH.min(self.to_offer.len());
+        for doc in self.to_offer.drain(..n).collect::<Vec<_>>() {
             self.offer(office, &doc, now_ms, &mut fx)?;
-            offered += 1;
         }
-        skipped.append(&mut self.to_offer);
-        self.to_offer = skipped;
         Ok(fx)
     }
 
