@@ -306,41 +306,41 @@ pub async fn run(
                     }
                 }
             } else {
-            let idle = waiting.is_none() && receiving.is_empty();
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                Some(done) = receiving.join_next(), if !receiving.is_empty() => {
-                    let receipt = done.unwrap_or_else(|e| match e.try_into_panic() {
-                        Ok(panic) => std::panic::resume_unwind(panic),
-                        Err(e) => panic!("a delivery was cancelled: {e}"),
-                    });
-                    out_docs.remove(receipt.0.doc());
-                    finish(&mut session, receipt)?;
-                }
-                _ = std::future::ready(()), if idle && session.has_offers() && incoming.is_empty() => {
-                    carry(session.offer_batch(office, now_ms())?)?;
-                }
-                frame = incoming.recv(), if waiting.is_none() => {
-                    let Some(frame) = frame else { break };
-                    // The permit gives the frame's bytes back to the reader once handled.
-                    let (frame, size, permit) = frame?;
-                    let is_sync = matches!(frame, Frame::Sync { .. });
-                    status.update(peer.as_str(), "", link.direction, |p| {
-                        p.last_seen = Some(now_rfc3339());
-                        p.bytes_in += size as u64;
-                        if is_sync { p.messages_in += 1; }
-                    });
-                    waiting = Some(Input::Frame(frame, permit));
-                    continue;
-                }
-                changed = changes.recv(), if waiting.is_none() => match changed {
-                    Ok(notice) => waiting = Some(Input::Notice(Ok(notice))),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        waiting = Some(Input::Notice(Err(missed)));
+                let idle = waiting.is_none() && receiving.is_empty();
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    Some(done) = receiving.join_next(), if !receiving.is_empty() => {
+                        let receipt = done.unwrap_or_else(|e| match e.try_into_panic() {
+                            Ok(panic) => std::panic::resume_unwind(panic),
+                            Err(e) => panic!("a delivery was cancelled: {e}"),
+                        });
+                        out_docs.remove(receipt.0.doc());
+                        finish(&mut session, receipt)?;
                     }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-            }
+                    _ = std::future::ready(()), if idle && session.has_offers() && incoming.is_empty() => {
+                        carry(session.offer_batch(office, now_ms())?)?;
+                    }
+                    frame = incoming.recv(), if waiting.is_none() => {
+                        let Some(frame) = frame else { break };
+                        // The permit gives the frame's bytes back to the reader once handled.
+                        let (frame, size, permit) = frame?;
+                        let is_sync = matches!(frame, Frame::Sync { .. });
+                        status.update(peer.as_str(), "", link.direction, |p| {
+                            p.last_seen = Some(now_rfc3339());
+                            p.bytes_in += size as u64;
+                            if is_sync { p.messages_in += 1; }
+                        });
+                        waiting = Some(Input::Frame(frame, permit));
+                        continue;
+                    }
+                    changed = changes.recv(), if waiting.is_none() => match changed {
+                        Ok(notice) => waiting = Some(Input::Notice(Ok(notice))),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            waiting = Some(Input::Notice(Err(missed)));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                }
             }
             let pending = session.pending();
             let ignored = session.unknown_ignored();

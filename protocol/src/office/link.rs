@@ -12,7 +12,7 @@
 //! once on several cores: [`Link::take_frame`] hands a sync message out as a [`Delivery`]
 //! (the message with the document's sync progress), which runs the gate and the store on
 //! any thread, and [`Link::delivered`] takes its outcome back. [`Link::on_frame`] is the two
-//! halves in a row, on one thread (the county simulator uses it).
+//! halves in a row, on one thread.
 
 use std::collections::VecDeque;
 
