@@ -156,6 +156,22 @@ impl Store {
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
+        Store::on(db, org)
+    }
+
+    /// Opens (or creates) a store on any redb storage backend (the power-cut tests use one
+    /// that loses what was not synced), checking it belongs to `org`.
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        org: &str,
+    ) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(backend)?;
+        Store::on(db, org)
+    }
+
+    fn on(db: Database, org: &str) -> Result<Store, StoreError> {
         let txn = db.begin_write()?;
         {
             txn.open_table(DOC_CHUNKS)?;
