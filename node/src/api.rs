@@ -171,6 +171,8 @@ pub fn router(state: ApiState) -> Router {
             get(list_revocations).post(import_revocation),
         )
         .route("/conflicts", get(conflicts))
+        .route("/verify", get(verify_store))
+        .route("/backup", post(back_up))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API path")
         })
@@ -495,6 +497,53 @@ async fn certificates(State(s): State<ApiState>) -> Result<Json<Value>, ApiError
         }));
     }
     Ok(Json(json!({ "certificates": known })))
+}
+
+/// `GET /api/v1/verify`: [`crate::backup::verify`] of the running node's store (a full
+/// read, on a blocking thread; changes nothing).
+async fn verify_store(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let repo = s.repo.clone();
+    let found = tokio::task::spawn_blocking(move || crate::backup::verify(&repo))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(WriteError::from)?;
+    Ok(Json(json!(found)))
+}
+
+/// Where `POST /api/v1/backup` writes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupTo {
+    /// An absolute path on the node's machine that does not exist yet.
+    path: String,
+}
+
+/// `POST /api/v1/backup`: a consistent copy of the running node's store written to a new
+/// file on the node's machine (what `amphi backup` asks for while the node runs).
+async fn back_up(
+    State(s): State<ApiState>,
+    JsonBody(to): JsonBody<BackupTo>,
+) -> Result<Json<Value>, ApiError> {
+    let out = std::path::PathBuf::from(&to.path);
+    if !out.is_absolute() {
+        return Err(ApiError::bad_field("path", "must be an absolute path"));
+    }
+    if out.exists() {
+        return Err(ApiError::bad_field(
+            "path",
+            "already exists: a backup never overwrites a file",
+        ));
+    }
+    let repo = s.repo.clone();
+    let target = out.clone();
+    let documents = tokio::task::spawn_blocking(move || repo.store().back_up_to(&target))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::bad_field("path", e.to_string()))?;
+    let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    Ok(Json(
+        json!({"path": to.path, "documents": documents, "bytes": bytes}),
+    ))
 }
 
 async fn list_revocations(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {

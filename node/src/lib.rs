@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod dashboard;
 pub mod demo;

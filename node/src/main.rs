@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use amphi_node::config::Config;
 use amphi_node::node::Node;
-use amphi_node::{admin, demo, pki};
+use amphi_node::{admin, backup, demo, pki};
 use amphi_protocol::OrgPath;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -68,6 +68,41 @@ enum Command {
     /// Transfers of affiliation (组织关系转接).
     #[command(subcommand)]
     Transfer(TransferCommand),
+    /// Writes a consistent copy of the office's store to a new file (the node may be
+    /// running: then it writes the copy itself, on its own machine).
+    Backup {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file to create (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Checks the office's store (or a backup) without changing it: every document loads,
+    /// every change is signed by a trusted author, every summary matches. Exits 1 on problems.
+    Verify {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Check this backup file instead of the live store.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Brings the office back from a backup (the node must be stopped); on its next start
+    /// the node fetches from its peers what it wrote after the backup.
+    Restore {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file (from `amphi backup`).
+        backup: PathBuf,
+        /// Restore even if the backup fails verification.
+        #[arg(long)]
+        force: bool,
+    },
     /// Starts a complete local county (6 offices) with demo data and prints where to look.
     Demo {
         /// Where to put certificates, configs and data (default: a new temporary folder).
@@ -413,6 +448,33 @@ fn main() -> anyhow::Result<()> {
         Command::Transfer(TransferCommand::Cancel { config, id }) => {
             transfer_step(&config, &id, "cancel")?
         }
+        Command::Backup { config, out } => back_up(&config, &out)?,
+        Command::Verify {
+            config,
+            store,
+            json,
+        } => {
+            let problems = verify(&config, store.as_deref(), json)?;
+            if problems > 0 {
+                std::process::exit(1);
+            }
+        }
+        Command::Restore {
+            config,
+            backup,
+            force,
+        } => {
+            let config = Config::load(&config)?;
+            let done = amphi_node::backup::restore(&config, &backup, force)?;
+            println!(
+                "restored {} documents from {}{}; start the node: it fetches from its peers what was written after the backup, and writes as a new actor",
+                done.documents,
+                backup.display(),
+                done.previous
+                    .map(|p| format!(" (the store it replaced is kept as {})", p.display()))
+                    .unwrap_or_default()
+            );
+        }
         Command::Run { config } => {
             let config = Config::load(&config)?;
             runtime()?.block_on(async {
@@ -437,6 +499,97 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The live store of `config`, which must exist (a backup or a check of a store that was
+/// never created is a mistake, not an empty store).
+fn live_store(config: &Config) -> anyhow::Result<PathBuf> {
+    let path = config.data_dir.join(amphi_node::node::STORE_FILE);
+    anyhow::ensure!(
+        path.exists(),
+        "no store at {} (has the node been started once?)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// `amphi backup`: copies the store directly, or asks the running node to.
+fn back_up(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    anyhow::ensure!(
+        !out.exists(),
+        "{} already exists: a backup never overwrites a file",
+        out.display()
+    );
+    let out = std::path::absolute(out)?;
+    let live = live_store(&config)?;
+    let documents = match backup::open_offline(&config, &live) {
+        Ok(repo) => repo.store().back_up_to(&out)?,
+        Err(backup::OfflineError::NodeRunning) => {
+            let reply = runtime()?.block_on(admin::post(
+                &config,
+                "/api/v1/backup",
+                &serde_json::json!({ "path": out }),
+            ))?;
+            reply["documents"].as_u64().unwrap_or(0)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let bytes = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "backup of {documents} documents written to {} ({} KiB)",
+        out.display(),
+        bytes / 1024
+    );
+    Ok(())
+}
+
+/// `amphi verify`: checks the store directly, or through the running node; returns the
+/// number of problems found (after printing them).
+fn verify(
+    config: &std::path::Path,
+    store: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<usize> {
+    let config = Config::load(config)?;
+    let path = match store {
+        Some(p) => {
+            anyhow::ensure!(p.exists(), "no backup at {}", p.display());
+            p.to_owned()
+        }
+        None => live_store(&config)?,
+    };
+    let report = match backup::open_offline(&config, &path) {
+        Ok(repo) => serde_json::to_value(backup::verify(&repo)?)?,
+        Err(backup::OfflineError::NodeRunning) if store.is_none() => {
+            runtime()?.block_on(admin::get(&config, "/api/v1/verify"))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let problems = report["problems"].as_array().map_or(0, Vec::len);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in report["problems"].as_array().into_iter().flatten() {
+            println!(
+                "{}: {}",
+                p["doc"].as_str().unwrap_or("?"),
+                p["what"].as_str().unwrap_or("?")
+            );
+        }
+        println!(
+            "{}: {} documents, {} changes checked, {}",
+            path.display(),
+            report["documents"],
+            report["changes"],
+            if problems == 0 {
+                "no problems".to_owned()
+            } else {
+                format!("{problems} problem(s)")
+            }
+        );
+    }
+    Ok(problems)
 }
 
 fn api_get(config: &std::path::Path, path: &str) -> anyhow::Result<serde_json::Value> {

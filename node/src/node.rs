@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amphi_protocol::OrgPath;
-use automerge::ActorId;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -21,7 +20,7 @@ use crate::state::ApiState;
 use crate::status::Status;
 use crate::store::{Store, StoreError};
 use crate::transport::{self, Shared, TransportError};
-use crate::trust::{Signer, Trust, TrustError};
+use crate::trust::{Signer, Trust, TrustError, store_actor};
 
 /// The admin token's file name inside the data dir.
 pub const TOKEN_FILE: &str = "admin.token";
@@ -106,6 +105,26 @@ pub fn admin_token(data_dir: &Path) -> Result<String, std::io::Error> {
     Ok(token)
 }
 
+/// Makes the entries of folder `dir` (files created or renamed in it) durable.
+pub fn sync_folder(dir: &Path) -> Result<(), std::io::Error> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The office's documents over `store`, with the node's key and everything it trusts (the
+/// CA, its own certificate, the certificates and revocations the store holds). Writes
+/// nothing but the node's own certificate.
+pub fn open_repo(identity: &NodeIdentity, store: Store) -> Result<Repo, StartError> {
+    let trust = Arc::new(Trust::new(&identity.ca_der)?);
+    let signer = Signer::new(identity)?;
+    let actor = store_actor(identity.actor_id(), &store.incarnation());
+    trust.admit(&identity.cert_der)?;
+    let repo = Repo::new(store, identity.org.clone(), actor, signer, trust);
+    repo.load_trust()?;
+    repo.learn_certificate(&identity.cert_der)
+        .map_err(StartError::RecordCertificate)?;
+    Ok(repo)
+}
+
 impl Node {
     /// Starts a node from its config.
     pub async fn start(config: &Config) -> Result<Node, StartError> {
@@ -123,20 +142,19 @@ impl Node {
             .map_err(data_err)?;
         let token = admin_token(&config.data_dir).map_err(data_err)?;
         let store = Store::open(&config.data_dir.join(STORE_FILE), org.as_str())?;
+        // The token and the store may have just been created: their names live in the data
+        // dir, and the data dir's in its parent. Without this a power cut right after the
+        // first start could lose them though their contents were synced.
+        sync_folder(&config.data_dir).map_err(data_err)?;
+        if let Some(parent) = config
+            .data_dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
+            sync_folder(parent).map_err(data_err)?;
+        }
         let status = Arc::new(Status::default());
-        let trust = Arc::new(Trust::new(&identity.ca_der)?);
-        let signer = Signer::new(&identity)?;
-        trust.admit(&identity.cert_der)?;
-        let repo = Arc::new(Repo::new(
-            store,
-            org.clone(),
-            ActorId::from(identity.actor_id()),
-            signer,
-            trust,
-        ));
-        repo.load_trust()?;
-        repo.learn_certificate(&identity.cert_der)
-            .map_err(StartError::RecordCertificate)?;
+        let repo = Arc::new(open_repo(&identity, store)?);
         repo.ensure_own_roster()?;
 
         let endpoint = transport::endpoint(&identity, config.listen)?;

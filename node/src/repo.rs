@@ -200,7 +200,7 @@ pub enum LearnError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::pki::{
         CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE, NodeIdentity, ca_init, ca_issue,
@@ -210,7 +210,7 @@ mod tests {
 
     const BAYIN: &str = "hoboksar/chagantolgay/bayin";
 
-    fn open_repo(dir: &std::path::Path) -> Repo {
+    pub(crate) fn open_repo(dir: &std::path::Path) -> Repo {
         let org = OrgPath::parse(BAYIN).unwrap();
         let node = dir.join("node");
         if !node.exists() {

@@ -25,6 +25,8 @@ pub use amphi_protocol::office::{
     DocSummary, DocWrite, Evidence, Exit, Placement, QuarantineRecord, TransferLine,
 };
 use amphi_protocol::office::{Storage, StorageError};
+
+use crate::trust::INCARNATION_BYTES;
 use automerge::{AutoCommit, ChangeHash};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -53,6 +55,9 @@ const QUARANTINE_KEYS: TableDefinition<(&str, &str, &str), u64> =
 const QUARANTINE_TOTALS: TableDefinition<&str, u64> = TableDefinition::new("quarantine_totals");
 /// small settings: the org this store belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// Key in [`META`] of the store's incarnation (hex).
+const INCARNATION_KEY: &str = "incarnation";
 
 /// redb's page cache, at most.
 pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
@@ -144,6 +149,7 @@ struct SummaryChanges(Vec<(DocId, Option<DocSummary>, Option<DocSummary>)>);
 /// The node's store.
 pub struct Store {
     db: Database,
+    incarnation: [u8; INCARNATION_BYTES],
     counts: Mutex<DocCounts>,
     placements: RwLock<BTreeMap<DocId, Placement>>,
     totals: Mutex<BTreeMap<String, u64>>,
@@ -208,8 +214,23 @@ impl Store {
                     meta.insert("org", org)?;
                 }
             }
+            if meta.get(INCARNATION_KEY)?.is_none() {
+                let fresh = hex::encode(rand::random::<[u8; INCARNATION_BYTES]>());
+                meta.insert(INCARNATION_KEY, fresh.as_str())?;
+            }
         }
         txn.commit()?;
+        let incarnation = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let stored = meta.get(INCARNATION_KEY)?.map(|v| v.value().to_owned());
+            stored
+                .and_then(|h| hex::decode(h).ok())
+                .and_then(|b| <[u8; INCARNATION_BYTES]>::try_from(b).ok())
+                .ok_or_else(|| {
+                    StoreError::Corrupt("meta".into(), "unreadable store incarnation".into())
+                })?
+        };
         // One scan at open; from here on the counts follow every summary written or removed.
         let mut counts = DocCounts::default();
         let mut placements = BTreeMap::new();
@@ -233,10 +254,73 @@ impl Store {
         }
         Ok(Store {
             db,
+            incarnation,
             counts: Mutex::new(counts),
             placements: RwLock::new(placements),
             totals: Mutex::new(totals),
         })
+    }
+
+    /// This store's incarnation: drawn when the store is created and again when it is
+    /// restored from a backup; the node's automerge actor ends with it
+    /// ([`crate::trust::store_actor`]).
+    pub fn incarnation(&self) -> [u8; INCARNATION_BYTES] {
+        self.incarnation
+    }
+
+    /// Makes a store copied from a backup this office's live store: a new incarnation (so
+    /// the node writes with an actor it never used) and no peer sync states (every peer is
+    /// synced from scratch, which fetches what the office wrote after the backup). Durable
+    /// when it returns.
+    pub fn restored(self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let fresh = hex::encode(rand::random::<[u8; INCARNATION_BYTES]>());
+            txn.open_table(META)?
+                .insert(INCARNATION_KEY, fresh.as_str())?;
+            txn.delete_table(SYNC_STATES)?;
+            txn.open_table(SYNC_STATES)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the whole store to a new file `out` while the store
+    /// stays in use: every table is read in one read transaction (a snapshot) and written
+    /// into a new store, which is synced and then linked into place (with its folder
+    /// synced), so `out` is either complete or absent; an existing `out` is an error, never
+    /// overwritten. Returns the documents copied.
+    pub fn back_up_to(&self, out: &Path) -> Result<u64, StoreError> {
+        let partial = out.with_extension("partial");
+        let _ = std::fs::remove_file(&partial);
+        let copied = {
+            let from = self.db.begin_read()?;
+            let to_db = Database::builder().create(&partial)?;
+            let to = to_db.begin_write()?;
+            let documents = copy_table(&from, &to, DOC_INDEX)?;
+            copy_table(&from, &to, DOC_CHUNKS)?;
+            copy_table(&from, &to, SYNC_STATES)?;
+            copy_table(&from, &to, ATTESTATIONS)?;
+            copy_table(&from, &to, CERTS)?;
+            copy_table(&from, &to, QUARANTINE)?;
+            copy_table(&from, &to, QUARANTINE_INDEX)?;
+            copy_table(&from, &to, QUARANTINE_KEYS)?;
+            copy_table(&from, &to, QUARANTINE_TOTALS)?;
+            copy_table(&from, &to, META)?;
+            to.commit()?;
+            documents
+        };
+        let io = |e: std::io::Error| StoreError::Corrupt(out.display().to_string(), e.to_string());
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(io)?;
+        // A hard link fails if `out` exists: a backup never replaces a file.
+        std::fs::hard_link(&partial, out).map_err(io)?;
+        std::fs::remove_file(&partial).map_err(io)?;
+        if let Some(folder) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::node::sync_folder(folder).map_err(io)?;
+        }
+        Ok(copied)
     }
 
     /// Commits `txn`, then applies the summary changes it made to the in-memory counts.
@@ -633,6 +717,28 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Copies every entry of table `def` from a read snapshot into a write transaction;
+/// returns how many.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &redb::ReadTransaction,
+    to: &WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<u64, StoreError> {
+    let source = match from.open_table(def) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut target = to.open_table(def)?;
+    let mut n = 0;
+    for entry in source.iter()? {
+        let (k, v) = entry?;
+        target.insert(k.value(), v.value())?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// Reads a stored document (its chunks concatenated). automerge's loader panics on some

@@ -18,7 +18,8 @@
 //!   is still admitted: changes made while it was valid stay verifiable forever. A change is
 //!   accepted only if its signature verifies with an admitted certificate, that certificate
 //!   names the author org the change claims and its key is the change's automerge actor
-//!   (actor id = first 16 bytes of SHA-256 of the certificate's SubjectPublicKeyInfo), and the
+//!   (actor id = first 16 bytes of SHA-256 of the certificate's SubjectPublicKeyInfo,
+//!   optionally followed by the store's 8-byte incarnation, see [`store_actor`]), and the
 //!   change's time lies within the certificate's validity (with [`CLOCK_SKEW_SECS`] of grace
 //!   before `not_before`).
 //! - **Revocation.** The CA signs [`Revocation`] records (`amphi ca revoke`,
@@ -35,7 +36,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use amphi_protocol::OrgPath;
 use amphi_protocol::attest::{self, Attestation, Authenticator, CertId, Revocation};
 use amphi_protocol::refusal::Refusal;
-use automerge::{Change, ChangeHash};
+use automerge::{ActorId, Change, ChangeHash};
 use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _,
@@ -89,6 +90,25 @@ pub enum TrustError {
     /// A revocation record is malformed or not signed by the CA.
     #[error("invalid revocation record: {0}")]
     BadRevocation(String),
+}
+
+/// Bytes of a store's incarnation, appended to the certificate's 16-byte actor prefix.
+pub const INCARNATION_BYTES: usize = 8;
+
+/// The automerge actor a node writes with: the certificate's 16-byte actor prefix and the
+/// store's incarnation. A store that is created afresh or restored from a backup gets a new
+/// incarnation, so a node never issues an (actor, seq) it used before it lost its store:
+/// peers would refuse the second change as an equivocation.
+pub fn store_actor(cert_actor: [u8; 16], incarnation: &[u8; INCARNATION_BYTES]) -> ActorId {
+    let mut bytes = cert_actor.to_vec();
+    bytes.extend_from_slice(incarnation);
+    ActorId::from(bytes)
+}
+
+/// Whether `actor` is one the certificate with actor prefix `cert_actor` may write with: the
+/// prefix alone (nodes before store incarnations) or the prefix and an incarnation.
+fn actor_of_certificate(actor: &[u8], cert_actor: &[u8; 16]) -> bool {
+    (actor.len() == 16 || actor.len() == 16 + INCARNATION_BYTES) && actor[..16] == cert_actor[..]
 }
 
 /// The [`CertId`] of a certificate: SHA-256 of its DER.
@@ -491,7 +511,7 @@ impl Authenticator for Trust {
             });
         }
         let actor = change.actor_id().to_bytes();
-        if actor != cert.actor {
+        if !actor_of_certificate(actor, &cert.actor) {
             return Err(Refusal::AuthorMismatch {
                 claimed: author.to_string(),
                 signer: format!(
@@ -649,6 +669,30 @@ mod tests {
                 signer: "hoboksar/bayin".into()
             }
         );
+
+        // A store incarnation after the certificate's actor prefix is the same author.
+        let incarnated = store_actor(id.actor_id(), &[3; INCARNATION_BYTES]);
+        let ch = change(incarnated.to_bytes(), &bayin, now_ms());
+        c.trust
+            .authenticate(&ch, &bayin, Some(&signer.sign(&ch.hash())))
+            .unwrap();
+        // ... but not another length, nor another prefix with bayin's incarnation.
+        for actor in [
+            [id.actor_id().as_slice(), &[3; 4]].concat(),
+            [id.actor_id().as_slice(), &[3; 17]].concat(),
+            [[7; 16].as_slice(), &[3; INCARNATION_BYTES]].concat(),
+        ] {
+            let ch = change(&actor, &bayin, now_ms());
+            let err = c
+                .trust
+                .authenticate(&ch, &bayin, Some(&signer.sign(&ch.hash())))
+                .unwrap_err();
+            assert!(
+                matches!(&err, Refusal::AuthorMismatch { .. }),
+                "{}: {err}",
+                hex::encode(&actor)
+            );
+        }
 
         // A change by another actor, signed with bayin's key.
         let ch = change(&[7; 16], &bayin, now_ms());

@@ -117,3 +117,73 @@ fn operators_work_from_the_command_line() {
         "{err}"
     );
 }
+
+#[test]
+fn backup_verify_and_restore_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = office(tmp.path(), "hoboksar/chagantolgay/bayin");
+    let c = config.to_str().unwrap();
+    let backup = tmp.path().join("bayin.backup");
+    let b = backup.to_str().unwrap();
+    let mut node = KillOnDrop(run(&config).0);
+    let add = |name: &str| {
+        let (ok, out, err) = cli(&[
+            "member",
+            "add",
+            "--config",
+            c,
+            "--name",
+            name,
+            "--gender",
+            "female",
+            "--ethnicity",
+            "Mongol",
+            "--birth-date",
+            "1971-03-02",
+            "--joined-at",
+            "1996-07-01",
+        ]);
+        assert!(ok, "{err}");
+        out
+    };
+    add("Saruul");
+
+    // While the node runs: backup and verify go through it; restore is refused.
+    let (ok, out, err) = cli(&["backup", "--config", c, "--out", b]);
+    assert!(ok && out.contains("backup of"), "{out}{err}");
+    let (ok, _, err) = cli(&["backup", "--config", c, "--out", b]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, out, err) = cli(&["verify", "--config", c]);
+    assert!(ok && out.contains("no problems"), "{out}{err}");
+    let (ok, _, err) = cli(&["restore", "--config", c, b]);
+    assert!(!ok && err.contains("node is running"), "{err}");
+    add("Bold"); // after the backup
+
+    // Stopped: the backup verifies and restores; the replaced store is kept aside.
+    node.0.kill().unwrap();
+    node.0.wait().unwrap();
+    let (ok, out, err) = cli(&["verify", "--config", c, "--store", b]);
+    assert!(ok && out.contains("no problems"), "{out}{err}");
+    let (ok, out, err) = cli(&["restore", "--config", c, b]);
+    assert!(
+        ok && out.contains("restored") && out.contains("before-restore"),
+        "{out}{err}"
+    );
+    let _node = KillOnDrop(run(&config).0);
+    let (ok, out, _) = cli(&["member", "list", "--config", c]);
+    assert!(
+        ok && out.contains("Saruul") && !out.contains("Bold"),
+        "{out}"
+    );
+
+    // A file that is not a store of this office is refused, and nothing is replaced.
+    std::fs::write(tmp.path().join("junk"), b"not a store").unwrap();
+    let (ok, _, err) = cli(&[
+        "verify",
+        "--config",
+        c,
+        "--store",
+        tmp.path().join("junk").to_str().unwrap(),
+    ]);
+    assert!(!ok, "{err}");
+}
