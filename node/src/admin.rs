@@ -56,34 +56,64 @@ async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> Result<Value, AdminError> {
+    let resp = send(config, method, path, |req| match body {
+        Some(b) => req.json(b),
+        None => req,
+    })
+    .await?;
+    Ok(resp.json().await.unwrap_or(Value::Null))
+}
+
+/// GETs `path` and returns the body's bytes (a file the node made, e.g. a bundle).
+pub async fn download(config: &Config, path: &str) -> Result<Vec<u8>, AdminError> {
+    let resp = send(config, reqwest::Method::GET, path, |req| req).await?;
+    resp.bytes()
+        .await
+        .map(|b| b.to_vec())
+        .map_err(|e| AdminError::Refused(format!("the download broke off: {e}")))
+}
+
+/// POSTs `bytes` (a file, e.g. a bundle) to `path`; returns the JSON answer.
+pub async fn upload(config: &Config, path: &str, bytes: Vec<u8>) -> Result<Value, AdminError> {
+    let resp = send(config, reqwest::Method::POST, path, |req| {
+        req.header("content-type", "application/octet-stream")
+            .body(bytes)
+    })
+    .await?;
+    Ok(resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Sends a request with the node's token; a non-2xx answer becomes [`AdminError::Refused`]
+/// with the API's message.
+async fn send(
+    config: &Config,
+    method: reqwest::Method,
+    path: &str,
+    body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, AdminError> {
     let token_path = config.data_dir.join(TOKEN_FILE);
     let token = std::fs::read_to_string(&token_path).map_err(|source| AdminError::Token {
         path: token_path,
         source,
     })?;
     let addr = base(config);
-    let mut req = reqwest::Client::new()
+    let req = reqwest::Client::new()
         .request(method, format!("http://{addr}{path}"))
         .bearer_auth(token.trim());
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().await.map_err(|source| AdminError::Down {
+    let resp = body(req).send().await.map_err(|source| AdminError::Down {
         addr: addr.clone(),
         source,
     })?;
-    let ok = resp.status().is_success();
-    let value: Value = resp.json().await.unwrap_or(Value::Null);
-    if ok {
-        Ok(value)
-    } else {
-        Err(AdminError::Refused(
-            value["error"]["message"]
-                .as_str()
-                .unwrap_or("unknown error")
-                .to_owned(),
-        ))
+    if resp.status().is_success() {
+        return Ok(resp);
     }
+    let value: Value = resp.json().await.unwrap_or(Value::Null);
+    Err(AdminError::Refused(
+        value["error"]["message"]
+            .as_str()
+            .unwrap_or("unknown error")
+            .to_owned(),
+    ))
 }
 
 fn text(v: &Value) -> &str {

@@ -173,6 +173,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/conflicts", get(conflicts))
         .route("/verify", get(verify_store))
         .route("/backup", post(back_up))
+        .route(
+            "/bundle",
+            get(export_bundle)
+                .post(import_bundle)
+                .layer(DefaultBodyLimit::max(MAX_BUNDLE_UPLOAD)),
+        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API path")
         })
@@ -544,6 +550,92 @@ async fn back_up(
     Ok(Json(
         json!({"path": to.path, "documents": documents, "bytes": bytes}),
     ))
+}
+
+/// Largest bundle `POST /api/v1/bundle` takes.
+pub const MAX_BUNDLE_UPLOAD: usize = 256 * 1024 * 1024;
+
+/// Which bundle `GET /api/v1/bundle` makes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleFor {
+    /// The office it is for.
+    #[serde(rename = "for")]
+    to: String,
+    /// Everything it may hold, not only what it lacks by the last sync.
+    #[serde(default)]
+    all: bool,
+}
+
+/// `GET /api/v1/bundle?for=ORG[&all=true]`: a signed bundle for a neighbour office, as a
+/// file download.
+async fn export_bundle(
+    State(s): State<ApiState>,
+    axum::extract::Query(q): axum::extract::Query<BundleFor>,
+) -> Result<Response, ApiError> {
+    let to = amphi_protocol::OrgPath::parse(&q.to)
+        .map_err(|e| ApiError::bad_field("for", e.to_string()))?;
+    let (repo, peers, target) = (s.repo.clone(), s.peers.clone(), to.clone());
+    let made =
+        tokio::task::spawn_blocking(move || crate::bundle::export(&repo, &target, &peers, q.all))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(|e| match e {
+                crate::bundle::ExportError::NotNeighbour { .. } => {
+                    ApiError::bad_field("for", e.to_string())
+                }
+                crate::bundle::ExportError::Store(w) => WriteError::from(w).into(),
+            })?;
+    let name = format!(
+        "amphi-{}-for-{}-{}.bundle",
+        s.repo.me().as_str().replace('/', "_"),
+        to.as_str().replace('/', "_"),
+        amphi_protocol::stamp::rfc3339(crate::repo::now_ms())
+            .get(..10)
+            .unwrap_or("today")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            (
+                header::HeaderName::from_static("x-amphi-documents"),
+                made.documents.to_string(),
+            ),
+            (
+                header::HeaderName::from_static("x-amphi-changes"),
+                made.changes.to_string(),
+            ),
+        ],
+        made.bytes,
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/bundle` with a bundle file as the body: checked whole, then every change
+/// through the gate; answers what was applied and refused (400 if refused whole).
+async fn import_bundle(
+    State(s): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (repo, peers) = (s.repo.clone(), s.peers.clone());
+    let done = tokio::task::spawn_blocking(move || crate::bundle::import(&repo, &peers, &body))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| match e {
+            crate::bundle::ImportError::Store(w) => WriteError::from(w).into(),
+            refused => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bundle_refused",
+                refused.to_string(),
+            ),
+        })?;
+    Ok(Json(json!(done)))
 }
 
 async fn list_revocations(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {

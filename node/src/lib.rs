@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod api;
 pub mod backup;
+pub mod bundle;
 pub mod config;
 pub mod dashboard;
 pub mod demo;

@@ -103,6 +103,9 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Store-and-forward bundles (U盘): carry changes to an office whose link is down.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// Starts a complete local county (6 offices) with demo data and prints where to look.
     Demo {
         /// Where to put certificates, configs and data (default: a new temporary folder).
@@ -111,6 +114,35 @@ enum Command {
         /// First port: QUIC ports are BASE.., admin ports BASE+1000..
         #[arg(long, default_value_t = 7400)]
         base_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// Writes a signed bundle of what office ORG may hold and lacks (by the last sync with
+    /// it, or everything with --all).
+    Export {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The office the bundle is for (a neighbour: parent, child or configured peer).
+        #[arg(long = "for")]
+        to: String,
+        /// The bundle file to create.
+        #[arg(long)]
+        out: PathBuf,
+        /// Everything the office may hold, not only what it lacks by the last sync.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Checks a bundle whole, then takes in every change through the same gate as a link;
+    /// prints what was applied and refused.
+    Import {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+        /// The bundle file.
+        bundle: PathBuf,
     },
 }
 
@@ -449,6 +481,15 @@ fn main() -> anyhow::Result<()> {
             transfer_step(&config, &id, "cancel")?
         }
         Command::Backup { config, out } => back_up(&config, &out)?,
+        Command::Bundle(BundleCommand::Export {
+            config,
+            to,
+            out,
+            all,
+        }) => export_bundle(&config, &to, &out, all)?,
+        Command::Bundle(BundleCommand::Import { config, bundle }) => {
+            import_bundle(&config, &bundle)?
+        }
         Command::Verify {
             config,
             store,
@@ -541,6 +582,95 @@ fn back_up(config: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()
         out.display(),
         bytes / 1024
     );
+    Ok(())
+}
+
+/// `amphi bundle export`: made by the running node, or from the store directly.
+fn export_bundle(
+    config: &std::path::Path,
+    to: &str,
+    out: &std::path::Path,
+    all: bool,
+) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let to = OrgPath::parse(to)?;
+    anyhow::ensure!(
+        !out.exists(),
+        "{} already exists: choose a new file name",
+        out.display()
+    );
+    let live = live_store(&config)?;
+    let bytes = match backup::open_offline(&config, &live) {
+        Ok(repo) => {
+            let peers: Vec<OrgPath> = config.peers.iter().map(|p| p.org.clone()).collect();
+            amphi_node::bundle::export(&repo, &to, &peers, all)?.bytes
+        }
+        Err(backup::OfflineError::NodeRunning) => {
+            let path = format!("/api/v1/bundle?for={}&all={all}", to.as_str());
+            runtime()?.block_on(admin::download(&config, &path))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    write_new(out, &bytes)?;
+    println!(
+        "bundle for {to} written to {} ({} KiB); carry it there and run `amphi bundle import`",
+        out.display(),
+        bytes.len().div_ceil(1024)
+    );
+    Ok(())
+}
+
+/// Writes `bytes` to a new file durably (synced, then its folder).
+fn write_new(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        amphi_node::node::sync_folder(folder)?;
+    }
+    Ok(())
+}
+
+/// `amphi bundle import`: through the running node, or into the store directly.
+fn import_bundle(config: &std::path::Path, file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let meta = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?;
+    anyhow::ensure!(
+        meta.len() <= amphi_protocol::bundle::MAX_BUNDLE as u64,
+        "{} is {} MiB, over the bundle limit",
+        file.display(),
+        meta.len() >> 20
+    );
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let live = live_store(&config)?;
+    let report = match backup::open_offline(&config, &live) {
+        Ok(repo) => {
+            let peers: Vec<OrgPath> = config.peers.iter().map(|p| p.org.clone()).collect();
+            serde_json::to_value(amphi_node::bundle::import(&repo, &peers, &bytes)?)?
+        }
+        Err(backup::OfflineError::NodeRunning) => {
+            runtime()?.block_on(admin::upload(&config, "/api/v1/bundle", bytes))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("{}", report["summary"].as_str().unwrap_or("imported"));
+    if let Some(refused) = report["refused"].as_object().filter(|r| !r.is_empty()) {
+        for (reason, n) in refused {
+            println!("  refused {n}: {reason} (kept in quarantine, see `amphi status`)");
+        }
+    }
+    for c in report["certificates_refused"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!("  certificate refused: {}", c.as_str().unwrap_or("?"));
+    }
     Ok(())
 }
 

@@ -227,6 +227,7 @@ impl Node {
             node_id: identity.node_id().into(),
             cert_expires: cert_expires.into(),
             store_path: config.data_dir.join(STORE_FILE).into(),
+            peers: config.peers.iter().map(|p| p.org.clone()).collect(),
             fleet_stale_after: Duration::from_millis(config.fleet_stale_after_ms),
         };
         let mut stop = shutdown_rx;

@@ -29,6 +29,7 @@ pub use amphi_protocol::office::{Notice, NoticeKind, WriteError, summarise, summ
 pub struct Repo {
     office: Office<Store>,
     trust: Arc<Trust>,
+    signer: Arc<Signer>,
     changed: broadcast::Sender<Notice>,
 }
 
@@ -60,10 +61,12 @@ impl Repo {
         trust: Arc<Trust>,
     ) -> Repo {
         let (changed, _) = broadcast::channel(4096);
-        let office = Office::new(me, actor, store, trust.clone(), Arc::new(signer));
+        let signer = Arc::new(signer);
+        let office = Office::new(me, actor, store, trust.clone(), signer.clone());
         Repo {
             office,
             trust,
+            signer,
             changed,
         }
     }
@@ -86,6 +89,11 @@ impl Repo {
     /// What this node trusts.
     pub fn trust(&self) -> &Arc<Trust> {
         &self.trust
+    }
+
+    /// This node's key (for what it signs besides changes, e.g. bundles).
+    pub fn signer(&self) -> &Signer {
+        &self.signer
     }
 
     /// Subscribes to notices of documents that changed or left here.

@@ -22,6 +22,8 @@ pub struct ApiState {
     pub cert_expires: Arc<str>,
     /// The store file (for its size).
     pub store_path: Arc<std::path::Path>,
+    /// The orgs the config names as peers (neighbours for bundles, as for sessions).
+    pub peers: Arc<[amphi_protocol::OrgPath]>,
     /// Fleet reports older than this are stale.
     pub fleet_stale_after: std::time::Duration,
 }

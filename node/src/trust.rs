@@ -208,6 +208,18 @@ impl Signer {
     }
 }
 
+impl Signer {
+    /// Signs `message` (already domain-separated by the caller, e.g. a bundle's
+    /// [`amphi_protocol::bundle::signing_bytes`]).
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        self.key
+            .sign(&self.rng, message)
+            .expect("the system random number generator failed while signing")
+            .as_ref()
+            .to_vec()
+    }
+}
+
 /// Wraps a SEC1 `ECPrivateKey` (RFC 5915) for P-256 in a PKCS#8 `PrivateKeyInfo` (RFC 5208).
 fn sec1_to_pkcs8(sec1: &[u8]) -> Vec<u8> {
     // AlgorithmIdentifier { id-ecPublicKey, prime256v1 }
@@ -415,6 +427,20 @@ impl Trust {
 
     fn admitted(&self, id: &CertId) -> Option<Arc<Admitted>> {
         self.read_certs().get(id).cloned()
+    }
+
+    /// Checks `signature` over `message` by the admitted certificate `id`, and returns the
+    /// org it names; `None` if the certificate is not admitted, is revoked, or the signature
+    /// does not verify.
+    pub fn verify_signed(&self, id: &CertId, message: &[u8], signature: &[u8]) -> Option<OrgPath> {
+        let cert = self.admitted(id)?;
+        if self.revoked_at(id).is_some() {
+            return None;
+        }
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &cert.public_key)
+            .verify(message, signature)
+            .ok()?;
+        Some(cert.org.clone())
     }
 
     /// The DER of an admitted certificate.

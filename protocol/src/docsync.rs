@@ -185,6 +185,16 @@ impl DocSync {
         self.last_sent = None;
     }
 
+    /// The heads both sides were last known to share (from the persisted state).
+    pub fn shared_heads(&self) -> &[ChangeHash] {
+        &self.state.shared_heads
+    }
+
+    /// Changes from the peer held back until their dependencies arrive.
+    pub fn held_back(&self) -> usize {
+        self.held_back.len()
+    }
+
     /// The peer's heads, as it last told them.
     pub fn their_heads(&self) -> &[ChangeHash] {
         self.state.their_heads.as_deref().unwrap_or_default()

@@ -22,6 +22,7 @@
 pub mod affiliation;
 pub mod attest;
 pub mod authority;
+pub mod bundle;
 pub mod casefile;
 pub mod contain;
 pub mod docsync;

@@ -26,6 +26,7 @@
 //! Writers to one document are serialised by a sharded lock held only inside a call, so
 //! calls on different documents can run on different threads.
 
+pub mod carry;
 pub mod link;
 pub mod memstore;
 pub mod storage;
