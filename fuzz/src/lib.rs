@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("certificate", certificate),
     ("store_records", store_records),
     ("sync_message", sync_message),
+    ("bundle", bundle),
 ];
 
 /// `frame`: the wire codec on bytes from a peer.
@@ -45,6 +46,18 @@ pub fn frame(data: &[u8]) {
         let bytes = frame.encode();
         assert_eq!(bytes, data, "{frame:?} re-encodes to other bytes");
         assert_eq!(Frame::decode(&bytes), Ok(frame));
+    }
+}
+
+/// `bundle`: a store-and-forward file from another office (`Bundle::open`). Opening never
+/// panics; what opens re-seals (with the same signature) to exactly the same bytes, so no
+/// two files mean the same bundle, and what the signature covers is the body as read.
+pub fn bundle(data: &[u8]) {
+    use amphi_protocol::bundle::{Bundle, signing_bytes};
+    if let Ok(opened) = Bundle::open(data) {
+        let resealed = opened.bundle.seal(|_| opened.signature.clone());
+        assert_eq!(resealed, data, "the bundle re-seals to other bytes");
+        assert_eq!(opened.signed, signing_bytes(&opened.bundle.body()));
     }
 }
 

@@ -199,6 +199,18 @@ mod seeds {
         for (name, f) in names.iter().zip(&frames) {
             out.push(("frame", name.to_string(), f.encode()));
         }
+        let bundle = amphi_protocol::bundle::Bundle {
+            from: ca.node.org.clone(),
+            to: org("hoboksar/chagantolgay"),
+            created_ms: 1_780_000_200_000,
+            exporter: ca.node.cert_der.to_vec(),
+            frames: vec![frames[4].clone(), frames[2].clone(), frames[3].clone()],
+        };
+        out.push((
+            "bundle",
+            "village-to-township".into(),
+            bundle.seal(|msg| signer.sign_bytes(msg)),
+        ));
 
         out.push(("certificate", "node".into(), ca.node.cert_der.to_vec()));
         out.push(("certificate", "ca".into(), ca.ca_der.clone()));
