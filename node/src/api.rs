@@ -558,7 +558,7 @@ pub const MAX_BUNDLE_UPLOAD: usize = 256 * 1024 * 1024;
 /// Which bundle `GET /api/v1/bundle` makes.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BundleFor {
+pub(crate) struct BundleFor {
     /// The office it is for.
     #[serde(rename = "for")]
     to: String,
@@ -569,7 +569,7 @@ struct BundleFor {
 
 /// `GET /api/v1/bundle?for=ORG[&all=true]`: a signed bundle for a neighbour office, as a
 /// file download.
-async fn export_bundle(
+pub(crate) async fn export_bundle(
     State(s): State<ApiState>,
     axum::extract::Query(q): axum::extract::Query<BundleFor>,
 ) -> Result<Response, ApiError> {
@@ -619,7 +619,7 @@ async fn export_bundle(
 
 /// `POST /api/v1/bundle` with a bundle file as the body: checked whole, then every change
 /// through the gate; answers what was applied and refused (400 if refused whole).
-async fn import_bundle(
+pub(crate) async fn import_bundle(
     State(s): State<ApiState>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {

@@ -187,3 +187,69 @@ fn backup_verify_and_restore_from_the_command_line() {
     ]);
     assert!(!ok, "{err}");
 }
+
+#[test]
+fn bundles_from_the_command_line_with_the_node_running_or_stopped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bayin = office(tmp.path(), "hoboksar/chagantolgay/bayin");
+    let township = office(tmp.path(), "hoboksar/chagantolgay");
+    let (b, t) = (bayin.to_str().unwrap(), township.to_str().unwrap());
+    let file = tmp.path().join("for-township.bundle");
+    let f = file.to_str().unwrap();
+    // The township's node ran once (its store exists) and is stopped now.
+    let mut first = KillOnDrop(run(&township).0);
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+
+    let _node = KillOnDrop(run(&bayin).0);
+    let (ok, _, err) = cli(&[
+        "member",
+        "add",
+        "--config",
+        b,
+        "--name",
+        "Saruul",
+        "--gender",
+        "female",
+        "--ethnicity",
+        "Mongol",
+        "--birth-date",
+        "1971-03-02",
+        "--joined-at",
+        "1996-07-01",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&[
+        "bundle",
+        "export",
+        "--config",
+        b,
+        "--for",
+        "hoboksar/chagantolgay",
+        "--out",
+        f,
+    ]);
+    assert!(
+        ok && out.contains("bundle for hoboksar/chagantolgay"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = cli(&[
+        "bundle",
+        "export",
+        "--config",
+        b,
+        "--for",
+        "hoboksar/other",
+        "--out",
+        tmp.path().join("x").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("not a neighbour"), "{err}");
+
+    let (ok, out, err) = cli(&["bundle", "import", "--config", t, f]);
+    assert!(ok && out.contains("changes applied"), "{out}{err}");
+    let (ok, out, err) = cli(&["bundle", "import", "--config", t, f]);
+    assert!(ok && out.contains("nothing new"), "{out}{err}");
+    std::fs::write(&file, b"AMPHIBD1 but then nothing").unwrap();
+    let (ok, _, err) = cli(&["bundle", "import", "--config", t, f]);
+    assert!(!ok && err.contains("refused whole"), "{err}");
+}

@@ -162,3 +162,111 @@ async fn a_bundle_carries_work_both_ways_and_the_gate_judges_every_change() {
     assert_eq!(code, 400, "{body}");
     assert!(township.case_file(&newcomer).await.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_downloads_and_uploads_bundles_for_a_signed_in_admin_only() {
+    let mut county = County::new();
+    county.status_interval_ms = 0;
+    let ca = county.ca().to_owned();
+    county
+        .start_office("chagantolgay", TOWNSHIP, &[], &ca)
+        .await;
+    county.start_office("bayin", BAYIN, &[], &ca).await;
+    let (bayin, township) = (county.office("bayin"), county.office("chagantolgay"));
+    let member = bayin.create_member("Saruul").await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |office: &amphi_cluster_tests::Office| {
+        let (http, admin, token) = (
+            http.clone(),
+            office.config.admin,
+            office.node().token.clone(),
+        );
+        async move {
+            let resp = http
+                .post(format!("http://{admin}/login"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("token={token}"))
+                .send()
+                .await
+                .unwrap();
+            let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+            cookie.split(';').next().unwrap().to_owned()
+        }
+    };
+    let (bayin_cookie, township_cookie) = (sign_in(bayin).await, sign_in(township).await);
+
+    let page = http
+        .get(format!("http://{}/", bayin.config.admin))
+        .header("cookie", &bayin_cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("U盘传递") && page.contains(TOWNSHIP),
+        "the page offers the parent"
+    );
+
+    let url = format!(
+        "http://{}/dashboard/bundle?for={TOWNSHIP}",
+        bayin.config.admin
+    );
+    let anonymous = http.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 303, "no bundle without a session");
+    let file = http
+        .get(&url)
+        .header("cookie", &bayin_cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.status(), 200);
+    assert!(
+        file.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(".bundle")
+    );
+    let bytes = file.bytes().await.unwrap().to_vec();
+    assert!(Bundle::open(&bytes).is_ok());
+
+    let upload = format!("http://{}/dashboard/bundle", township.config.admin);
+    let form_post = http
+        .post(&upload)
+        .header("cookie", &township_cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        form_post.status(),
+        415,
+        "a plain form (from any site) cannot import"
+    );
+    let anonymous = http
+        .post(&upload)
+        .header("content-type", "application/octet-stream")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let report: Value = http
+        .post(&upload)
+        .header("cookie", &township_cookie)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(report["applied"].as_u64().unwrap() >= 1, "{report}");
+    assert!(township.case_file(&member).await.is_some());
+}

@@ -16,3 +16,28 @@
       .catch(function () { /* the node is restarting; try again next tick */ });
   }, 5000);
 })();
+
+// Bundle import: sends the chosen file as the request body and shows the node's report
+// (as text, never as markup).
+(function () {
+  "use strict";
+  var button = document.getElementById("bundle-import");
+  var input = document.getElementById("bundle-file");
+  var out = document.getElementById("bundle-result");
+  if (!button || !input || !out) { return; }
+  button.addEventListener("click", function () {
+    var file = input.files && input.files[0];
+    if (!file) { out.textContent = "请选择数据包文件 Choose a bundle file"; return; }
+    out.textContent = "…";
+    fetch("/dashboard/bundle", {
+      method: "POST", credentials: "same-origin", cache: "no-store",
+      headers: { "Content-Type": "application/octet-stream" }, body: file
+    })
+      .then(function (r) { return r.json().then(function (v) { return [r.ok, v]; }); })
+      .then(function (res) {
+        var v = res[1];
+        out.textContent = res[0] ? v.summary : ((v.error && v.error.message) || "error");
+      })
+      .catch(function (e) { out.textContent = String(e); });
+  });
+})();

@@ -197,6 +197,20 @@ pub(super) const NO_OPEN_TRANSFERS: Label = label("没有办理中的转接", "N
 pub(super) const FROM: Label = label("转出", "From");
 pub(super) const TO: Label = label("转入", "To");
 
+// Bundles: carrying changes on a USB stick while a link is down.
+pub(super) const BUNDLES: Label = label("U盘传递（断网时）", "Carry by USB stick (link down)");
+pub(super) const BUNDLE_FOR: Label = label("发往", "For");
+pub(super) const BUNDLE_ALL: Label = label(
+    "全部（不只对方缺少的）",
+    "Everything (not only what it lacks)",
+);
+pub(super) const BUNDLE_DOWNLOAD: Label = label("下载数据包", "Download bundle");
+pub(super) const BUNDLE_IMPORT: Label = label("导入数据包", "Import bundle");
+pub(super) const BUNDLE_HINT: Label = label(
+    "每项变更都经过与联网同步相同的权限检查",
+    "Every change passes the same checks as over a link",
+);
+
 // A member's case file.
 pub(super) const CASE_FILE: Label = label("党员档案", "Case file");
 pub(super) const GENDER: Label = label("性别", "Gender");

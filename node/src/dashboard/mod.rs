@@ -26,6 +26,7 @@
 //! | `POST /login`, `POST /logout` | form field `token`; sets or clears the session, then back to `/` |
 //! | `GET /dashboard/members/{id}` | a case file |
 //! | `GET /dashboard/sync` | the sync-status section alone (what the script refreshes) |
+//! | `GET /dashboard/bundle?for=ORG`, `POST /dashboard/bundle` | download a bundle for a neighbour office; upload one (the API's, behind the session) |
 //! | `GET /dashboard/assets/{dashboard.css,dashboard.js}` | the stylesheet and the script |
 //!
 //! The parts: `session` (the signed-in cookie), `pages` (HTML rendering) and `labels` (every
@@ -68,6 +69,14 @@ pub fn router() -> Router<ApiState> {
         .route("/logout", post(logout))
         .route("/dashboard/sync", get(sync_fragment))
         .route("/dashboard/members/{id}", get(case_file_page))
+        .route(
+            "/dashboard/bundle",
+            get(bundle_download)
+                .post(bundle_upload)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::api::MAX_BUNDLE_UPLOAD,
+                )),
+        )
         .route(
             "/dashboard/assets/dashboard.css",
             get(|| async { asset("text/css; charset=utf-8", CSS) }),
@@ -225,6 +234,38 @@ async fn case_file_page(
         ),
         Err(e) => error_response(&s, &e),
     }
+}
+
+/// `GET /dashboard/bundle?for=ORG`: the API's bundle download, for a signed-in admin.
+async fn bundle_download(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    query: Query<crate::api::BundleFor>,
+) -> Response {
+    if !signed_in(&s, &headers) {
+        return Redirect::to("/").into_response();
+    }
+    crate::api::export_bundle(State(s), query)
+        .await
+        .into_response()
+}
+
+/// `POST /dashboard/bundle` (the file as an `application/octet-stream` body, which a form on
+/// another site cannot send without the browser asking first): the API's bundle import,
+/// for a signed-in admin; answers the API's JSON report.
+async fn bundle_upload(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !signed_in(&s, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let octets = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/octet-stream");
+    if !octets {
+        return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+    }
+    crate::api::import_bundle(State(s), body)
+        .await
+        .into_response()
 }
 
 /// A case file this office shows: held, and not on its way out of this office's scope.

@@ -157,6 +157,7 @@ pub(super) fn render_overview(s: &ApiState, query: &str) -> Result<String, OpErr
     let conflicts = render_conflicts(s)?;
     let quarantine = render_quarantine(s)?;
     let transfers = render_transfers(s)?;
+    let bundles = render_bundles(s);
     Ok(format!(
         r#"<main class="grid overview">
 <div class="column">
@@ -166,10 +167,41 @@ pub(super) fn render_overview(s: &ApiState, query: &str) -> Result<String, OpErr
 <section id="transfers" class="card">{transfers}</section>
 </div>
 <section id="quarantine" class="card">{quarantine}</section>
+<section id="bundles" class="card">{bundles}</section>
 </div>
 <section id="search" class="card search">{search}</section>
 </main>"#
     ))
+}
+
+/// The bundles section: download one for a neighbour (the parent, peers seen or
+/// configured), upload one (dashboard.js sends the file and shows the report).
+fn render_bundles(s: &ApiState) -> String {
+    let me = s.repo.me();
+    let mut neighbours: Vec<String> = me.parent().map(|p| p.to_string()).into_iter().collect();
+    neighbours.extend(s.peers.iter().map(|p| p.to_string()));
+    neighbours.extend(s.status.peers().iter().map(|p| p.org.clone()));
+    neighbours.sort();
+    neighbours.dedup();
+    let options: String = neighbours
+        .iter()
+        .map(|o| format!(r#"<option value="{o}">{o}</option>"#, o = esc(o)))
+        .collect();
+    format!(
+        r#"<h2>{heading}</h2>
+<p class="muted">{BUNDLE_HINT}</p>
+<form method="get" action="/dashboard/bundle" class="bundle-export">
+<label>{BUNDLE_FOR} <select name="for">{options}</select></label>
+<label><input type="checkbox" name="all" value="true"> {BUNDLE_ALL}</label>
+<button type="submit">{BUNDLE_DOWNLOAD}</button>
+</form>
+<div class="bundle-import">
+<input type="file" id="bundle-file" accept=".bundle">
+<button type="button" id="bundle-import">{BUNDLE_IMPORT}</button>
+<p id="bundle-result" class="muted" aria-live="polite"></p>
+</div>"#,
+        heading = BUNDLES.heading(),
+    )
 }
 
 /// The sync-status section: office facts, document counts and the peers table.
