@@ -141,7 +141,7 @@ impl Node {
             .create(&config.data_dir)
             .map_err(data_err)?;
         let token = admin_token(&config.data_dir).map_err(data_err)?;
-        let store = Store::open(&config.data_dir.join(STORE_FILE), org.as_str())?;
+        let store = Store::open_or_create(&config.data_dir.join(STORE_FILE), org.as_str())?;
         // The token and the store may have just been created: their names live in the data
         // dir, and the data dir's in its parent. Without this a power cut right after the
         // first start could lose them though their contents were synced.
