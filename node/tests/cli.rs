@@ -16,6 +16,27 @@ fn cli(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// `amphi member add` of a member homed at the office of config `c`; must succeed.
+fn add_member(c: &str, name: &str) {
+    let (ok, _, err) = cli(&[
+        "member",
+        "add",
+        "--config",
+        c,
+        "--name",
+        name,
+        "--gender",
+        "female",
+        "--ethnicity",
+        "Mongol",
+        "--birth-date",
+        "1971-03-02",
+        "--joined-at",
+        "1996-07-01",
+    ]);
+    assert!(ok, "{err}");
+}
+
 #[test]
 fn operators_work_from_the_command_line() {
     let tmp = tempfile::tempdir().unwrap();
@@ -126,26 +147,7 @@ fn backup_verify_and_restore_from_the_command_line() {
     let backup = tmp.path().join("bayin.backup");
     let b = backup.to_str().unwrap();
     let mut node = KillOnDrop(run(&config).0);
-    let add = |name: &str| {
-        let (ok, out, err) = cli(&[
-            "member",
-            "add",
-            "--config",
-            c,
-            "--name",
-            name,
-            "--gender",
-            "female",
-            "--ethnicity",
-            "Mongol",
-            "--birth-date",
-            "1971-03-02",
-            "--joined-at",
-            "1996-07-01",
-        ]);
-        assert!(ok, "{err}");
-        out
-    };
+    let add = |name: &str| add_member(c, name);
     add("Saruul");
 
     // While the node runs: backup and verify go through it; restore is refused.
@@ -202,23 +204,7 @@ fn bundles_from_the_command_line_with_the_node_running_or_stopped() {
     first.0.wait().unwrap();
 
     let _node = KillOnDrop(run(&bayin).0);
-    let (ok, _, err) = cli(&[
-        "member",
-        "add",
-        "--config",
-        b,
-        "--name",
-        "Saruul",
-        "--gender",
-        "female",
-        "--ethnicity",
-        "Mongol",
-        "--birth-date",
-        "1971-03-02",
-        "--joined-at",
-        "1996-07-01",
-    ]);
-    assert!(ok, "{err}");
+    add_member(b, "Saruul");
     let (ok, out, err) = cli(&[
         "bundle",
         "export",
