@@ -58,6 +58,8 @@ const SAMPLE: usize = 20;
 const TOWNSHIP_PACE: Duration = Duration::from_millis(25);
 /// Every HTTP request gives up after this.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Listing every member grows with the store: tens of thousands of lines in a long run.
+const LIST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the offices may take to converge after the last cycle.
 const RESYNC_WITHIN: Duration = Duration::from_secs(60);
 /// How long the writers may take to notice their node died.
@@ -99,26 +101,47 @@ impl Office {
         Ok((status, r.json().await.unwrap_or(Value::Null)))
     }
 
-    /// A read that must be answered: the node is up when the harness reads.
-    async fn get(&self, path: &str) -> (u16, Value) {
+    /// A read that must be answered within `timeout`: the node is up when the harness reads.
+    async fn get_within(&self, path: &str, timeout: Duration) -> (u16, Value) {
+        let fail = |what: &str, e: reqwest::Error| -> ! {
+            // reqwest's own message hides the cause (e.g. a timeout while reading the body).
+            let mut cause = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                cause.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            panic!("{}: GET {path}: {what}: {cause}", self.name)
+        };
         let r = self
             .http
             .get(format!("{}{path}", self.base))
             .header("Authorization", &self.auth)
+            .timeout(timeout)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("{}: GET {path}: {e}", self.name));
+            .unwrap_or_else(|e| fail("request", e));
         let status = r.status().as_u16();
-        let body = r
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{}: GET {path}: body: {e}", self.name));
+        let body = r.bytes().await.unwrap_or_else(|e| fail("body", e));
+        let body = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!(
+                "{}: GET {path}: {status} with a body that is not JSON ({e}): {}",
+                self.name,
+                String::from_utf8_lossy(&body)
+            )
+        });
         (status, body)
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_within(path, HTTP_TIMEOUT).await
     }
 
     /// The members homed in the village that this office lists, name → id.
     async fn village_members(&self) -> HashMap<String, String> {
-        let (status, v) = self.get(&format!("/members?org={VILLAGE}")).await;
+        let (status, v) = self
+            .get_within(&format!("/members?org={VILLAGE}"), LIST_TIMEOUT)
+            .await;
         assert_eq!(status, 200, "{}: list members: {v}", self.name);
         v["members"]
             .as_array()
@@ -540,6 +563,7 @@ async fn a_village_killed_again_and_again_loses_nothing_and_resyncs() {
 
     let mut acked = Ledger::default();
     let mut pool = Vec::new();
+    let (mut restarting, mut checking) = (Duration::ZERO, Duration::ZERO);
     for cycle in 1..=cycles {
         current_cycle.store(cycle, Ordering::Relaxed);
         if cycle % POOL_CYCLES == 1 || pool.is_empty() {
@@ -581,16 +605,22 @@ async fn a_village_killed_again_and_again_loses_nothing_and_resyncs() {
             acked.merge(done);
         }
 
+        let restarted = Instant::now();
         let (child, admin) = start(&village_config).await;
         village_node = KillOnDrop(child);
         assert_eq!(admin, village_admin, "the village's admin address is fixed");
         village = Office::new("village", &admin, &village_config);
+        let checked = Instant::now();
         check_village(&village, &mut acked, cycle, seed, &mut rng).await;
+        restarting += checked - restarted;
+        checking += checked.elapsed();
         if cycle % 100 == 0 {
             eprintln!(
-                "crash cycles: {cycle}/{cycles}, {} writes acknowledged, {:.0} s",
+                "crash cycles: {cycle}/{cycles}, {} writes acknowledged, {:.0} s (restarts {:.0} s, checks {:.0} s)",
                 acked.writes(),
-                began.elapsed().as_secs_f64()
+                began.elapsed().as_secs_f64(),
+                restarting.as_secs_f64(),
+                checking.as_secs_f64()
             );
         }
     }
@@ -629,12 +659,14 @@ async fn a_village_killed_again_and_again_loses_nothing_and_resyncs() {
         began.elapsed().as_secs_f64()
     );
     println!(
-        "crash cycles: village {} members and {} activities ({} requests cut off by the kills), township {} members and {} activities ({} aimed at pool members not yet synced)",
+        "crash cycles: village {} members and {} activities ({} requests cut off by the kills), township {} members and {} activities ({} aimed at pool members not yet synced); {:.0} s in restarts, {:.0} s in checks",
         acked.members.len(),
         acked.activity_count(),
         acked.cut_off,
         township_acked.members.len(),
         township_acked.activity_count(),
-        not_yet_synced
+        not_yet_synced,
+        restarting.as_secs_f64(),
+        checking.as_secs_f64()
     );
 }
