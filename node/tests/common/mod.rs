@@ -90,6 +90,36 @@ pub fn office(root: &Path, org: &str) -> PathBuf {
     config
 }
 
+/// Gives the office configured in `config` a fixed QUIC listen port reserved from the OS, as
+/// operators configure a parent that children dial across restarts; returns the address.
+pub fn fix_listen(config: &Path) -> std::net::SocketAddr {
+    let listen = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(
+        text.contains("listen = \"127.0.0.1:0\""),
+        "{config:?} has a listen address already"
+    );
+    let text = text.replacen(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{listen}\""),
+        1,
+    );
+    std::fs::write(config, text).unwrap();
+    listen
+}
+
+/// Adds a `[[peers]]` section to `config`: the office dials `org` at `addr`.
+pub fn add_peer(config: &Path, addr: std::net::SocketAddr, org: &str) {
+    let mut text = std::fs::read_to_string(config).unwrap();
+    text.push_str(&format!(
+        "\n[[peers]]\naddr = \"{addr}\"\norg = \"{org}\"\n"
+    ));
+    std::fs::write(config, text).unwrap();
+}
+
 /// Kills the node process when dropped (also when a test panics).
 pub struct KillOnDrop(pub Child);
 
