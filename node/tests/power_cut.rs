@@ -25,6 +25,8 @@
 //! once by the failing disk and at [`PHOTOS`] earlier points; `AMPHI_POWER_SEED=S` replays
 //! one seed.
 
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng};
 use std::collections::BTreeMap;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -349,24 +351,21 @@ fn torn_length(offset: u64, data: &[u8], rng: &mut Rng) -> usize {
 // ---------------------------------------------------------------------------------------
 // Randomness
 
-/// splitmix64: small, seeded, deterministic.
-struct Rng(u64);
+/// The crate's seeded generator (as the crash-cycle test uses), with the two draws this
+/// test makes.
+struct Rng(StdRng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    fn seeded(seed: u64) -> Rng {
+        Rng(StdRng::seed_from_u64(seed))
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.random_range(0..n)
     }
 
     fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.0.random_range(0..100) < percent
     }
 }
 
@@ -783,7 +782,7 @@ fn cut_and_check(office: &Office, photo: &Photo, made: &[Made], rng: &mut Rng) -
 /// (up to `ops_budget`), photographed at [`PHOTOS`] random points before; every photograph
 /// and the failed disk are cut and checked. Returns (cut description, outcome) per cut.
 fn one_run(office: &Office, seed: u64, ops_budget: u64) -> Vec<(String, Outcome)> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::seeded(seed);
     let disk = PowerCutDisk::default();
     let fails_after = rng.below(ops_budget as usize + 1) as u64;
     let photos_at: Vec<u64> = (0..PHOTOS)
@@ -823,7 +822,7 @@ fn acknowledged_writes_survive_a_power_cut_at_any_point() {
     // How many disk operations a whole workload makes, so cuts fall anywhere in it.
     let ops_budget = {
         let disk = PowerCutDisk::default();
-        let made = workload(&office, &disk, || {}, &mut Rng(0));
+        let made = workload(&office, &disk, || {}, &mut Rng::seeded(0));
         assert_eq!(
             made.len(),
             WORKLOAD_WRITES,
@@ -903,7 +902,7 @@ fn a_store_cut_before_its_first_sync_opens_empty_or_fails_cleanly() {
     let mut opened = 0;
     let mut refused = BTreeMap::<String, usize>::new();
     for seed in 1..=200u64 {
-        let mut rng = Rng(seed);
+        let mut rng = Rng::seeded(seed);
         let disk = PowerCutDisk::default();
         disk.fail_after(rng.below(before_sync as usize + 1) as u64);
         assert!(

@@ -43,16 +43,21 @@ async fn import(office: &amphi_cluster_tests::Office, bytes: Vec<u8>) -> (u16, V
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bundle_carries_work_both_ways_and_the_gate_judges_every_change() {
+/// Bayin and its township, started with no `[[peers]]`: the two never connect.
+async fn village_and_township_without_a_link() -> County {
     let mut county = County::new();
     county.status_interval_ms = 0;
     let ca = county.ca().to_owned();
-    // No [[peers]]: the two offices never connect.
     county
         .start_office("chagantolgay", TOWNSHIP, &[], &ca)
         .await;
     county.start_office("bayin", BAYIN, &[], &ca).await;
+    county
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_carries_work_both_ways_and_the_gate_judges_every_change() {
+    let county = village_and_township_without_a_link().await;
     let (bayin, township) = (county.office("bayin"), county.office("chagantolgay"));
     let member = bayin.create_member("Saruul").await;
     assert_eq!(
@@ -165,13 +170,7 @@ async fn a_bundle_carries_work_both_ways_and_the_gate_judges_every_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_downloads_and_uploads_bundles_for_a_signed_in_admin_only() {
-    let mut county = County::new();
-    county.status_interval_ms = 0;
-    let ca = county.ca().to_owned();
-    county
-        .start_office("chagantolgay", TOWNSHIP, &[], &ca)
-        .await;
-    county.start_office("bayin", BAYIN, &[], &ca).await;
+    let county = village_and_township_without_a_link().await;
     let (bayin, township) = (county.office("bayin"), county.office("chagantolgay"));
     let member = bayin.create_member("Saruul").await;
     let http = reqwest::Client::builder()
