@@ -505,11 +505,27 @@ async fn certificates(State(s): State<ApiState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({ "certificates": known })))
 }
 
-/// `GET /api/v1/verify`: [`crate::backup::verify`] of the running node's store (a full
-/// read, on a blocking thread; changes nothing).
-async fn verify_store(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+/// The query of `GET /api/v1/verify`.
+#[derive(serde::Deserialize)]
+struct VerifyQuery {
+    /// `true`: also list every document held, with its scope and heads.
+    #[serde(default)]
+    inventory: bool,
+}
+
+/// `GET /api/v1/verify[?inventory=true]`: [`crate::backup::verify`] of the running node's
+/// store (a full read, on a blocking thread; changes nothing).
+async fn verify_store(
+    State(s): State<ApiState>,
+    Query(q): Query<VerifyQuery>,
+) -> Result<Json<Value>, ApiError> {
     let repo = s.repo.clone();
-    let found = tokio::task::spawn_blocking(move || crate::backup::verify(&repo))
+    let inventory = if q.inventory {
+        crate::backup::Inventory::List
+    } else {
+        crate::backup::Inventory::Skip
+    };
+    let found = tokio::task::spawn_blocking(move || crate::backup::verify(&repo, inventory))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .map_err(WriteError::from)?;

@@ -37,6 +37,23 @@ pub struct Verified {
     pub changes: u64,
     /// Everything wrong, one line each (empty: the store is sound).
     pub problems: Vec<Problem>,
+    /// Every document held, with its scope and heads, when asked for
+    /// (`amphi verify --inventory`): what a cluster test compares across offices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<Vec<Held>>,
+}
+
+/// One document in the store, as [`verify`] read it.
+#[derive(Debug, Serialize)]
+pub struct Held {
+    /// The document.
+    pub doc: String,
+    /// Its kind (`member`, `org`, …).
+    pub kind: amphi_protocol::DocKind,
+    /// The orgs whose offices (and their ancestors') may hold it.
+    pub scope: Vec<String>,
+    /// Its heads, sorted, hex.
+    pub heads: Vec<String>,
 }
 
 /// One thing [`verify`] found wrong.
@@ -62,34 +79,56 @@ impl Verified {
     }
 }
 
+/// Whether [`verify`] also lists what the store holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inventory {
+    /// Only the checks.
+    Skip,
+    /// The checks and [`Verified::inventory`].
+    List,
+}
+
 /// Checks every document of `repo`'s store; changes nothing.
-pub fn verify(repo: &Repo) -> Result<Verified, StoreError> {
-    let mut found = Verified::default();
-    for (id, summary) in repo.store().summaries()? {
-        found.documents += 1;
+pub fn verify(repo: &Repo, inventory: Inventory) -> Result<Verified, StoreError> {
+    let mut found = Verified {
+        inventory: (inventory == Inventory::List).then(Vec::new),
+        ..Verified::default()
+    };
+    for (id, _) in repo.store().summaries()? {
         let name = id.as_str();
-        let mut doc = match repo.store().load(&id) {
-            Ok(Some(doc)) => doc,
+        // Body, summary and attestations from one snapshot: a running node may write the
+        // document (or purge it) between the list and the read.
+        let (mut doc, summary, attestations) = match repo.store().load_whole(&id) {
+            Ok(Some(whole)) => whole,
+            Ok(None) if repo.store().summary(&id)?.is_none() => continue, // purged meanwhile
             Ok(None) => {
+                found.documents += 1;
                 found.problem(name, "listed in the index but has no content".into());
                 continue;
             }
             Err(e) => {
+                found.documents += 1;
                 found.problem(name, e.to_string());
                 continue;
             }
         };
-        if heads_digest(&doc.get_heads()) != summary.digest {
+        found.documents += 1;
+        let heads = doc.get_heads();
+        if heads_digest(&heads) != summary.digest {
             found.problem(name, "the stored summary names other heads".into());
         }
+        if let Some(list) = found.inventory.as_mut() {
+            let mut heads: Vec<String> = heads.iter().map(ToString::to_string).collect();
+            heads.sort();
+            list.push(Held {
+                doc: name.to_owned(),
+                kind: summary.kind,
+                scope: summary.scope.iter().map(ToString::to_string).collect(),
+                heads,
+            });
+        }
         let changes = doc.get_changes(&[]);
-        let hashes: Vec<_> = changes.iter().map(|c| c.hash()).collect();
-        let signed: HashMap<_, _> = repo
-            .store()
-            .attestations(&id, &hashes)?
-            .into_iter()
-            .map(|a| (a.change, a))
-            .collect();
+        let signed: HashMap<_, _> = attestations.into_iter().map(|a| (a.change, a)).collect();
         for change in &changes {
             found.changes += 1;
             let hash = change.hash();
@@ -189,7 +228,7 @@ pub fn restore(config: &Config, from: &Path, force: bool) -> Result<Restored, Re
     std::fs::copy(from, &incoming).map_err(|e| RestoreError::Read(from.to_owned(), e))?;
     let documents = {
         let repo = open_offline(config, &incoming).map_err(RestoreError::NotThisOffice)?;
-        let found = verify(&repo)?;
+        let found = verify(&repo, Inventory::Skip)?;
         if !found.problems.is_empty() && !force {
             drop(repo);
             let _ = std::fs::remove_file(&incoming);
@@ -253,9 +292,16 @@ mod tests {
             member(&repo, "Bold"),
             member(&repo, "Tuya"),
         );
-        let sound = verify(&repo).unwrap();
+        let sound = verify(&repo, Inventory::List).unwrap();
         assert!(sound.problems.is_empty(), "{:?}", sound.problems);
         assert!(sound.documents >= 4 && sound.changes >= 4, "{sound:?}");
+        let listed = sound.inventory.as_ref().expect("inventory asked for");
+        assert_eq!(listed.len() as u64, sound.documents);
+        let saruul = listed.iter().find(|h| h.doc == signed.as_str()).unwrap();
+        let heads = repo.load(&signed).unwrap().unwrap().get_heads();
+        assert_eq!(saruul.heads, vec![heads[0].to_string()]);
+        assert_eq!(saruul.kind, amphi_protocol::DocKind::Member);
+        assert!(!saruul.scope.is_empty(), "{saruul:?}");
 
         // A change stored without its attestation (as a store damaged by hand would be).
         let mut doc = repo.load(&unsigned).unwrap().unwrap();
@@ -275,7 +321,7 @@ mod tests {
         wrong.digest = [9; 16];
         repo.store().set_summary(&stale, &wrong).unwrap();
 
-        let found = verify(&repo).unwrap();
+        let found = verify(&repo, Inventory::Skip).unwrap();
         let docs: Vec<&str> = found.problems.iter().map(|p| p.doc.as_str()).collect();
         assert_eq!(docs.len(), 2, "{:?}", found.problems);
         assert!(docs.contains(&unsigned.as_str()) && docs.contains(&stale.as_str()));

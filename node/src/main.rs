@@ -90,6 +90,9 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also list every document held, with its scope and heads (in the JSON report).
+        #[arg(long)]
+        inventory: bool,
     },
     /// Brings the office back from a backup (the node must be stopped); on its next start
     /// the node fetches from its peers what it wrote after the backup.
@@ -494,8 +497,14 @@ fn main() -> anyhow::Result<()> {
             config,
             store,
             json,
+            inventory,
         } => {
-            let problems = verify(&config, store.as_deref(), json)?;
+            let inventory = if inventory {
+                backup::Inventory::List
+            } else {
+                backup::Inventory::Skip
+            };
+            let problems = verify(&config, store.as_deref(), json, inventory)?;
             if problems > 0 {
                 std::process::exit(1);
             }
@@ -680,6 +689,7 @@ fn verify(
     config: &std::path::Path,
     store: Option<&std::path::Path>,
     json: bool,
+    inventory: backup::Inventory,
 ) -> anyhow::Result<usize> {
     let config = Config::load(config)?;
     let path = match store {
@@ -690,9 +700,13 @@ fn verify(
         None => live_store(&config)?,
     };
     let report = match backup::open_offline(&config, &path) {
-        Ok(repo) => serde_json::to_value(backup::verify(&repo)?)?,
+        Ok(repo) => serde_json::to_value(backup::verify(&repo, inventory)?)?,
         Err(backup::OfflineError::NodeRunning) if store.is_none() => {
-            runtime()?.block_on(admin::get(&config, "/api/v1/verify"))?
+            let path = match inventory {
+                backup::Inventory::List => "/api/v1/verify?inventory=true",
+                backup::Inventory::Skip => "/api/v1/verify",
+            };
+            runtime()?.block_on(admin::get(&config, path))?
         }
         Err(e) => return Err(e.into()),
     };

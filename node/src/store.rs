@@ -56,6 +56,13 @@ const QUARANTINE_TOTALS: TableDefinition<&str, u64> = TableDefinition::new("quar
 /// small settings: the org this store belongs to.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
+/// Key in [`META`] of the store's format: the layout of its tables, as this build writes it.
+const FORMAT_KEY: &str = "format";
+/// The store format this build reads and writes. A store without [`FORMAT_KEY`] is format 1
+/// (written before the key existed); a store of a higher format was written by a newer
+/// build and is refused whole, before anything in it is read or changed.
+pub const STORE_FORMAT: u32 = 1;
+
 /// Key in [`META`] of the store's incarnation (hex).
 const INCARNATION_KEY: &str = "incarnation";
 
@@ -86,6 +93,14 @@ pub enum StoreError {
         stored: String,
         /// Org of the certificate.
         configured: String,
+    },
+    /// The store was written by a newer build, in a format this one cannot read.
+    #[error(
+        "the store is format {found}, written by a newer Amphi; this build reads formats up to {STORE_FORMAT}: run the newer binary (or restore a backup made by this version)"
+    )]
+    NewerFormat {
+        /// The store's format.
+        found: String,
     },
 }
 
@@ -145,6 +160,65 @@ impl DocCounts {
 /// and placements once the transaction has committed.
 #[derive(Default)]
 struct SummaryChanges(Vec<(DocId, Option<DocSummary>, Option<DocSummary>)>);
+
+/// A document's body as the read transaction `txn` sees it.
+fn load_in(txn: &redb::ReadTransaction, id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
+    let table = txn.open_table(DOC_CHUNKS)?;
+    let mut bytes = Vec::new();
+    for entry in table.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
+        let (_, v) = entry?;
+        bytes.extend_from_slice(v.value());
+    }
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    decode_document(&bytes)
+        .map(Some)
+        .map_err(|why| StoreError::Corrupt(id.to_string(), why))
+}
+
+/// A document's summary as `txn` sees it.
+fn summary_in(txn: &redb::ReadTransaction, id: &DocId) -> Result<Option<DocSummary>, StoreError> {
+    let table = txn.open_table(DOC_INDEX)?;
+    Ok(table
+        .get(id.as_str())?
+        .and_then(|v| serde_json::from_slice(v.value()).ok()))
+}
+
+/// The attestations `txn` holds for `changes` of `id` (those it has).
+fn attestations_in(
+    txn: &redb::ReadTransaction,
+    id: &DocId,
+    changes: &[ChangeHash],
+) -> Result<Vec<Attestation>, StoreError> {
+    let table = txn.open_table(ATTESTATIONS)?;
+    let mut out = Vec::with_capacity(changes.len());
+    for c in changes {
+        if let Some(v) = table.get((id.as_str(), &c.0[..]))?
+            && let Some(a) = Attestation::decode(v.value())
+        {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses a store written in a newer format, reading only (nothing is created or changed).
+fn check_format(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(found) = meta.get(FORMAT_KEY)?.map(|v| v.value().to_owned()) else {
+        return Ok(());
+    };
+    match found.parse::<u32>() {
+        Ok(n) if n <= STORE_FORMAT => Ok(()),
+        _ => Err(StoreError::NewerFormat { found }),
+    }
+}
 
 /// The node's store.
 pub struct Store {
@@ -206,6 +280,7 @@ impl Store {
     }
 
     fn on(db: Database, org: &str) -> Result<Store, StoreError> {
+        check_format(&db)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(DOC_CHUNKS)?;
@@ -241,6 +316,9 @@ impl Store {
                 None => {
                     meta.insert("org", org)?;
                 }
+            }
+            if meta.get(FORMAT_KEY)?.is_none() {
+                meta.insert(FORMAT_KEY, STORE_FORMAT.to_string().as_str())?;
             }
             if meta.get(INCARNATION_KEY)?.is_none() {
                 let fresh = hex::encode(rand::random::<[u8; INCARNATION_BYTES]>());
@@ -406,19 +484,29 @@ impl Store {
 
     /// Loads a document, or `None` if the store does not hold it.
     pub fn load(&self, id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
+        load_in(&self.db.begin_read()?, id)
+    }
+
+    /// A document as one read snapshot holds it: its body, its summary and the attestations
+    /// of all its changes, none of them newer than the others (`None`: not held). What
+    /// `amphi verify` checks while the node keeps writing.
+    pub fn load_whole(
+        &self,
+        id: &DocId,
+    ) -> Result<Option<(AutoCommit, DocSummary, Vec<Attestation>)>, StoreError> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(DOC_CHUNKS)?;
-        let mut bytes = Vec::new();
-        for entry in table.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
-            let (_, v) = entry?;
-            bytes.extend_from_slice(v.value());
-        }
-        if bytes.is_empty() {
+        let Some(mut doc) = load_in(&txn, id)? else {
             return Ok(None);
-        }
-        decode_document(&bytes)
-            .map(Some)
-            .map_err(|why| StoreError::Corrupt(id.to_string(), why))
+        };
+        let Some(summary) = summary_in(&txn, id)? else {
+            return Err(StoreError::Corrupt(
+                id.to_string(),
+                "has content but no summary".into(),
+            ));
+        };
+        let hashes: Vec<ChangeHash> = doc.get_changes(&[]).iter().map(|c| c.hash()).collect();
+        let attestations = attestations_in(&txn, id, &hashes)?;
+        Ok(Some((doc, summary, attestations)))
     }
 
     /// Durably stores the changes `doc` has beyond `heads_before` (what the store held), with
@@ -496,17 +584,7 @@ impl Store {
         id: &DocId,
         changes: &[ChangeHash],
     ) -> Result<Vec<Attestation>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ATTESTATIONS)?;
-        let mut out = Vec::with_capacity(changes.len());
-        for c in changes {
-            if let Some(v) = table.get((id.as_str(), &c.0[..]))?
-                && let Some(a) = Attestation::decode(v.value())
-            {
-                out.push(a);
-            }
-        }
-        Ok(out)
+        attestations_in(&self.db.begin_read()?, id, changes)
     }
 
     /// Deletes a document that left this office's scope: its body, summary, sync states and
@@ -609,11 +687,7 @@ impl Store {
 
     /// One document's summary.
     pub fn summary(&self, id: &DocId) -> Result<Option<DocSummary>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(DOC_INDEX)?;
-        Ok(table
-            .get(id.as_str())?
-            .and_then(|v| serde_json::from_slice(v.value()).ok()))
+        summary_in(&self.db.begin_read()?, id)
     }
 
     /// Puts refused changes in quarantine (durably: they are evidence). A change already in
@@ -1176,6 +1250,46 @@ mod tests {
             .unwrap();
         txn.commit().unwrap();
         assert!(matches!(store.load(&id), Err(StoreError::Corrupt(..))));
+    }
+
+    #[test]
+    fn a_store_says_its_format_and_a_newer_one_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let meta_format = |db: &Database| {
+            let txn = db.begin_read().unwrap();
+            let meta = txn.open_table(META).unwrap();
+            meta.get(FORMAT_KEY).unwrap().map(|v| v.value().to_owned())
+        };
+        let store = Store::open(&path, "hoboksar").unwrap();
+        assert_eq!(meta_format(&store.db), Some(STORE_FORMAT.to_string()));
+        // A store from a newer build: refused with a message naming both formats.
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(FORMAT_KEY, "7")
+            .unwrap();
+        txn.commit().unwrap();
+        drop(store);
+        let err = Store::open(&path, "hoboksar")
+            .err()
+            .expect("format 7 is refused");
+        let said = err.to_string();
+        assert!(matches!(err, StoreError::NewerFormat { .. }));
+        assert!(
+            said.contains("format 7") && said.contains("up to 1"),
+            "{said}"
+        );
+        // ... and left exactly as it was.
+        let db = Database::open(&path).unwrap();
+        assert_eq!(meta_format(&db), Some("7".into()));
+        drop(db);
+        // A store from before the key existed is format 1 and gets the key.
+        let txn = Database::open(&path).unwrap().begin_write().unwrap();
+        txn.open_table(META).unwrap().remove(FORMAT_KEY).unwrap();
+        txn.commit().unwrap();
+        let store = Store::open(&path, "hoboksar").unwrap();
+        assert_eq!(meta_format(&store.db), Some("1".into()));
     }
 
     #[test]

@@ -52,7 +52,9 @@ pub enum SessionError {
         certified: String,
     },
     /// The peer speaks another protocol version.
-    #[error("peer speaks protocol version {0}, this node speaks {PROTOCOL_VERSION}")]
+    #[error(
+        "peer speaks protocol version {0}, this node speaks {PROTOCOL_VERSION}: the two offices run releases too far apart; upgrade the older one"
+    )]
     Version(u16),
 }
 
@@ -362,9 +364,20 @@ mod tests {
             version: 0,
             org: org("hoboksar/t1"),
         };
+        let refused = s.on_frame(old, 0, BTreeMap::new);
+        assert_eq!(refused, Err(SessionError::Version(0)));
+        let said = refused.unwrap_err().to_string();
+        assert!(
+            said.contains("version 0") && said.contains("upgrade"),
+            "{said}"
+        );
+        let newer = Frame::Hello {
+            version: PROTOCOL_VERSION + 1,
+            org: org("hoboksar/t1"),
+        };
         assert_eq!(
-            s.on_frame(old, 0, BTreeMap::new),
-            Err(SessionError::Version(0))
+            s.on_frame(newer, 0, BTreeMap::new),
+            Err(SessionError::Version(PROTOCOL_VERSION + 1))
         );
         assert_eq!(
             s.on_frame(PeerSession::hello(&org("hoboksar/t1")), 0, BTreeMap::new),
