@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 pub use amphi_node::demo::OFFICES;
 
 pub mod hostile;
+pub mod lab;
+pub mod relay;
 
 /// The demo county's tree: short name → (org, parent short name).
 pub fn tree() -> BTreeMap<&'static str, (&'static str, Option<&'static str>)> {
