@@ -220,23 +220,23 @@ async fn fault_round(
     tokio::time::sleep(scale(15, 60)).await;
     log("asymmetric: hoboksar-town no longer hears xingfu (xingfu still hears it)".into());
     lab.link("xingfu").set(Direction::Up, cut);
-    tokio::time::sleep(scale(45, 240)).await;
+    tokio::time::sleep(scale(45, 180)).await;
     log("asymmetric partition healed".into());
     lab.link("xingfu").set_both(weather());
-    tokio::time::sleep(scale(5, 60)).await;
+    tokio::time::sleep(scale(5, 30)).await;
     log("link bayin ↔ chagantolgay back".into());
     lab.link("bayin").set_both(weather());
 
     log("township chagantolgay stopped; bayin and tebke keep writing".into());
     lab.stop("chagantolgay")?;
-    tokio::time::sleep(scale(40, 300)).await;
+    tokio::time::sleep(scale(40, 180)).await;
     lab.restart("chagantolgay").await?;
     log("township chagantolgay back".into());
 
     tokio::time::sleep(Duration::from_millis(1_700)).await;
     log("docker kill bayin (mid-write: the workload writes there all the time)".into());
     lab.kill("bayin")?;
-    tokio::time::sleep(scale(5, 30)).await;
+    tokio::time::sleep(scale(5, 20)).await;
     lab.restart("bayin").await?;
     log("bayin restarted".into());
 
@@ -248,7 +248,7 @@ async fn fault_round(
         let from = lab.office(name).image.clone();
         lab.upgrade(name, image).await?;
         log(format!("rolling {verb}: {name} ({from} → {image})"));
-        tokio::time::sleep(scale(3, 20)).await;
+        tokio::time::sleep(scale(3, 10)).await;
     }
     Ok(())
 }
