@@ -378,7 +378,7 @@ impl Lab {
             image,
         ];
         all.extend_from_slice(args);
-        docker::docker(&all)
+        docker::docker_within(&all, docker::COMMAND_LIMIT)
     }
 
     /// Stops and removes every container and network of the lab.

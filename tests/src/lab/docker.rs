@@ -8,37 +8,62 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-/// Longest any one `docker` call may take (a `docker stop` waits up to 10 s for the node).
+/// Longest a `docker` call that manages containers may take (a `docker stop` waits up to
+/// 10 s for the node).
 const CALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// Longest a one-off `amphi` command in a container may take: `amphi verify` checks every
+/// signature in the store, minutes for a county's store after an hour's soak.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(20 * 60);
 
 /// Runs `docker ARGS` and returns its standard output, trimmed.
 pub fn docker(args: &[&str]) -> anyhow::Result<String> {
+    docker_within(args, CALL_LIMIT)
+}
+
+/// [`docker`], allowed `limit`. Its output is read as it comes (a large report must not
+/// fill the pipe and stall the command until the limit).
+pub fn docker_within(args: &[&str], limit: Duration) -> anyhow::Result<String> {
     let mut child = Command::new("docker")
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("starting `docker` (is Docker installed?)")?;
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let started = std::time::Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
         }
-        if started.elapsed() > CALL_LIMIT {
+        if started.elapsed() > limit {
             let _ = child.kill();
-            bail!("`docker {}` took over {CALL_LIMIT:?}", args.join(" "));
+            let _ = child.wait();
+            bail!("`docker {}` took over {limit:?}", args.join(" "));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
         bail!(
-            "`docker {}` failed: {}",
+            "`docker {}` failed: {}{}",
             args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&stderr).trim(),
+            String::from_utf8_lossy(&stdout).trim()
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    Ok(String::from_utf8_lossy(&stdout).trim().to_owned())
 }
 
 /// A private bridge network of its own for one office (its "LAN"); the host is its gateway.

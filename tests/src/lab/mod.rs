@@ -128,6 +128,7 @@ async fn exercise(lab: &mut Lab, opts: &Options, started: Instant) -> anyhow::Re
     let _ = stop.send(true);
     report.ledger = writer.await.context("the workload panicked")?;
     timeline.log("every fault cleared; workload stopped".into());
+    println!("    writes: {}", report.ledger);
     report.faults = timeline.faults;
     let healed = Instant::now();
 
@@ -343,14 +344,7 @@ impl Report {
         for (t, what) in &self.faults {
             println!("  {t:7.1} s  {what}");
         }
-        let l = &self.ledger;
-        println!(
-            "writes: {} acknowledged, {} refused ({:?}), {} unanswered",
-            l.acked.len(),
-            l.refused.values().sum::<u64>(),
-            l.refused,
-            l.unanswered
-        );
+        println!("writes: {}", self.ledger);
         if let Some(s) = self.converged_after {
             println!(
                 "converged: {s:.1} s after the last fault cleared ({} documents)",

@@ -81,6 +81,19 @@ pub struct Ledger {
     pub unanswered: u64,
 }
 
+impl std::fmt::Display for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} acknowledged, {} refused ({:?}), {} unanswered",
+            self.acked.len(),
+            self.refused.values().sum::<u64>(),
+            self.refused,
+            self.unanswered
+        )
+    }
+}
+
 /// One member as the workload tracks it.
 struct Member {
     id: String,
