@@ -520,11 +520,7 @@ async fn verify_store(
     Query(q): Query<VerifyQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let repo = s.repo.clone();
-    let inventory = if q.inventory {
-        crate::backup::Inventory::List
-    } else {
-        crate::backup::Inventory::Skip
-    };
+    let inventory = crate::backup::Inventory::listed(q.inventory);
     let found = tokio::task::spawn_blocking(move || crate::backup::verify(&repo, inventory))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?

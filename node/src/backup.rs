@@ -88,6 +88,17 @@ pub enum Inventory {
     List,
 }
 
+impl Inventory {
+    /// [`Inventory::List`] when `wanted` (a command-line flag, a query parameter).
+    pub fn listed(wanted: bool) -> Inventory {
+        if wanted {
+            Inventory::List
+        } else {
+            Inventory::Skip
+        }
+    }
+}
+
 /// Checks every document of `repo`'s store; changes nothing.
 pub fn verify(repo: &Repo, inventory: Inventory) -> Result<Verified, StoreError> {
     let mut found = Verified {

@@ -499,11 +499,7 @@ fn main() -> anyhow::Result<()> {
             json,
             inventory,
         } => {
-            let inventory = if inventory {
-                backup::Inventory::List
-            } else {
-                backup::Inventory::Skip
-            };
+            let inventory = backup::Inventory::listed(inventory);
             let problems = verify(&config, store.as_deref(), json, inventory)?;
             if problems > 0 {
                 std::process::exit(1);

@@ -22,6 +22,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::docker::{self, Network, Spec};
+use crate::Reply;
 use crate::relay::{LinkHandle, Relay};
 
 /// Short name, org path, parent's short name.
@@ -183,9 +184,6 @@ impl Client {
     }
 }
 
-/// A response of an office's admin API: status and JSON body.
-pub type Reply = (u16, Value);
-
 /// The running lab: offices, their links and the relay between them.
 pub struct Lab {
     /// The offices, parents before children.
@@ -193,11 +191,9 @@ pub struct Lab {
     /// Each child's link to its parent, by the child's short name.
     pub links: Vec<(&'static str, LinkHandle)>,
     /// The relay all links run through (kept alive with the lab).
-    _relay: Relay,
+    relay: Relay,
     /// The offices' admin APIs.
     pub client: Client,
-    /// The lab's folder.
-    pub dir: PathBuf,
 }
 
 impl Lab {
@@ -211,9 +207,8 @@ impl Lab {
         let mut lab = Lab {
             offices: Vec::new(),
             links: Vec::new(),
-            _relay: relay,
+            relay,
             client: Client::new()?,
-            dir: dir.to_owned(),
         };
         for &(name, org, parent) in OFFICES {
             let org = OrgPath::parse(org)?;
@@ -229,7 +224,7 @@ impl Lab {
                 let up = lab.office(parent);
                 let target = SocketAddr::new(up.ip, QUIC_PORT);
                 let link = lab
-                    ._relay
+                    .relay
                     .link(name, "0.0.0.0:0".parse()?, target)
                     .await
                     .with_context(|| format!("opening the relay link {name} → {parent}"))?;

@@ -241,10 +241,12 @@ async fn fault_round(
     lab.restart("bayin").await?;
     log("bayin restarted".into());
 
-    let (verb, image) = match &opts.previous {
-        Some(_) => ("upgrade", opts.image.as_str()),
-        None => ("restart", opts.image.as_str()),
+    let verb = if opts.previous.is_some() {
+        "upgrade"
+    } else {
+        "restart"
     };
+    let image = opts.image.as_str();
     for &(name, _, _) in OFFICES.iter().rev() {
         let from = lab.office(name).image.clone();
         lab.upgrade(name, image).await?;
