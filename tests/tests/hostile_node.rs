@@ -280,30 +280,75 @@ async fn an_office_cannot_file_a_status_report_for_a_sibling() {
     county.shutdown().await;
 }
 
-/// Sends bare QUIC Initial packets to `addr` from one UDP socket and never answers: each is
-/// a handshake the office has to start and cannot finish. The connections are returned so
-/// they stay alive (and silent) for as long as the caller holds them.
+/// Sends bare QUIC Initial packets to `addr` from one UDP socket and never finishes a
+/// handshake: each is a handshake the office has to start and cannot complete. The
+/// connections are returned so they stay alive (and silent) for as long as the caller holds
+/// them.
+///
+/// The Initials go one at a time: each waits for the office's answer to it (its first flight,
+/// or its refusal) before the next is sent, and is sent again if none comes. A burst of them
+/// would overflow the office's socket buffer on a loaded machine and the kernel would drop
+/// some before the office saw them, so the test would count fewer than it sent.
 fn half_open_handshakes(
     addr: std::net::SocketAddr,
     config: quinn::ClientConfig,
     count: usize,
 ) -> (std::net::UdpSocket, Vec<quinn_proto::Connection>) {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut endpoint = quinn_proto::Endpoint::new(Default::default(), None, false, None);
-    let now = std::time::Instant::now();
     let mut held = Vec::new();
     for _ in 0..count {
-        let (_, mut conn) = endpoint
+        let now = std::time::Instant::now();
+        let (handle, mut conn) = endpoint
             .connect(now, config.clone(), addr, &org("hoboksar").dns_name())
             .unwrap();
+        let mut initial = Vec::new();
         let mut buf = Vec::new();
         while let Some(t) = conn.poll_transmit(now, 1, &mut buf) {
-            socket.send_to(&buf[..t.size], t.destination).unwrap();
+            initial.push((buf[..t.size].to_vec(), t.destination));
             buf.clear();
         }
+        let mut answered = false;
+        for _attempt in 0..10 {
+            for (datagram, to) in &initial {
+                socket.send_to(datagram, to).unwrap();
+            }
+            if answer_arrived(&socket, &mut endpoint, handle, &mut conn) {
+                answered = true;
+                break;
+            }
+        }
+        assert!(answered, "the office never answered a handshake's Initial");
         held.push(conn);
     }
     (socket, held)
+}
+
+/// Reads the office's datagrams until one belongs to `handle`'s handshake, or the socket's
+/// read timeout passes. Datagrams for earlier handshakes (the office resending its flight)
+/// are dropped: those connections never answer anyway.
+fn answer_arrived(
+    socket: &std::net::UdpSocket,
+    endpoint: &mut quinn_proto::Endpoint,
+    handle: quinn_proto::ConnectionHandle,
+    conn: &mut quinn_proto::Connection,
+) -> bool {
+    let mut datagram = [0u8; 65536];
+    let mut response = Vec::new();
+    while let Ok((n, from)) = socket.recv_from(&mut datagram) {
+        let data = bytes::BytesMut::from(&datagram[..n]);
+        let now = std::time::Instant::now();
+        if let Some(quinn_proto::DatagramEvent::ConnectionEvent(h, event)) =
+            endpoint.handle(now, from, None, None, data, &mut response)
+        {
+            if h == handle {
+                conn.handle_event(event);
+                return true;
+            }
+        }
+    }
+    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
