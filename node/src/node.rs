@@ -220,6 +220,9 @@ impl Node {
             .not_after
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
+        // Translations of the dashboard's labels the office added (DATA_DIR/lang/*.txt); the
+        // first node started in a process decides (one per process outside tests).
+        crate::dashboard::load_translations(&config.data_dir.join("lang"));
         let state = ApiState {
             repo: repo.clone(),
             status,

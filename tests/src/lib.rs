@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 pub use amphi_node::demo::OFFICES;
 
+pub mod browser;
 pub mod hostile;
 pub mod lab;
 pub mod relay;

@@ -17,8 +17,19 @@
   }, 5000);
 })();
 
+// The language links come back to this page; the print button prints the certificate.
+(function () {
+  "use strict";
+  var links = document.querySelectorAll("a.lang");
+  for (var i = 0; i < links.length; i++) {
+    links[i].href += "&back=" + encodeURIComponent(location.pathname + location.search);
+  }
+  var print = document.getElementById("print");
+  if (print) { print.addEventListener("click", function () { window.print(); }); }
+})();
+
 // Bundle import: sends the chosen file as the request body and shows the node's report
-// (as text, never as markup).
+// (as text, never as markup). The request carries the page's form token in a header.
 (function () {
   "use strict";
   var button = document.getElementById("bundle-import");
@@ -27,11 +38,15 @@
   if (!button || !input || !out) { return; }
   button.addEventListener("click", function () {
     var file = input.files && input.files[0];
-    if (!file) { out.textContent = "请选择数据包文件 Choose a bundle file"; return; }
+    if (!file) { out.textContent = button.getAttribute("data-choose"); return; }
     out.textContent = "…";
     fetch("/dashboard/bundle", {
       method: "POST", credentials: "same-origin", cache: "no-store",
-      headers: { "Content-Type": "application/octet-stream" }, body: file
+      headers: {
+        "Content-Type": "application/octet-stream",
+        "X-Form-Token": button.getAttribute("data-form-token")
+      },
+      body: file
     })
       .then(function (r) { return r.json().then(function (v) { return [r.ok, v]; }); })
       .then(function (res) {

@@ -32,7 +32,11 @@
 //! The parts: `session` (the signed-in cookie), `pages` (HTML rendering) and `labels` (every
 //! text the dashboard shows, in Simplified Chinese and English).
 
+mod casework;
+mod forms;
+mod inbox;
 mod labels;
+mod org;
 mod pages;
 mod session;
 
@@ -49,12 +53,14 @@ use serde::Deserialize;
 use crate::members::{self, OpError};
 use crate::repo::WriteError;
 use crate::state::ApiState;
-use labels::{CASE_FILE, OVERVIEW, WRONG_TOKEN};
+use forms::Form;
+use labels::{CASE_FILE, Language, WRONG_TOKEN, in_language};
 use pages::{login_page, page, render_case_file, render_overview, render_sync};
-use session::{session_value, set_cookie, signed_in, token_matches, unix_now};
+use session::{form_token, session, session_value, set_cookie, signed_in, token_matches, unix_now};
 
+pub use labels::load_translations;
 pub use pages::escape_html;
-pub use session::{SESSION_COOKIE, SESSION_SECS};
+pub use session::{SESSION_COOKIE, SESSION_SECS, session_cookie};
 
 const CSS: &str = include_str!("dashboard.css");
 const JS: &str = include_str!("dashboard.js");
@@ -68,7 +74,18 @@ pub fn router() -> Router<ApiState> {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/dashboard/sync", get(sync_fragment))
+        .route("/dashboard/language", get(choose_language))
+        .route(
+            "/dashboard/members/new",
+            get(casework::new_member_page).post(casework::create_member),
+        )
+        .route("/dashboard/org", get(org::page).post(org::save))
+        .route("/dashboard/contacts", get(org::contacts))
+        .route("/dashboard/transfers", get(inbox::page))
+        .route("/dashboard/transfers/{id}/{step}", post(inbox::decide))
         .route("/dashboard/members/{id}", get(case_file_page))
+        .route("/dashboard/members/{id}/certificate", get(casework::certificate_page))
+        .route("/dashboard/members/{id}/{action}", post(casework::act))
         .route(
             "/dashboard/bundle",
             get(bundle_download)
@@ -85,36 +102,6 @@ pub fn router() -> Router<ApiState> {
             "/dashboard/assets/dashboard.js",
             get(|| async { asset("text/javascript; charset=utf-8", JS) }),
         )
-}
-
-// ---- small parsers ----------------------------------------------------------------------
-
-/// The value of `name` in an `application/x-www-form-urlencoded` body.
-fn form_field(body: &[u8], name: &str) -> Option<String> {
-    body.split(|b| *b == b'&').find_map(|pair| {
-        let mut kv = pair.splitn(2, |b| *b == b'=');
-        let key = url_decode(kv.next()?)?;
-        (key == name).then(|| url_decode(kv.next().unwrap_or_default()))?
-    })
-}
-
-/// Decodes `+` and `%XX`; `None` if the result is not UTF-8 or an escape is malformed.
-fn url_decode(raw: &[u8]) -> Option<String> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(raw.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 // ---- responses ----------------------------------------------------------------------------
@@ -146,13 +133,76 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// The error page for `e`, as a response.
-fn error_response(s: &ApiState, e: &OpError) -> Response {
-    let (status, body) = pages::error_page(s, e);
-    html(status, body)
+// ---- handlers -----------------------------------------------------------------------------
+
+/// A signed-in request: its session, the reader's language and the token its forms carry.
+struct Visit {
+    session: String,
+    language: Language,
+    form_token: String,
 }
 
-// ---- handlers -----------------------------------------------------------------------------
+impl Visit {
+    /// The visit `headers` make, if they carry this node's session.
+    fn of(s: &ApiState, headers: &HeaderMap) -> Option<Visit> {
+        let session = session(s, headers)?;
+        Some(Visit {
+            form_token: form_token(&session),
+            language: language_of(headers),
+            session,
+        })
+    }
+
+    /// The page `render` makes (its title and `<main>`), in the reader's language and in the
+    /// page frame; the error page if it fails.
+    fn respond(
+        &self,
+        s: &ApiState,
+        render: impl FnOnce() -> Result<(String, String), OpError>,
+    ) -> Response {
+        in_language(self.language, || match render() {
+            Ok((title, main)) => html(StatusCode::OK, page(&title, Some((s, self)), &main)),
+            Err(e) => {
+                let (status, body) = pages::error_page(s, self, &e);
+                html(status, body)
+            }
+        })
+    }
+
+    /// A posted form, if its token is this session's; otherwise the 403 to answer.
+    fn form(&self, s: &ApiState, body: &[u8]) -> Result<Form, Response> {
+        let form = Form::parse(body);
+        if session::form_token_valid(&self.session, form.get("form_token")) {
+            Ok(form)
+        } else {
+            Err(in_language(self.language, || {
+                html(StatusCode::FORBIDDEN, pages::stale_form_page(s, self))
+            }))
+        }
+    }
+}
+
+/// The language the reader chose (cookie), or Chinese with English beside it.
+fn language_of(headers: &HeaderMap) -> Language {
+    session::language_choice(headers)
+        .and_then(Language::from_code)
+        .unwrap_or(Language::DEFAULT)
+}
+
+/// A signed-in page handler's preamble: the visit, or a redirect to sign in.
+macro_rules! visit_or_sign_in {
+    ($s:expr, $headers:expr) => {
+        match $crate::dashboard::Visit::of(&$s, &$headers) {
+            Some(v) => v,
+            None => {
+                return axum::response::IntoResponse::into_response(
+                    axum::response::Redirect::to("/"),
+                );
+            }
+        }
+    };
+}
+pub(super) use visit_or_sign_in;
 
 #[derive(Deserialize)]
 struct SearchQuery {
@@ -164,9 +214,11 @@ async fn overview(
     headers: HeaderMap,
     Query(search): Query<SearchQuery>,
 ) -> Response {
-    if !signed_in(&s, &headers) {
-        return html(StatusCode::OK, login_page(None));
-    }
+    let Some(visit) = Visit::of(&s, &headers) else {
+        return in_language(language_of(&headers), || {
+            html(StatusCode::OK, login_page(None))
+        });
+    };
     let query: String = search
         .q
         .unwrap_or_default()
@@ -174,36 +226,70 @@ async fn overview(
         .chars()
         .take(100)
         .collect();
-    match render_overview(&s, &query) {
-        Ok(main) => html(
-            StatusCode::OK,
-            page(&format!("Amphi · {}", s.repo.me()), Some((&s, "")), &main),
-        ),
-        Err(e) => error_response(&s, &e),
-    }
+    visit.respond(&s, || {
+        Ok((
+            format!("Amphi · {}", s.repo.me()),
+            render_overview(&s, &visit, &query)?,
+        ))
+    })
 }
 
-async fn login(State(s): State<ApiState>, body: Bytes) -> Response {
-    let given = form_field(&body, "token").unwrap_or_default();
+async fn login(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let given = Form::parse(&body).get("token").to_owned();
     if given.is_empty() || !token_matches(given.trim(), &s.token) {
-        return html(
-            StatusCode::UNAUTHORIZED,
-            login_page(Some(&WRONG_TOKEN.to_string())),
-        );
+        return in_language(language_of(&headers), || {
+            html(
+                StatusCode::UNAUTHORIZED,
+                login_page(Some(&WRONG_TOKEN.to_string())),
+            )
+        });
     }
-    let cookie = set_cookie(&session_value(&s.token, unix_now()), SESSION_SECS);
+    let cookie = set_cookie(&s.node_id, &session_value(&s.token, unix_now()), SESSION_SECS);
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
-async fn logout() -> Response {
-    ([(header::SET_COOKIE, set_cookie("", 0))], Redirect::to("/")).into_response()
+async fn logout(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
+    let visit = visit_or_sign_in!(s, headers);
+    if let Err(refused) = visit.form(&s, &body) {
+        return refused;
+    }
+    (
+        [(header::SET_COOKIE, set_cookie(&s.node_id, "", 0))],
+        Redirect::to("/"),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct LanguageChoice {
+    to: String,
+    back: Option<String>,
+}
+
+/// `GET /dashboard/language?to=CODE&back=PATH`: remembers the reader's language (a cookie
+/// for a year) and goes back to the page it came from (a path on this node only).
+async fn choose_language(Query(choice): Query<LanguageChoice>) -> Response {
+    let Some(language) = Language::from_code(&choice.to) else {
+        return (StatusCode::BAD_REQUEST, "unknown language").into_response();
+    };
+    let back = choice
+        .back
+        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .unwrap_or_else(|| "/".to_owned());
+    let cookie = format!(
+        "{}={}; Path=/; SameSite=Strict; Max-Age=31536000",
+        session::LANGUAGE_COOKIE,
+        language.code()
+    );
+    let cookie = axum::http::HeaderValue::from_str(&cookie).expect("codes are ASCII");
+    ([(header::SET_COOKIE, cookie)], Redirect::to(&back)).into_response()
 }
 
 async fn sync_fragment(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     if !signed_in(&s, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    match render_sync(&s) {
+    match in_language(language_of(&headers), || render_sync(&s)) {
         Ok(fragment) => html(StatusCode::OK, fragment),
         Err(e) => {
             tracing::error!("dashboard: {e}");
@@ -212,28 +298,30 @@ async fn sync_fragment(State(s): State<ApiState>, headers: HeaderMap) -> Respons
     }
 }
 
+/// What a form's redirect says it did: `?done=KEY`.
+#[derive(Deserialize)]
+pub(super) struct Done {
+    done: Option<String>,
+}
+
 async fn case_file_page(
     State(s): State<ApiState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(done): Query<Done>,
 ) -> Response {
-    if !signed_in(&s, &headers) {
-        return Redirect::to("/").into_response();
-    }
-    match load_case_file(&s, &id) {
-        Ok(case) => html(
-            StatusCode::OK,
-            page(
-                &format!("{} · {CASE_FILE}", case.name),
-                Some((
-                    &s,
-                    format!(r#"<a class="back" href="/">← {OVERVIEW}</a>"#).as_str(),
-                )),
-                &render_case_file(&s, &case),
+    let visit = visit_or_sign_in!(s, headers);
+    visit.respond(&s, || {
+        let case = load_case_file(&s, &id)?;
+        Ok((
+            format!("{} · {CASE_FILE}", case.name),
+            format!(
+                "{}{}",
+                pages::done_banner(done.done.as_deref()),
+                render_case_file(&s, &visit, &case)
             ),
-        ),
-        Err(e) => error_response(&s, &e),
-    }
+        ))
+    })
 }
 
 /// `GET /dashboard/bundle?for=ORG`: the API's bundle download, for a signed-in admin.
@@ -251,11 +339,19 @@ async fn bundle_download(
 }
 
 /// `POST /dashboard/bundle` (the file as an `application/octet-stream` body, which a form on
-/// another site cannot send without the browser asking first): the API's bundle import,
-/// for a signed-in admin; answers the API's JSON report.
+/// another site cannot send without the browser asking first, and the page's form token in
+/// `X-Form-Token`): the API's bundle import, for a signed-in admin; answers the API's JSON
+/// report.
 async fn bundle_upload(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !signed_in(&s, &headers) {
+    let Some(visit) = Visit::of(&s, &headers) else {
         return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let token = headers
+        .get("x-form-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !session::form_token_valid(&visit.session, token) {
+        return StatusCode::FORBIDDEN.into_response();
     }
     let octets = headers
         .get(header::CONTENT_TYPE)
@@ -275,21 +371,5 @@ fn load_case_file(s: &ApiState, id: &str) -> Result<CaseFile, OpError> {
     match s.repo.store().summary(&doc)? {
         Some(summary) if !summary.leaving => Ok(case),
         _ => Err(WriteError::NotFound(doc).into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn form_fields_are_url_decoded() {
-        let body = b"other=1&token=ab%2Bc+d%3D&x";
-        assert_eq!(form_field(body, "token").as_deref(), Some("ab+c d="));
-        assert_eq!(form_field(body, "other").as_deref(), Some("1"));
-        assert_eq!(form_field(body, "x").as_deref(), Some(""));
-        assert_eq!(form_field(body, "missing"), None);
-        assert_eq!(form_field(b"token=%zz", "token"), None);
-        assert_eq!(form_field(b"token=%4", "token"), None);
     }
 }

@@ -10,6 +10,7 @@ use crate::repo::WriteError;
 use crate::state::ApiState;
 use crate::status::{PeerState, PeerStatus};
 
+use super::Visit;
 use super::labels::*;
 
 /// Most members listed in one search answer.
@@ -47,21 +48,42 @@ pub(super) fn short_time(t: &str) -> String {
     }
 }
 
-/// A whole page: head, the office bar (when signed in) and `main`.
-pub(super) fn page(title: &str, office: Option<(&ApiState, &str)>, main: &str) -> String {
+/// The pages a signed-in office moves between, for the bar: path and label.
+const NAV: [(&str, Label); 7] = [
+    ("/", OVERVIEW),
+    ("/dashboard/members/new", NEW_MEMBER),
+    ("/dashboard/transfers", TRANSFER_INBOX),
+    ("/dashboard/contacts", CONTACTS),
+    ("/dashboard/org", ORG_PROFILE),
+    ("/dashboard/fleet", SUBTREE),
+    ("/dashboard/ledgers", LEDGERS),
+];
+
+/// A whole page: head, the office bar with the navigation and the language switch (when
+/// signed in) and `main`.
+pub(super) fn page(title: &str, office: Option<(&ApiState, &Visit)>, main: &str) -> String {
     let bar = match office {
-        Some((s, nav)) => format!(
-            r#"<header class="bar"><div class="brand">Amphi <span>{RECORD_SYNC}</span></div>
-<div class="office">{OFFICE} <b>{org}</b> <span class="muted">{NODE} {node}</span></div>{nav}
-<form method="post" action="/logout" class="logout"><button type="submit">{SIGN_OUT}</button></form></header>"#,
-            org = esc(s.repo.me().as_str()),
-            node = esc(&s.node_id),
-        ),
-        None => String::new(),
+        Some((s, visit)) => {
+            let nav: String = NAV
+                .iter()
+                .map(|(path, label)| format!(r#"<a href="{path}">{}</a>"#, label.short()))
+                .collect();
+            format!(
+                r#"<header class="bar"><div class="brand">Amphi <span>{RECORD_SYNC}</span></div>
+<div class="office">{OFFICE} <b>{org}</b> <span class="muted">{NODE} {node}</span></div>
+<nav class="nav">{nav}</nav>{switch}
+<form method="post" action="/logout" class="logout">{token}<button type="submit">{SIGN_OUT}</button></form></header>"#,
+                org = esc(s.repo.me().as_str()),
+                node = esc(&s.node_id),
+                switch = language_switch(),
+                token = super::forms::token_field(visit),
+            )
+        }
+        None => format!(r#"<header class="bar plain">{}</header>"#, language_switch()),
     };
     format!(
         r#"<!doctype html>
-<html lang="zh-Hant"><head><meta charset="utf-8">
+<html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
 <link rel="stylesheet" href="/dashboard/assets/dashboard.css">
@@ -72,7 +94,26 @@ pub(super) fn page(title: &str, office: Option<(&ApiState, &str)>, main: &str) -
 </body></html>
 "#,
         title = esc(title),
+        lang = current().html_lang(),
     )
+}
+
+/// Links to the languages this node offers other than the current one; the script adds the
+/// page's path as `back`.
+fn language_switch() -> String {
+    let here = current().code();
+    let links: String = languages()
+        .iter()
+        .filter(|l| l.code != here)
+        .map(|l| {
+            format!(
+                r#"<a class="lang" lang="{code}" href="/dashboard/language?to={code}">{name}</a>"#,
+                code = esc(&l.code),
+                name = esc(&l.name),
+            )
+        })
+        .collect();
+    format!(r#"<div class="languages">{links}</div>"#)
 }
 
 pub(super) fn login_page(error: Option<&str>) -> String {
@@ -93,23 +134,45 @@ pub(super) fn login_page(error: Option<&str>) -> String {
     page(&format!("Amphi · {SIGN_IN}"), None, &main)
 }
 
-/// The error page for `e` and the status it is served with.
-pub(super) fn error_page(s: &ApiState, e: &OpError) -> (StatusCode, String) {
+/// The error page for `e` and the status it is served with: what went wrong in the
+/// office's words, then the node's own message (the gate's reason for a refusal).
+pub(super) fn error_page(s: &ApiState, visit: &Visit, e: &OpError) -> (StatusCode, String) {
     let (status, what) = match e {
-        OpError::Write(WriteError::NotFound(_)) | OpError::Invalid(_) => {
-            (StatusCode::NOT_FOUND, NO_SUCH_CASE_FILE)
+        OpError::Write(WriteError::NotFound(_)) => (StatusCode::NOT_FOUND, NO_SUCH_CASE_FILE),
+        OpError::Invalid(_) => (StatusCode::BAD_REQUEST, NOT_VALID),
+        OpError::Write(WriteError::Forbidden(_)) => (StatusCode::FORBIDDEN, NOT_ALLOWED),
+        OpError::Write(WriteError::Conflict(_) | WriteError::Exists(_)) => {
+            (StatusCode::CONFLICT, NOT_NOW)
         }
         _ => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL_ERROR),
     };
     let main = format!(
-        r#"<main class="grid"><section class="card"><h2>{what}</h2><p class="error">{}</p><p><a href="/">← {BACK_TO_OVERVIEW}</a></p></section></main>"#,
+        r#"<main class="grid"><section class="card refused" role="alert"><h2>{what}</h2><p class="error">{}</p><p><a href="/">← {BACK_TO_OVERVIEW}</a></p></section></main>"#,
         esc(&e.to_string())
     );
-    (status, page("Amphi", Some((s, "")), &main))
+    (status, page("Amphi", Some((s, visit)), &main))
+}
+
+/// The page for a form posted without this session's token (an old page from before a
+/// restart, or another site's form).
+pub(super) fn stale_form_page(s: &ApiState, visit: &Visit) -> String {
+    let main = format!(
+        r#"<main class="grid"><section class="card refused" role="alert"><h2>{STALE_FORM}</h2><p><a href="/">← {BACK_TO_OVERVIEW}</a></p></section></main>"#
+    );
+    page("Amphi", Some((s, visit)), &main)
+}
+
+/// A banner saying what a form just did, after its redirect (`?done=KEY`); nothing for a
+/// key that is not one of ours.
+pub(super) fn done_banner(done: Option<&str>) -> String {
+    let label = done.and_then(|key| DONE.iter().find(|(k, _)| *k == key)).map(|(_, l)| *l);
+    label
+        .map(|l| format!(r#"<p class="done" role="status">{l}</p>"#))
+        .unwrap_or_default()
 }
 
 /// An org path with its last segment bold, and "本组织 this office" when it is this office.
-fn org_html(s: &ApiState, org: &str) -> String {
+pub(super) fn org_html(s: &ApiState, org: &str) -> String {
     let me = if org == s.repo.me().as_str() {
         format!(r#" <span class="me">{THIS_OFFICE}</span>"#)
     } else {
@@ -119,7 +182,7 @@ fn org_html(s: &ApiState, org: &str) -> String {
 }
 
 /// An org path with its last segment bold, breakable after each `/`.
-fn org_plain(org: &str) -> String {
+pub(super) fn org_plain(org: &str) -> String {
     let (above, last) = match org.rsplit_once('/') {
         Some((above, last)) => (format!("{}/<wbr>", esc(above).replace('/', "/<wbr>")), last),
         None => (String::new(), org),
@@ -127,7 +190,7 @@ fn org_plain(org: &str) -> String {
     format!(r#"<span class="org">{above}<b>{}</b></span>"#, esc(last))
 }
 
-fn member_link(id: &str, name: &str) -> String {
+pub(super) fn member_link(id: &str, name: &str) -> String {
     format!(
         r#"<a href="/dashboard/members/{}">{}</a>"#,
         esc(id),
@@ -144,20 +207,20 @@ fn mask_id_number(id: &str) -> String {
         .collect()
 }
 
-fn or_dash(v: Option<&str>) -> String {
+pub(super) fn or_dash(v: Option<&str>) -> String {
     v.filter(|v| !v.is_empty())
         .map_or_else(|| "—".to_owned(), esc)
 }
 
 // ---- the overview ---------------------------------------------------------------------------
 
-pub(super) fn render_overview(s: &ApiState, query: &str) -> Result<String, OpError> {
+pub(super) fn render_overview(s: &ApiState, visit: &Visit, query: &str) -> Result<String, OpError> {
     let sync = render_sync(s)?;
     let search = render_search(s, query)?;
     let conflicts = render_conflicts(s)?;
     let quarantine = render_quarantine(s)?;
     let transfers = render_transfers(s)?;
-    let bundles = render_bundles(s);
+    let bundles = render_bundles(s, visit);
     Ok(format!(
         r#"<main class="grid overview">
 <div class="column">
@@ -176,7 +239,7 @@ pub(super) fn render_overview(s: &ApiState, query: &str) -> Result<String, OpErr
 
 /// The bundles section: download one for a neighbour (the parent, peers seen or
 /// configured), upload one (dashboard.js sends the file and shows the report).
-fn render_bundles(s: &ApiState) -> String {
+fn render_bundles(s: &ApiState, visit: &Visit) -> String {
     let me = s.repo.me();
     let mut neighbours: Vec<String> = me.parent().map(|p| p.to_string()).into_iter().collect();
     neighbours.extend(s.peers.iter().map(|p| p.to_string()));
@@ -197,10 +260,12 @@ fn render_bundles(s: &ApiState) -> String {
 </form>
 <div class="bundle-import">
 <input type="file" id="bundle-file" accept=".bundle">
-<button type="button" id="bundle-import">{BUNDLE_IMPORT}</button>
+<button type="button" id="bundle-import" data-choose="{choose}" data-form-token="{token}">{BUNDLE_IMPORT}</button>
 <p id="bundle-result" class="muted" aria-live="polite"></p>
 </div>"#,
         heading = BUNDLES.heading(),
+        choose = CHOOSE_BUNDLE,
+        token = esc(&visit.form_token),
     )
 }
 
@@ -263,7 +328,7 @@ fn peer_row(s: &ApiState, p: &PeerStatus) -> String {
         org = org_html(s, &p.org),
         addr = esc(&p.addr),
         state = peer_state(p.state),
-        direction = esc(direction),
+        direction = direction,
         last_sync = p
             .last_sync_at
             .as_deref()
@@ -279,7 +344,11 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
     let needle = query.to_lowercase();
     let found: Vec<_> = all
         .iter()
-        .filter(|m| needle.is_empty() || m.name.to_lowercase().contains(&needle))
+        .filter(|m| {
+            needle.is_empty()
+                || m.name.to_lowercase().contains(&needle)
+                || super::casework::matches_short_code(query, &m.id)
+        })
         .collect();
     let heading = if query.is_empty() {
         members_here(all.len())
@@ -426,7 +495,7 @@ fn render_transfers(s: &ApiState) -> Result<String, OpError> {
 
 // ---- the case file --------------------------------------------------------------------------
 
-pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
+pub(super) fn render_case_file(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
     let dl = |rows: &[(Label, String)]| -> String {
         rows.iter()
             .map(|(label, value)| format!("<dt>{label}</dt><dd>{value}</dd>"))
@@ -537,50 +606,22 @@ pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
     let transfers: String = if case.transfers.is_empty() {
         format!(r#"<p class="muted">{NO_TRANSFERS}</p>"#)
     } else {
-        case.transfers
-            .iter()
-            .map(|t| {
-                let steps: String = t
-                    .steps
-                    .iter()
-                    .map(|st| {
-                        let step = serde_json::to_value(st.step)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default();
-                        format!(
-                            r#"<li>{} · {} · {}</li>"#,
-                            esc(&step),
-                            org_html(s, &st.by),
-                            esc(&short_time(&st.at))
-                        )
-                    })
-                    .collect();
-                format!(
-                    r#"<div class="transfer"><div>{from} → {to} {state}</div>
-<div class="small">{REASON}: {reason}</div>
-<div class="small muted">{OPENED_BY} {by} · {at} · <code>{id}</code></div><ul class="steps">{steps}</ul></div>"#,
-                    from = org_html(s, &t.from_org),
-                    to = org_html(s, &t.to_org),
-                    state = transfer_state_label(&t.state),
-                    reason = esc(&t.reason),
-                    by = org_html(s, &t.opened_by),
-                    at = esc(&short_time(&t.opened_at)),
-                    id = esc(&t.id),
-                )
-            })
-            .collect()
+        case.transfers.iter().map(|t| transfer_html(s, t)).collect()
     };
 
+    let work = super::casework::forms(s, visit, case);
     format!(
         r#"<main class="grid casefile">
-<section id="identity" class="card"><h2>{case_file}</h2><h3 class="name">{name}</h3><dl>{identity}</dl></section>
+<section id="identity" class="card"><h2>{case_file}</h2><h3 class="name">{name}</h3><dl>{identity}</dl>
+<p><a class="button" href="/dashboard/members/{id}/certificate">{CERTIFICATE}</a></p></section>
 <section id="affiliation" class="card"><h2>{affiliation_heading}</h2><dl>{affiliation}</dl></section>
 <section id="reviews" class="card"><h2>{reviews_heading}</h2>{reviews}
 <h2>{transfers_heading}</h2>{transfers}</section>
 <section id="activities" class="card wide"><h2>{activities_heading} <span class="count">{count}</span> <small class="muted">{POINTS_TOTAL} {points}</small></h2>
 <table><thead><tr><th>{DATE}</th><th>{KIND}</th><th>{DESCRIPTION}</th><th class="num">{POINTS}</th><th>{RECORDED_BY}</th></tr></thead><tbody>{activities}</tbody></table></section>
+{work}
 </main>"#,
+        id = esc(&case.id),
         name = esc(&case.name),
         case_file = CASE_FILE.heading(),
         affiliation_heading = AFFILIATION.heading(),
@@ -588,6 +629,38 @@ pub(super) fn render_case_file(s: &ApiState, case: &CaseFile) -> String {
         transfers_heading = TRANSFERS.heading(),
         activities_heading = ACTIVITIES.heading(),
         count = case.activities.len(),
+    )
+}
+
+/// A transfer with its reason and its steps, each with the office and the time.
+pub(super) fn transfer_html(s: &ApiState, t: &amphi_protocol::casefile::Transfer) -> String {
+    let steps: String = t
+        .steps
+        .iter()
+        .map(|st| {
+            let step = serde_json::to_value(st.step)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!(
+                r#"<li>{} · {} · {}</li>"#,
+                esc(&step),
+                org_html(s, &st.by),
+                esc(&short_time(&st.at))
+            )
+        })
+        .collect();
+    format!(
+        r#"<div class="transfer"><div>{from} → {to} {state}</div>
+<div class="small">{REASON}: {reason}</div>
+<div class="small muted">{OPENED_BY} {by} · {at} · <code>{id}</code></div><ul class="steps">{steps}</ul></div>"#,
+        from = org_html(s, &t.from_org),
+        to = org_html(s, &t.to_org),
+        state = transfer_state_label(&t.state),
+        reason = esc(&t.reason),
+        by = org_html(s, &t.opened_by),
+        at = esc(&short_time(&t.opened_at)),
+        id = esc(&t.id),
     )
 }
 

@@ -1,5 +1,10 @@
 //! The admin's session: a cookie holding an HMAC of the admin token under a key drawn at
 //! process start (so a restart ends every session), never the token itself.
+//!
+//! The cookie's name carries a tag of this node's id ([`session_cookie`]): cookies are shared
+//! by every port of a host, so several nodes on one machine would otherwise sign each other
+//! out. Every form carries a token bound to the session ([`form_token`]) that each `POST`
+//! checks, on top of `SameSite=Strict`.
 
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,8 +14,10 @@ use ring::hmac;
 
 use crate::state::ApiState;
 
-/// The session cookie's name.
+/// The start of the session cookie's name; [`session_cookie`] adds this node's tag.
 pub const SESSION_COOKIE: &str = "amphi_session";
+/// The cookie holding the reader's language choice (a language code; not a secret).
+pub(super) const LANGUAGE_COOKIE: &str = "amphi_lang";
 /// How long a session lasts, in seconds.
 pub const SESSION_SECS: u64 = 12 * 60 * 60;
 
@@ -65,13 +72,48 @@ pub(super) fn token_matches(given: &str, token: &str) -> bool {
     hmac::verify(session_key(), given.as_bytes(), expected.as_ref()).is_ok()
 }
 
-pub(super) fn signed_in(s: &ApiState, headers: &HeaderMap) -> bool {
-    cookie(headers, SESSION_COOKIE).is_some_and(|v| session_valid(&s.token, v, unix_now()))
+/// This node's session cookie name: `amphi_session_` and 8 hex digits of a hash of its node
+/// id, so two nodes on one host keep separate sessions.
+pub fn session_cookie(node_id: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, node_id.as_bytes());
+    format!("{SESSION_COOKIE}_{}", hex::encode(&digest.as_ref()[..4]))
 }
 
-pub(super) fn set_cookie(value: &str, max_age: u64) -> HeaderValue {
+/// The request's valid session cookie value, if it has one.
+pub(super) fn session(s: &ApiState, headers: &HeaderMap) -> Option<String> {
+    cookie(headers, &session_cookie(&s.node_id))
+        .filter(|v| session_valid(&s.token, v, unix_now()))
+        .map(str::to_owned)
+}
+
+pub(super) fn signed_in(s: &ApiState, headers: &HeaderMap) -> bool {
+    session(s, headers).is_some()
+}
+
+/// The token every form of `session` carries: an HMAC of the session value, so a page from
+/// another site cannot know it and one session's token is useless in another.
+pub(super) fn form_token(session: &str) -> String {
+    let tag = hmac::sign(session_key(), format!("form.{session}").as_bytes());
+    hex::encode(tag.as_ref())
+}
+
+/// Whether `given` is `session`'s form token, compared in constant time.
+pub(super) fn form_token_valid(session: &str, given: &str) -> bool {
+    let Ok(given) = hex::decode(given) else {
+        return false;
+    };
+    hmac::verify(session_key(), format!("form.{session}").as_bytes(), &given).is_ok()
+}
+
+/// The reader's language choice from its cookie, if any.
+pub(super) fn language_choice(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, LANGUAGE_COOKIE)
+}
+
+pub(super) fn set_cookie(node_id: &str, value: &str, max_age: u64) -> HeaderValue {
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}",
+        session_cookie(node_id)
     ))
     .expect("cookie values are hex and digits")
 }
@@ -110,5 +152,18 @@ mod tests {
         );
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("9.abc"));
         assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn each_node_has_its_own_cookie_and_forms_carry_a_session_bound_token() {
+        assert_ne!(session_cookie("node-a"), session_cookie("node-b"));
+        assert!(session_cookie("node-a").starts_with("amphi_session_"));
+        let (one, two) = (session_value("t", 1_800_000_000), session_value("t", 1_800_000_001));
+        let token = form_token(&one);
+        assert!(form_token_valid(&one, &token));
+        assert!(!form_token_valid(&two, &token), "bound to its session");
+        assert!(!form_token_valid(&one, ""));
+        assert!(!form_token_valid(&one, "zz"));
+        assert!(!form_token_valid(&one, &token[..62]));
     }
 }
