@@ -253,10 +253,18 @@ impl DemoCounty {
                 n.token
             );
         }
-        let x = self.node("xingfu");
+        let (x, township) = (self.node("xingfu"), self.node("chagantolgay"));
+        let _ = writeln!(
+            s,
+            "\nDashboard (工作台): open an office's admin URL above in a browser and paste its token.\n\
+             A transfer from the page alone: at {} (http://{}) search a member of bayin, open the\n\
+             case file, fill 发起组织关系转接 with the target org (e.g. {}); the target then\n\
+             accepts it under 转接待办 at its own URL.",
+            township.org, township.admin_addr, x.org
+        );
         let _ = write!(
             s,
-            "\nTry: curl -s -H 'Authorization: Bearer {}' 'http://{}/api/v1/members?org={}&two_dwelling=true'\n     curl -s -H 'Authorization: Bearer {}' http://{}/api/v1/status\nCtrl-C stops the county; `amphi demo --dir {}` starts it again with its data.",
+            "Try: curl -s -H 'Authorization: Bearer {}' 'http://{}/api/v1/members?org={}&two_dwelling=true'\n     curl -s -H 'Authorization: Bearer {}' http://{}/api/v1/status\nCtrl-C stops the county; `amphi demo --dir {}` starts it again with its data.",
             x.token,
             x.admin_addr,
             x.org,

@@ -191,6 +191,16 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 403);
+    // The two-dwelling register (台账) downloads with Chinese headers and the member in it.
+    let register = reqwest::Client::new()
+        .get(format!("{}/dashboard/ledgers/two-dwelling.csv", xingfu.base))
+        .header("cookie", format!("{}={}", session["name"].as_str().unwrap(), session["value"].as_str().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(register.status(), 200);
+    let register = register.text().await.unwrap();
+    assert!(register.contains("姓名") && register.contains(NAME) && register.contains(XINGFU), "{register}");
     let activities = county.office("xingfu").activities(&id).await;
     assert!(activities.iter().all(|(d, _)| d != "forged"), "{activities:?}");
 

@@ -229,6 +229,17 @@ fn labelled(group: &str, value: &str) -> String {
     }
 }
 
+/// A case-file value's name as plain text in the current language only (for files):
+/// `学习教育` for `("kind", "study")`; the value itself when the files do not name it.
+pub(super) fn value_text(group: &str, value: &str) -> String {
+    let key = format!("{group}.{value}");
+    let all = languages();
+    let Some(english) = all[1].get(&key) else {
+        return value.to_owned();
+    };
+    all[current().primary].get(&key).unwrap_or(english).to_owned()
+}
+
 pub(super) fn kind_label(kind: &str) -> String {
     labelled("kind", kind)
 }
@@ -473,13 +484,14 @@ mod tests {
     use super::*;
 
     /// Every dashboard source that names labels, to check each key is in the files.
-    const SOURCES: [&str; 6] = [
+    const SOURCES: [&str; 7] = [
         include_str!("labels.rs"),
         include_str!("pages.rs"),
         include_str!("casework.rs"),
         include_str!("inbox.rs"),
         include_str!("org.rs"),
         include_str!("mod.rs"),
+        include_str!("ledgers.rs"),
     ];
 
     #[test]

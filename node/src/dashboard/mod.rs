@@ -36,6 +36,7 @@ mod casework;
 mod forms;
 mod inbox;
 mod labels;
+mod ledgers;
 mod org;
 mod pages;
 mod session;
@@ -79,6 +80,8 @@ pub fn router() -> Router<ApiState> {
             "/dashboard/members/new",
             get(casework::new_member_page).post(casework::create_member),
         )
+        .route("/dashboard/ledgers", get(ledgers::page))
+        .route("/dashboard/ledgers/{file}", get(ledgers::download))
         .route("/dashboard/org", get(org::page).post(org::save))
         .route("/dashboard/contacts", get(org::contacts))
         .route("/dashboard/transfers", get(inbox::page))
