@@ -234,7 +234,8 @@ impl Driver {
     pub async fn execute(&self, script: &str, args: Value) -> Value {
         let sid = self.session.as_deref().expect("a session");
         let body = json!({"script": script, "args": args});
-        self.call("POST", &format!("/session/{sid}/execute/sync"), Some(body)).await
+        self.call("POST", &format!("/session/{sid}/execute/sync"), Some(body))
+            .await
     }
 
     /// Sets the value of the input `css` (a date picker, which WebDriver cannot type into the
@@ -252,7 +253,8 @@ impl Driver {
     pub async fn resize(&self, width: u32, height: u32) {
         let sid = self.session.as_deref().expect("a session");
         let body = json!({"width": width, "height": height});
-        self.call("POST", &format!("/session/{sid}/window/rect"), Some(body)).await;
+        self.call("POST", &format!("/session/{sid}/window/rect"), Some(body))
+            .await;
     }
 
     /// Ends the browser session.

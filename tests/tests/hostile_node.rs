@@ -295,7 +295,9 @@ fn half_open_handshakes(
     count: usize,
 ) -> (std::net::UdpSocket, Vec<quinn_proto::Connection>) {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
     let mut endpoint = quinn_proto::Endpoint::new(Default::default(), None, false, None);
     let mut held = Vec::new();
     for _ in 0..count {
@@ -341,11 +343,10 @@ fn answer_arrived(
         let now = std::time::Instant::now();
         if let Some(quinn_proto::DatagramEvent::ConnectionEvent(h, event)) =
             endpoint.handle(now, from, None, None, data, &mut response)
+            && h == handle
         {
-            if h == handle {
-                conn.handle_event(event);
-                return true;
-            }
+            conn.handle_event(event);
+            return true;
         }
     }
     false

@@ -39,7 +39,9 @@ impl<'a> Desk<'a> {
         if driver.find("input[name=token]").await.is_some() {
             let field = driver.wait_for("input[name=token]").await;
             driver.type_into(&field, &office.node().token).await;
-            driver.click(&driver.wait_for("form.login button").await).await;
+            driver
+                .click(&driver.wait_for("form.login button").await)
+                .await;
         }
         driver.wait_for("input[name=q]").await;
         desk
@@ -58,12 +60,18 @@ impl<'a> Desk<'a> {
     /// Clicks the submit button of the form `form`, waits for the next page and returns its
     /// banner (what was done, or why not).
     async fn submit(&self, form: &str) -> String {
-        let button = self.driver.wait_for(&format!("{form} button[type=submit]")).await;
+        let button = self
+            .driver
+            .wait_for(&format!("{form} button[type=submit]"))
+            .await;
         self.submit_with(|| self.driver.click(&button)).await
     }
 
     /// Does `post` (something that loads a new page) and returns the new page's banner.
-    async fn submit_with<F: std::future::Future<Output = ()>>(&self, post: impl FnOnce() -> F) -> String {
+    async fn submit_with<F: std::future::Future<Output = ()>>(
+        &self,
+        post: impl FnOnce() -> F,
+    ) -> String {
         let before = self.driver.wait_for("html").await;
         post().await;
         eventually(WAIT, "the next page loads", || async {
@@ -76,7 +84,13 @@ impl<'a> Desk<'a> {
     }
 
     /// The text of `css` on `path`, reloading until `ready` holds for it (sync is async).
-    async fn wait_until(&self, path: &str, css: &str, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    async fn wait_until(
+        &self,
+        path: &str,
+        css: &str,
+        what: &str,
+        ready: impl Fn(&str) -> bool,
+    ) -> String {
         eventually(WAIT, what, || async {
             self.go(path).await;
             let element = self.driver.find(css).await?;
@@ -105,15 +119,25 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
     bayin.driver.set_value("#birth_date", "1979-04-12").await;
     bayin.driver.set_value("#joined_at", "2004-07-01").await;
     bayin.fill("#id_number", "65422619").await;
-    driver.click(&driver.wait_for("input[value=farmer-herder]").await).await;
+    driver
+        .click(&driver.wait_for("input[value=farmer-herder]").await)
+        .await;
     let banner = bayin.submit("form.new-member").await;
     assert!(banner.contains("请改正标出的项目"), "{banner}");
-    let message = driver.text(&driver.wait_for(".field.invalid .field-error").await).await;
+    let message = driver
+        .text(&driver.wait_for(".field.invalid .field-error").await)
+        .await;
     assert!(message.contains("15 or 18 digits"), "{message}");
-    let kept = driver.execute("return document.getElementById('name').value", json!([])).await;
+    let kept = driver
+        .execute("return document.getElementById('name').value", json!([]))
+        .await;
     assert_eq!(kept, NAME, "the form keeps what was typed");
-    driver.screenshot(&shots.join("workbench-new-member.png")).await;
-    driver.execute("document.getElementById('id_number').value = ''", json!([])).await;
+    driver
+        .screenshot(&shots.join("workbench-new-member.png"))
+        .await;
+    driver
+        .execute("document.getElementById('id_number').value = ''", json!([]))
+        .await;
     let done = bayin.submit("form.new-member").await;
     assert!(done.contains("档案已建立"), "{done}");
     let url = driver.current_url().await;
@@ -126,35 +150,81 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
 
     // Bayin issues the two-dwelling certificate to Xingfu and prints it.
     bayin.fill("form.residence #org", XINGFU).await;
-    bayin.driver.set_value("form.residence #until", "2027-04-30").await;
+    bayin
+        .driver
+        .set_value("form.residence #until", "2027-04-30")
+        .await;
     let done = bayin.submit("form.residence").await;
     assert!(done.contains("两栖党员活动证已保存"), "{done}");
-    bayin.fill("form.activity #description", "busy-season branch meeting").await;
+    bayin
+        .fill("form.activity #description", "busy-season branch meeting")
+        .await;
     bayin.fill("form.activity #points", "2").await;
     assert!(bayin.submit("form.activity").await.contains("活动已记录"));
-    bayin.go(&format!("/dashboard/members/{id}/certificate")).await;
+    bayin
+        .go(&format!("/dashboard/members/{id}/certificate"))
+        .await;
     let card = driver.text(&driver.wait_for("#certificate").await).await;
     let code = driver.text(&driver.wait_for("#short-code").await).await;
-    for expected in [NAME, XINGFU, "两栖党员活动证", "2027-04-30", "hoboksar/chagantolgay/bayin"] {
-        assert!(card.contains(expected), "{expected:?} missing from the card: {card}");
+    for expected in [
+        NAME,
+        XINGFU,
+        "两栖党员活动证",
+        "2027-04-30",
+        "hoboksar/chagantolgay/bayin",
+    ] {
+        assert!(
+            card.contains(expected),
+            "{expected:?} missing from the card: {card}"
+        );
     }
     assert_eq!(code.len(), 9, "a short code like 3F2A-9C1B: {code}");
-    driver.screenshot(&shots.join("workbench-certificate.png")).await;
+    driver
+        .screenshot(&shots.join("workbench-certificate.png"))
+        .await;
 
     // Xingfu, in the same browser: its own session beside Bayin's. It finds the member by
     // the card's short code, records the report-in and comments on Bayin's activity.
     let xingfu = Desk::sign_in(&driver, county.office("xingfu")).await;
     let found = xingfu
-        .wait_until(&format!("/?q={code}"), "#results", "the file reaches Xingfu", |t| t.contains(NAME))
+        .wait_until(
+            &format!("/?q={code}"),
+            "#results",
+            "the file reaches Xingfu",
+            |t| t.contains(NAME),
+        )
         .await;
     assert!(found.contains(NAME), "{found}");
-    driver.click(&driver.wait_for(&format!("#results a[href='/dashboard/members/{id}']")).await).await;
+    driver
+        .click(
+            &driver
+                .wait_for(&format!("#results a[href='/dashboard/members/{id}']"))
+                .await,
+        )
+        .await;
     assert!(xingfu.submit("form.report-in").await.contains("报到已登记"));
-    xingfu.wait_until(&format!("/dashboard/members/{id}"), "form.comment", "Bayin's activity reaches Xingfu", |_| true).await;
-    xingfu.fill("form.comment #text", "arrived for the winter; joins Xingfu's study group").await;
+    xingfu
+        .wait_until(
+            &format!("/dashboard/members/{id}"),
+            "form.comment",
+            "Bayin's activity reaches Xingfu",
+            |_| true,
+        )
+        .await;
+    xingfu
+        .fill(
+            "form.comment #text",
+            "arrived for the winter; joins Xingfu's study group",
+        )
+        .await;
     assert!(xingfu.submit("form.comment").await.contains("意见已加注"));
-    assert!(driver.find("form.review").await.is_none(), "the residence office has no review form");
-    driver.screenshot(&shots.join("workbench-casefile.png")).await;
+    assert!(
+        driver.find("form.review").await.is_none(),
+        "the residence office has no review form"
+    );
+    driver
+        .screenshot(&shots.join("workbench-casefile.png"))
+        .await;
 
     // A refusal shows the gate's reason: Xingfu posts a review (the home office's to write).
     let message = xingfu
@@ -179,12 +249,22 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["name"] == amphi_node::dashboard::session_cookie(&county.office("xingfu").node().node_id))
+        .find(|c| {
+            c["name"]
+                == amphi_node::dashboard::session_cookie(&county.office("xingfu").node().node_id)
+        })
         .expect("Xingfu's session cookie")
         .clone();
     let forged = reqwest::Client::new()
         .post(format!("{}/dashboard/members/{id}/activity", xingfu.base))
-        .header("cookie", format!("{}={}", session["name"].as_str().unwrap(), session["value"].as_str().unwrap()))
+        .header(
+            "cookie",
+            format!(
+                "{}={}",
+                session["name"].as_str().unwrap(),
+                session["value"].as_str().unwrap()
+            ),
+        )
         .header("content-type", "application/x-www-form-urlencoded")
         .body("date=2026-12-01&kind=study&description=forged")
         .send()
@@ -193,32 +273,58 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
     assert_eq!(forged.status(), 403);
     // The two-dwelling register (台账) downloads with Chinese headers and the member in it.
     let register = reqwest::Client::new()
-        .get(format!("{}/dashboard/ledgers/two-dwelling.csv", xingfu.base))
-        .header("cookie", format!("{}={}", session["name"].as_str().unwrap(), session["value"].as_str().unwrap()))
+        .get(format!(
+            "{}/dashboard/ledgers/two-dwelling.csv",
+            xingfu.base
+        ))
+        .header(
+            "cookie",
+            format!(
+                "{}={}",
+                session["name"].as_str().unwrap(),
+                session["value"].as_str().unwrap()
+            ),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(register.status(), 200);
     let register = register.text().await.unwrap();
-    assert!(register.contains("姓名") && register.contains(NAME) && register.contains(XINGFU), "{register}");
+    assert!(
+        register.contains("姓名") && register.contains(NAME) && register.contains(XINGFU),
+        "{register}"
+    );
     let activities = county.office("xingfu").activities(&id).await;
-    assert!(activities.iter().all(|(d, _)| d != "forged"), "{activities:?}");
+    assert!(
+        activities.iter().all(|(d, _)| d != "forged"),
+        "{activities:?}"
+    );
 
     // Bayin is still signed in (its own cookie): it sees the report-in and reviews.
     let bayin = Desk::sign_in(&driver, county.office("bayin")).await;
     bayin
-        .wait_until(&format!("/dashboard/members/{id}"), "#affiliation", "the report-in reaches Bayin", |t| {
-            t.contains("报到") && t.matches("20").count() >= 3
-        })
+        .wait_until(
+            &format!("/dashboard/members/{id}"),
+            "#affiliation",
+            "the report-in reaches Bayin",
+            |t| t.contains("报到") && t.matches("20").count() >= 3,
+        )
         .await;
-    bayin.fill("form.review #comment", "reported in and active at Xingfu").await;
+    bayin
+        .fill("form.review #comment", "reported in and active at Xingfu")
+        .await;
     assert!(bayin.submit("form.review").await.contains("审核已保存"));
     let reviews = driver.text(&driver.wait_for("#reviews").await).await;
-    assert!(reviews.contains("reported in and active at Xingfu"), "{reviews}");
+    assert!(
+        reviews.contains("reported in and active at Xingfu"),
+        "{reviews}"
+    );
 
     // English only: the switch leaves no Chinese on the page (but the link back, which
     // names its language in that language); back to Chinese.
-    driver.click(&driver.wait_for("a.lang[lang=en]").await).await;
+    driver
+        .click(&driver.wait_for("a.lang[lang=en]").await)
+        .await;
     driver.wait_for("html[lang=en]").await;
     let page = format!(
         "{}\n{}",
@@ -232,22 +338,34 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         .collect();
     assert!(chinese.is_empty(), "Chinese left in English: {chinese:?}");
     assert!(page.contains("Half-year review"), "{page}");
-    driver.click(&driver.wait_for("a.lang[lang=zh-Hans]").await).await;
+    driver
+        .click(&driver.wait_for("a.lang[lang=zh-Hans]").await)
+        .await;
     driver.wait_for("html[lang=zh-Hans]").await;
 
     // The township opens a transfer to Xingfu; Xingfu accepts it in its inbox.
     let township = Desk::sign_in(&driver, county.office("chagantolgay")).await;
     township.go(&format!("/dashboard/members/{id}")).await;
     township.fill("form.transfer #to_org", XINGFU).await;
-    township.fill("form.transfer #reason", "settled in town for good").await;
-    assert!(township.submit("form.transfer").await.contains("转接已发起"));
+    township
+        .fill("form.transfer #reason", "settled in town for good")
+        .await;
+    assert!(
+        township
+            .submit("form.transfer")
+            .await
+            .contains("转接已发起")
+    );
     let sent = driver.text(&driver.wait_for("#sent").await).await;
     assert!(sent.contains(NAME) && sent.contains("办理中"), "{sent}");
     let xingfu = Desk::sign_in(&driver, county.office("xingfu")).await;
     xingfu
-        .wait_until("/dashboard/transfers", "#incoming", "the transfer reaches Xingfu's inbox", |t| {
-            t.contains(NAME) && t.contains("办理中")
-        })
+        .wait_until(
+            "/dashboard/transfers",
+            "#incoming",
+            "the transfer reaches Xingfu's inbox",
+            |t| t.contains(NAME) && t.contains("办理中"),
+        )
         .await;
     driver.screenshot(&shots.join("workbench-inbox.png")).await;
     let accept = driver.wait_for("#incoming form.accept button").await;
@@ -257,25 +375,64 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
     // The old home's roster keeps the history line.
     let bayin = Desk::sign_in(&driver, county.office("bayin")).await;
     let history = bayin
-        .wait_until("/dashboard/org", "#roster", "Bayin's roster shows the member left", |t| t.contains(NAME))
+        .wait_until(
+            "/dashboard/org",
+            "#roster",
+            "Bayin's roster shows the member left",
+            |t| t.contains(NAME),
+        )
         .await;
-    assert!(history.contains(XINGFU), "the line names where the member went: {history}");
+    assert!(
+        history.contains(XINGFU),
+        "the line names where the member went: {history}"
+    );
     driver.screenshot(&shots.join("workbench-roster.png")).await;
+
+    // The county sees its subtree: every office below, with Bayin's and Xingfu's activity.
+    let county_desk = Desk::sign_in(&driver, county.office("county")).await;
+    let tree = county_desk
+        .wait_until(
+            "/dashboard/fleet",
+            "main",
+            "the county's subtree lists its offices",
+            |t| {
+                ["chagantolgay", "bayin", "hoboksar-town", "xingfu"]
+                    .iter()
+                    .all(|o| t.contains(o))
+            },
+        )
+        .await;
+    assert!(tree.contains("下级组织"), "{tree}");
+    driver
+        .screenshot(&shots.join("workbench-subtree.png"))
+        .await;
 
     // The same pages on a phone.
     driver.resize(390, 844).await;
     let xingfu = Desk::sign_in(&driver, county.office("xingfu")).await;
-    driver.screenshot(&shots.join("workbench-phone-overview.png")).await;
+    driver
+        .screenshot(&shots.join("workbench-phone-overview.png"))
+        .await;
     xingfu.go(&format!("/dashboard/members/{id}")).await;
     driver.wait_for("#casework").await;
     let overflow = driver
-        .execute("return document.documentElement.scrollWidth - window.innerWidth", json!([]))
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth",
+            json!([]),
+        )
         .await;
-    assert!(overflow.as_i64().unwrap_or(999) <= 0, "the case file is wider than a phone: {overflow}");
-    driver.screenshot(&shots.join("workbench-phone-casefile.png")).await;
+    assert!(
+        overflow.as_i64().unwrap_or(999) <= 0,
+        "the case file is wider than a phone: {overflow}"
+    );
+    driver
+        .screenshot(&shots.join("workbench-phone-casefile.png"))
+        .await;
     xingfu.go("/dashboard/transfers").await;
     driver.wait_for("#incoming").await;
-    driver.screenshot(&shots.join("workbench-phone-inbox.png")).await;
+    driver
+        .screenshot(&shots.join("workbench-phone-inbox.png"))
+        .await;
 
     driver.quit().await;
     drop(driver);

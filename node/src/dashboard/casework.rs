@@ -64,14 +64,46 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
             "residence",
             format!(
                 "<h3>{ISSUE_CERTIFICATE}</h3>{}{}{}",
-                field(RESIDENCE_ORG, "org", &input("org", r.map_or("", |r| &r.org), r#"required maxlength="200" placeholder="hoboksar/hoboksar-town/xingfu""#), None),
-                field(SINCE, "since", &input("since", r.and_then(|r| r.since.as_deref()).unwrap_or(&today), r#"type="date" required"#), None),
-                field(UNTIL, "until", &input("until", r.and_then(|r| r.until.as_deref()).unwrap_or(""), r#"type="date""#), None),
+                field(
+                    RESIDENCE_ORG,
+                    "org",
+                    &input(
+                        "org",
+                        r.map_or("", |r| &r.org),
+                        r#"required maxlength="200" placeholder="hoboksar/hoboksar-town/xingfu""#
+                    ),
+                    None
+                ),
+                field(
+                    SINCE,
+                    "since",
+                    &input(
+                        "since",
+                        r.and_then(|r| r.since.as_deref()).unwrap_or(&today),
+                        r#"type="date" required"#
+                    ),
+                    None
+                ),
+                field(
+                    UNTIL,
+                    "until",
+                    &input(
+                        "until",
+                        r.and_then(|r| r.until.as_deref()).unwrap_or(""),
+                        r#"type="date""#
+                    ),
+                    None
+                ),
             ),
             SAVE,
         ));
         if r.is_some() {
-            out.push(post("end-residence", "end-residence", String::new(), END_RESIDENCE));
+            out.push(post(
+                "end-residence",
+                "end-residence",
+                String::new(),
+                END_RESIDENCE,
+            ));
         }
     }
     if sides.residence {
@@ -80,7 +112,12 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
             "report-in",
             format!(
                 r#"<h3>{REPORT_IN}</h3><p class="muted small">{REPORT_IN_HINT}</p>{}"#,
-                field(DATE, "report-date", &input("date", &today, r#"type="date" required"#), None)
+                field(
+                    DATE,
+                    "report-date",
+                    &input("date", &today, r#"type="date" required"#),
+                    None
+                )
             ),
             RECORD_REPORT_IN,
         ));
@@ -102,7 +139,12 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
                 "comment",
                 format!(
                     "<h3>{ADD_COMMENT}</h3>{}{}",
-                    field(ON_ACTIVITY, "activity_id", &select("activity_id", &ids, "", show), None),
+                    field(
+                        ON_ACTIVITY,
+                        "activity_id",
+                        &select("activity_id", &ids, "", show),
+                        None
+                    ),
                     field(COMMENT, "comment-text", &textarea("text", 2000), None),
                 ),
                 ADD_COMMENT,
@@ -114,10 +156,39 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
         "activity",
         format!(
             "<h3>{RECORD_ACTIVITY}</h3>{}{}{}{}",
-            field(DATE, "activity-date", &input("date", &today, r#"type="date" required"#), None),
-            field(KIND, "kind", &select("kind", validate::ACTIVITY_KINDS, "organisation-life", kind_label), None),
-            field(DESCRIPTION, "description", &textarea("description", 2000), None),
-            field(POINTS, "points", &input("points", "", r#"type="number" min="-100" max="100" step="1""#), None),
+            field(
+                DATE,
+                "activity-date",
+                &input("date", &today, r#"type="date" required"#),
+                None
+            ),
+            field(
+                KIND,
+                "kind",
+                &select(
+                    "kind",
+                    validate::ACTIVITY_KINDS,
+                    "organisation-life",
+                    kind_label
+                ),
+                None
+            ),
+            field(
+                DESCRIPTION,
+                "description",
+                &textarea("description", 2000),
+                None
+            ),
+            field(
+                POINTS,
+                "points",
+                &input(
+                    "points",
+                    "",
+                    r#"type="number" min="-100" max="100" step="1""#
+                ),
+                None
+            ),
         ),
         RECORD_ACTIVITY,
     ));
@@ -127,9 +198,28 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
             "review",
             format!(
                 "<h3>{HALF_YEAR_REVIEW}</h3>{}{}{}",
-                field(PERIOD, "period", &input("period", &current_half_year(&today), r#"required pattern="[0-9]{4}H[12]" maxlength="6""#), None),
-                field(RATING, "rating", &select("rating", validate::RATINGS, "good", rating_label), None),
-                field(REVIEW_COMMENT, "review-comment", &textarea("comment", 2000), None),
+                field(
+                    PERIOD,
+                    "period",
+                    &input(
+                        "period",
+                        &current_half_year(&today),
+                        r#"required pattern="[0-9]{4}H[12]" maxlength="6""#
+                    ),
+                    None
+                ),
+                field(
+                    RATING,
+                    "rating",
+                    &select("rating", validate::RATINGS, "good", rating_label),
+                    None
+                ),
+                field(
+                    REVIEW_COMMENT,
+                    "review-comment",
+                    &textarea("comment", 2000),
+                    None
+                ),
             ),
             SAVE_REVIEW,
         ));
@@ -139,8 +229,22 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
             "contact",
             format!(
                 "<h3>{CONTACT}</h3>{}{}",
-                field(CONTACT_PERSON, "person", &input("person", contact.and_then(|c| c.person.as_deref()).unwrap_or(""), r#"maxlength="100""#), None),
-                field(LAST_CONTACT, "last_contact_at", &input("last_contact_at", &today, r#"type="date""#), None),
+                field(
+                    CONTACT_PERSON,
+                    "person",
+                    &input(
+                        "person",
+                        contact.and_then(|c| c.person.as_deref()).unwrap_or(""),
+                        r#"maxlength="100""#
+                    ),
+                    None
+                ),
+                field(
+                    LAST_CONTACT,
+                    "last_contact_at",
+                    &input("last_contact_at", &today, r#"type="date""#),
+                    None
+                ),
             ),
             SAVE_CONTACT,
         ));
@@ -149,7 +253,12 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
             "transfer",
             format!(
                 "<h3>{OPEN_TRANSFER}</h3>{}{}",
-                field(TARGET_ORG, "to_org", &input("to_org", "", r#"required maxlength="200""#), None),
+                field(
+                    TARGET_ORG,
+                    "to_org",
+                    &input("to_org", "", r#"required maxlength="200""#),
+                    None
+                ),
                 field(REASON, "reason", &textarea("reason", 500), None),
             ),
             OPEN_TRANSFER,
@@ -169,7 +278,11 @@ fn textarea(name: &str, max: usize) -> String {
 /// `2026-11-23` → `2026H2`.
 fn current_half_year(today: &str) -> String {
     let year = today.get(..4).unwrap_or("2026");
-    let half = if today.get(5..7).is_some_and(|m| m > "06") { 2 } else { 1 };
+    let half = if today.get(5..7).is_some_and(|m| m > "06") {
+        2
+    } else {
+        1
+    };
     format!("{year}H{half}")
 }
 
@@ -186,7 +299,7 @@ pub(super) async fn act(
     let visit = visit_or_sign_in!(s, headers);
     let form = match visit.form(&s, &body) {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match apply(&s, &id, &action, &form) {
         Ok(Some(done)) => {
@@ -205,7 +318,12 @@ pub(super) async fn act(
 
 /// Runs `action` on case file `id` with `form`'s fields: the `done` key on success, `None`
 /// for an action that does not exist.
-fn apply(s: &ApiState, id: &str, action: &str, form: &Form) -> Result<Option<&'static str>, OpError> {
+fn apply(
+    s: &ApiState,
+    id: &str,
+    action: &str,
+    form: &Form,
+) -> Result<Option<&'static str>, OpError> {
     let repo = &s.repo;
     let done = match action {
         "residence" => {
@@ -232,7 +350,10 @@ fn apply(s: &ApiState, id: &str, action: &str, form: &Form) -> Result<Option<&'s
         "activity" => {
             let points = match form.optional("points") {
                 None => None,
-                Some(p) => Some(p.parse().map_err(|_| FieldError::new("points", "a whole number"))?),
+                Some(p) => Some(
+                    p.parse()
+                        .map_err(|_| FieldError::new("points", "a whole number"))?,
+                ),
             };
             let activity = ActivityInput {
                 date: form.get("date").to_owned(),
@@ -297,7 +418,7 @@ pub(super) async fn create_member(
     let visit = visit_or_sign_in!(s, headers);
     let form = match visit.form(&s, &body) {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let created = org_field(&form, "home_org")
         .map_err(OpError::from)
@@ -317,7 +438,9 @@ pub(super) async fn create_member(
             members::create(&s.repo, &member)
         });
     match created {
-        Ok(case) => Redirect::to(&format!("/dashboard/members/{}?done=created", case.id)).into_response(),
+        Ok(case) => {
+            Redirect::to(&format!("/dashboard/members/{}?done=created", case.id)).into_response()
+        }
         Err(OpError::Invalid(e)) => {
             let mut page = visit.respond(&s, || Ok(new_member_form(&visit, &form, Some(&e))));
             *page.status_mut() = StatusCode::BAD_REQUEST;
@@ -334,7 +457,12 @@ fn new_member_form(visit: &Visit, form: &Form, error: Option<&FieldError>) -> (S
             .map(|e| e.message.as_str())
     };
     let text = |label: Label, name: &str, extra: &str| {
-        field(label, name, &input(name, form.get(name), extra), message(name))
+        field(
+            label,
+            name,
+            &input(name, form.get(name), extra),
+            message(name),
+        )
     };
     let chosen = form.all("categories");
     let categories: String = validate::CATEGORIES
@@ -360,17 +488,38 @@ fn new_member_form(visit: &Visit, form: &Form, error: Option<&FieldError>) -> (S
         heading = NEW_MEMBER.heading(),
         token = token_field(visit),
         name = text(NAME, "name", r#"required maxlength="100" autofocus"#),
-        gender = field(GENDER, "gender", &select("gender", validate::GENDERS, if gender.is_empty() { "male" } else { gender }, gender_label), message("gender")),
+        gender = field(
+            GENDER,
+            "gender",
+            &select(
+                "gender",
+                validate::GENDERS,
+                if gender.is_empty() { "male" } else { gender },
+                gender_label
+            ),
+            message("gender")
+        ),
         ethnicity = text(ETHNICITY, "ethnicity", r#"required maxlength="40""#),
         born = text(BORN, "birth_date", r#"type="date" required"#),
         joined = text(JOINED, "joined_at", r#"type="date" required"#),
         home = text(HOME_ORG, "home_org", r#"required maxlength="200""#),
-        id_number = text(ID_NUMBER, "id_number", r#"maxlength="18" autocomplete="off""#),
+        id_number = text(
+            ID_NUMBER,
+            "id_number",
+            r#"maxlength="18" autocomplete="off""#
+        ),
         phone = text(PHONE, "phone", r#"type="tel" maxlength="40""#),
         education = text(EDUCATION, "education", r#"maxlength="40""#),
-        cat_class = if message("categories").is_some() { " invalid" } else { "" },
+        cat_class = if message("categories").is_some() {
+            " invalid"
+        } else {
+            ""
+        },
         cat_message = message("categories")
-            .map(|m| format!(r#"<span class="field-error" role="alert">{}</span>"#, esc(m)))
+            .map(|m| format!(
+                r#"<span class="field-error" role="alert">{}</span>"#,
+                esc(m)
+            ))
             .unwrap_or_default(),
     );
     (format!("Amphi · {}", NEW_MEMBER.short()), main)
@@ -381,7 +530,12 @@ fn new_member_form(visit: &Visit, form: &Form, error: Option<&FieldError>) -> (S
 /// The short code printed on a certificate: the first eight hex digits of the file id,
 /// `3F2A-9C1B`. The residence office types it into the member search to find the file.
 pub(super) fn short_code(id: &str) -> String {
-    let hex: String = id.trim_start_matches("m-").chars().take(8).collect::<String>().to_uppercase();
+    let hex: String = id
+        .trim_start_matches("m-")
+        .chars()
+        .take(8)
+        .collect::<String>()
+        .to_uppercase();
     match hex.split_at_checked(4) {
         Some((a, b)) => format!("{a}-{b}"),
         None => hex,
@@ -396,7 +550,9 @@ pub(super) fn matches_short_code(query: &str, id: &str) -> bool {
         .filter(|c| c.is_ascii_hexdigit())
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    let only_code = query.chars().all(|c| c.is_ascii_hexdigit() || c == '-' || c == ' ');
+    let only_code = query
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() || c == '-' || c == ' ');
     only_code && code.len() == 8 && id.trim_start_matches("m-").starts_with(&code)
 }
 
@@ -414,10 +570,17 @@ pub(super) async fn certificate_page(
     };
     let Some(residence) = &case.residence else {
         return super::labels::in_language(visit.language, || {
-            html(StatusCode::NOT_FOUND, super::pages::page("Amphi", Some((&s, &visit)), &format!(
-                r#"<main class="grid"><section class="card refused" role="alert"><h2>{NOT_TWO_DWELLING}</h2><p><a href="/dashboard/members/{}">← {CASE_FILE}</a></p></section></main>"#,
-                esc(&case.id)
-            )))
+            html(
+                StatusCode::NOT_FOUND,
+                super::pages::page(
+                    "Amphi",
+                    Some((&s, &visit)),
+                    &format!(
+                        r#"<main class="grid"><section class="card refused" role="alert"><h2>{NOT_TWO_DWELLING}</h2><p><a href="/dashboard/members/{}">← {CASE_FILE}</a></p></section></main>"#,
+                        esc(&case.id)
+                    ),
+                ),
+            )
         });
     };
     visit.respond(&s, || {
@@ -461,7 +624,10 @@ mod tests {
         assert!(matches_short_code("3f2a 9c1b", id));
         assert!(!matches_short_code("3F2A-9C1C", id));
         assert!(!matches_short_code("3F2A", id), "a code is eight digits");
-        assert!(!matches_short_code("Bayin 3F2A9C1B", id), "a name is not a code");
+        assert!(
+            !matches_short_code("Bayin 3F2A9C1B", id),
+            "a name is not a code"
+        );
     }
 
     #[test]

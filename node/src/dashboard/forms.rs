@@ -40,7 +40,9 @@ impl Form {
 
     /// The value of `name`, or `None` when it is absent or blank.
     pub(super) fn optional(&self, name: &str) -> Option<String> {
-        Some(self.get(name)).filter(|v| !v.is_empty()).map(str::to_owned)
+        Some(self.get(name))
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
     }
 
     /// Every non-blank value of `name` (checkboxes).
@@ -84,7 +86,12 @@ pub(super) fn token_field(visit: &Visit) -> String {
 /// error shown beside it.
 pub(super) fn field(label: Label, name: &str, input: &str, message: Option<&str>) -> String {
     let message = message
-        .map(|m| format!(r#"<span class="field-error" role="alert">{}</span>"#, esc(m)))
+        .map(|m| {
+            format!(
+                r#"<span class="field-error" role="alert">{}</span>"#,
+                esc(m)
+            )
+        })
         .unwrap_or_default();
     format!(
         r#"<div class="field{}"><label for="{name}">{label}</label>{input}{message}</div>"#,

@@ -42,13 +42,19 @@ fn render_inbox(s: &ApiState, visit: &Visit) -> Result<String, OpError> {
     let me = s.repo.me();
     let under_me = |org: &str| OrgPath::parse(org).is_ok_and(|o| me.is_at_or_above(&o));
     let mut all = members::list_transfers(&s.repo, Some(me))?;
-    all.sort_by(|a, b| (a.state != "open").cmp(&(b.state != "open")).then(a.id.cmp(&b.id)));
+    all.sort_by(|a, b| {
+        (a.state != "open")
+            .cmp(&(b.state != "open"))
+            .then(a.id.cmp(&b.id))
+    });
     let (incoming, sent): (Vec<_>, Vec<_>) = all.iter().partition(|t| under_me(&t.to_org));
     let section = |id: &str, heading: Label, list: &[&TransferView], steps: &[Decision]| {
         let items: String = if list.is_empty() {
             format!(r#"<p class="muted">{NOTHING_WAITING}</p>"#)
         } else {
-            list.iter().map(|t| transfer_item(s, visit, t, steps)).collect()
+            list.iter()
+                .map(|t| transfer_item(s, visit, t, steps))
+                .collect()
         };
         format!(
             r#"<section id="{id}" class="card"><h2>{} <span class="count">{}</span></h2>{items}</section>"#,
@@ -58,7 +64,12 @@ fn render_inbox(s: &ApiState, visit: &Visit) -> Result<String, OpError> {
     };
     Ok(format!(
         "{}{}",
-        section("incoming", WAITING_FOR_ME, &incoming, &[Decision::Accept, Decision::Reject]),
+        section(
+            "incoming",
+            WAITING_FOR_ME,
+            &incoming,
+            &[Decision::Accept, Decision::Reject]
+        ),
         section("sent", SENT_BY_ME, &sent, &[Decision::Cancel]),
     ))
 }
@@ -107,13 +118,15 @@ pub(super) async fn decide(
 ) -> Response {
     let visit = visit_or_sign_in!(s, headers);
     if let Err(refused) = visit.form(&s, &body) {
-        return refused;
+        return *refused;
     }
     let Some(decision) = Decision::ALL.into_iter().find(|d| d.name() == step) else {
         return StatusCode::NOT_FOUND.into_response();
     };
     match members::decide_transfer(&s.repo, &id, decision) {
-        Ok(_) => Redirect::to(&format!("/dashboard/transfers?done={}", decision.name())).into_response(),
+        Ok(_) => {
+            Redirect::to(&format!("/dashboard/transfers?done={}", decision.name())).into_response()
+        }
         Err(e) => visit.respond(&s, || Err(e)),
     }
 }

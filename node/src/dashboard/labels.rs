@@ -43,12 +43,19 @@ impl Table {
             let Some((key, text)) = line.split_once(" = ") else {
                 return Err(format!("{code}: line {}: not `key = text`", n + 1));
             };
-            if texts.insert(key.trim().to_owned(), text.trim().to_owned()).is_some() {
+            if texts
+                .insert(key.trim().to_owned(), text.trim().to_owned())
+                .is_some()
+            {
                 return Err(format!("{code}: line {}: {key} twice", n + 1));
             }
         }
         let name = texts.remove("@name").unwrap_or_else(|| code.to_owned());
-        Ok(Table { code: code.to_owned(), name, texts })
+        Ok(Table {
+            code: code.to_owned(),
+            name,
+            texts,
+        })
     }
 
     fn get(&self, key: &str) -> Option<&str> {
@@ -78,7 +85,9 @@ pub fn load_translations(folder: &Path) {
         .collect();
     files.sort();
     for path in files {
-        let Some(code) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+        let Some(code) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
         let valid_code = !code.is_empty()
             && code.len() <= 16
             && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -88,7 +97,9 @@ pub fn load_translations(folder: &Path) {
             .and_then(|text| Table::parse(code, &text));
         match table {
             Ok(table) if valid_code => tables.push(table),
-            Ok(_) => tracing::warn!(path = %path.display(), "translation skipped: its name must be a new language code"),
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "translation skipped: its name must be a new language code")
+            }
             Err(e) => tracing::warn!(path = %path.display(), "translation skipped: {e}"),
         }
     }
@@ -237,7 +248,10 @@ pub(super) fn value_text(group: &str, value: &str) -> String {
     let Some(english) = all[1].get(&key) else {
         return value.to_owned();
     };
-    all[current().primary].get(&key).unwrap_or(english).to_owned()
+    all[current().primary]
+        .get(&key)
+        .unwrap_or(english)
+        .to_owned()
 }
 
 pub(super) fn kind_label(kind: &str) -> String {
@@ -270,7 +284,10 @@ pub(super) fn peer_state(state: PeerState) -> String {
         PeerState::Connecting => ("connecting", "connecting"),
         PeerState::Disconnected => ("disconnected", "disconnected"),
     };
-    format!(r#"<span class="state {class}">{}</span>"#, labelled("peer", value))
+    format!(
+        r#"<span class="state {class}">{}</span>"#,
+        labelled("peer", value)
+    )
 }
 
 /// Which end of a peer connection dialed, for the peers table.
@@ -484,7 +501,7 @@ mod tests {
     use super::*;
 
     /// Every dashboard source that names labels, to check each key is in the files.
-    const SOURCES: [&str; 7] = [
+    const SOURCES: [&str; 8] = [
         include_str!("labels.rs"),
         include_str!("pages.rs"),
         include_str!("casework.rs"),
@@ -492,19 +509,28 @@ mod tests {
         include_str!("org.rs"),
         include_str!("mod.rs"),
         include_str!("ledgers.rs"),
+        include_str!("subtree.rs"),
     ];
 
     #[test]
     fn no_label_is_in_traditional_script() {
-        let traditional: std::collections::HashSet<char> = include_str!("lang/traditional-only.txt")
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .flat_map(str::chars)
-            .collect();
-        assert!(traditional.contains(&'黨') && traditional.contains(&'兩'), "the list is whole");
+        let traditional: std::collections::HashSet<char> =
+            include_str!("lang/traditional-only.txt")
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .flat_map(str::chars)
+                .collect();
+        assert!(
+            traditional.contains(&'黨') && traditional.contains(&'兩'),
+            "the list is whole"
+        );
         for (n, line) in ZH_HANS.lines().enumerate() {
             let found: String = line.chars().filter(|c| traditional.contains(c)).collect();
-            assert!(found.is_empty(), "zh-Hans.txt line {}: Traditional {found:?} in {line:?}", n + 1);
+            assert!(
+                found.is_empty(),
+                "zh-Hans.txt line {}: Traditional {found:?} in {line:?}",
+                n + 1
+            );
         }
         // The check itself catches the script the page once had.
         assert!("黨員檔案".chars().any(|c| traditional.contains(&c)));
@@ -535,12 +561,17 @@ mod tests {
     #[test]
     fn english_only_shows_no_chinese_and_the_choice_does_not_outlive_the_render() {
         let en = Language::from_code("en").unwrap();
-        let both = in_language(Language::DEFAULT, || format!("{NAME} {}", kind_label("study")));
+        let both = in_language(Language::DEFAULT, || {
+            format!("{NAME} {}", kind_label("study"))
+        });
         assert_eq!(both, r#"姓名 Name 学习教育 <span class="en">study</span>"#);
         let english = in_language(en, || {
             format!("{NAME} {} {}", kind_label("study"), members_here(3))
         });
-        assert_eq!(english, "Name study 3 members with home or residence here or below");
+        assert_eq!(
+            english,
+            "Name study 3 members with home or residence here or below"
+        );
         assert_eq!(current(), Language::DEFAULT);
         assert_eq!(Language::from_code("xx"), None);
     }

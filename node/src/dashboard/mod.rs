@@ -40,6 +40,7 @@ mod ledgers;
 mod org;
 mod pages;
 mod session;
+mod subtree;
 
 use amphi_protocol::DocId;
 use amphi_protocol::casefile::CaseFile;
@@ -80,6 +81,7 @@ pub fn router() -> Router<ApiState> {
             "/dashboard/members/new",
             get(casework::new_member_page).post(casework::create_member),
         )
+        .route("/dashboard/fleet", get(subtree::page))
         .route("/dashboard/ledgers", get(ledgers::page))
         .route("/dashboard/ledgers/{file}", get(ledgers::download))
         .route("/dashboard/org", get(org::page).post(org::save))
@@ -87,7 +89,10 @@ pub fn router() -> Router<ApiState> {
         .route("/dashboard/transfers", get(inbox::page))
         .route("/dashboard/transfers/{id}/{step}", post(inbox::decide))
         .route("/dashboard/members/{id}", get(case_file_page))
-        .route("/dashboard/members/{id}/certificate", get(casework::certificate_page))
+        .route(
+            "/dashboard/members/{id}/certificate",
+            get(casework::certificate_page),
+        )
         .route("/dashboard/members/{id}/{action}", post(casework::act))
         .route(
             "/dashboard/bundle",
@@ -173,14 +178,14 @@ impl Visit {
     }
 
     /// A posted form, if its token is this session's; otherwise the 403 to answer.
-    fn form(&self, s: &ApiState, body: &[u8]) -> Result<Form, Response> {
+    fn form(&self, s: &ApiState, body: &[u8]) -> Result<Form, Box<Response>> {
         let form = Form::parse(body);
         if session::form_token_valid(&self.session, form.get("form_token")) {
             Ok(form)
         } else {
-            Err(in_language(self.language, || {
+            Err(Box::new(in_language(self.language, || {
                 html(StatusCode::FORBIDDEN, pages::stale_form_page(s, self))
-            }))
+            })))
         }
     }
 }
@@ -198,9 +203,9 @@ macro_rules! visit_or_sign_in {
         match $crate::dashboard::Visit::of(&$s, &$headers) {
             Some(v) => v,
             None => {
-                return axum::response::IntoResponse::into_response(
-                    axum::response::Redirect::to("/"),
-                );
+                return axum::response::IntoResponse::into_response(axum::response::Redirect::to(
+                    "/",
+                ));
             }
         }
     };
@@ -247,14 +252,18 @@ async fn login(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Re
             )
         });
     }
-    let cookie = set_cookie(&s.node_id, &session_value(&s.token, unix_now()), SESSION_SECS);
+    let cookie = set_cookie(
+        &s.node_id,
+        &session_value(&s.token, unix_now()),
+        SESSION_SECS,
+    );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
 async fn logout(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let visit = visit_or_sign_in!(s, headers);
     if let Err(refused) = visit.form(&s, &body) {
-        return refused;
+        return *refused;
     }
     (
         [(header::SET_COOKIE, set_cookie(&s.node_id, "", 0))],

@@ -46,7 +46,7 @@ pub(super) async fn page(
             r#"<form method="post" action="/dashboard/org" class="profile">{token}{name}{kind}{secretary}{liaison}{grids}<button type="submit">{SAVE}</button></form>"#,
             token = token_field(&visit),
             name = field(ORG_NAME, "name", &input("name", value("name"), r#"maxlength="100""#), None),
-            kind = field(ORG_KIND, "kind", &select("kind", ORG_KINDS, if kind.is_empty() { "village" } else { kind }, |k| esc(k)), None),
+            kind = field(ORG_KIND, "kind", &select("kind", ORG_KINDS, if kind.is_empty() { "village" } else { kind }, esc), None),
             secretary = field(SECRETARY, "secretary", &input("secretary", value("secretary"), r#"maxlength="100""#), None),
             liaison = field(LIAISON, "liaison", &input("liaison", value("liaison"), r#"maxlength="100""#), None),
             grids = field(GRIDS, "grids", &format!(r#"<textarea id="grids" name="grids" rows="4" placeholder="{}">{}</textarea>"#, GRIDS_HINT.short(), esc(&grid_lines)), None),
@@ -96,18 +96,20 @@ pub(super) async fn save(State(s): State<ApiState>, headers: HeaderMap, body: By
     let visit = visit_or_sign_in!(s, headers);
     let form = match visit.form(&s, &body) {
         Ok(form) => form,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
-    let saved = grids(form.get("grids")).map_err(OpError::from).and_then(|grids| {
-        let input = ProfileInput {
-            name: form.optional("name"),
-            kind: form.optional("kind"),
-            secretary: form.optional("secretary"),
-            liaison: form.optional("liaison"),
-            grids: Some(grids).filter(|g| !g.is_empty()),
-        };
-        members::patch_profile(&s.repo, s.repo.me(), &input)
-    });
+    let saved = grids(form.get("grids"))
+        .map_err(OpError::from)
+        .and_then(|grids| {
+            let input = ProfileInput {
+                name: form.optional("name"),
+                kind: form.optional("kind"),
+                secretary: form.optional("secretary"),
+                liaison: form.optional("liaison"),
+                grids: Some(grids).filter(|g| !g.is_empty()),
+            };
+            members::patch_profile(&s.repo, s.repo.me(), &input)
+        });
     match saved {
         Ok(_) => Redirect::to("/dashboard/org?done=profile").into_response(),
         Err(e) => visit.respond(&s, || Err(e)),
@@ -119,11 +121,17 @@ fn grids(text: &str) -> Result<BTreeMap<String, String>, FieldError> {
     let mut out = BTreeMap::new();
     for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let Some((grid, person)) = line.split_once('=') else {
-            return Err(FieldError::new("grids", format!("{line:?}: write `grid = person`")));
+            return Err(FieldError::new(
+                "grids",
+                format!("{line:?}: write `grid = person`"),
+            ));
         };
         out.insert(grid.trim().to_owned(), person.trim().to_owned());
         if out.len() > MAX_GRIDS {
-            return Err(FieldError::new("grids", format!("at most {MAX_GRIDS} grids")));
+            return Err(FieldError::new(
+                "grids",
+                format!("at most {MAX_GRIDS} grids"),
+            ));
         }
     }
     Ok(out)

@@ -79,7 +79,10 @@ pub(super) fn page(title: &str, office: Option<(&ApiState, &Visit)>, main: &str)
                 token = super::forms::token_field(visit),
             )
         }
-        None => format!(r#"<header class="bar plain">{}</header>"#, language_switch()),
+        None => format!(
+            r#"<header class="bar plain">{}</header>"#,
+            language_switch()
+        ),
     };
     format!(
         r#"<!doctype html>
@@ -165,7 +168,9 @@ pub(super) fn stale_form_page(s: &ApiState, visit: &Visit) -> String {
 /// A banner saying what a form just did, after its redirect (`?done=KEY`); nothing for a
 /// key that is not one of ours.
 pub(super) fn done_banner(done: Option<&str>) -> String {
-    let label = done.and_then(|key| DONE.iter().find(|(k, _)| *k == key)).map(|(_, l)| *l);
+    let label = done
+        .and_then(|key| DONE.iter().find(|(k, _)| *k == key))
+        .map(|(_, l)| *l);
     label
         .map(|l| format!(r#"<p class="done" role="status">{l}</p>"#))
         .unwrap_or_default()

@@ -158,7 +158,10 @@ mod tests {
     fn each_node_has_its_own_cookie_and_forms_carry_a_session_bound_token() {
         assert_ne!(session_cookie("node-a"), session_cookie("node-b"));
         assert!(session_cookie("node-a").starts_with("amphi_session_"));
-        let (one, two) = (session_value("t", 1_800_000_000), session_value("t", 1_800_000_001));
+        let (one, two) = (
+            session_value("t", 1_800_000_000),
+            session_value("t", 1_800_000_001),
+        );
         let token = form_token(&one);
         assert!(form_token_valid(&one, &token));
         assert!(!form_token_valid(&two, &token), "bound to its session");
