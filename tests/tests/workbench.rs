@@ -101,6 +101,30 @@ impl<'a> Desk<'a> {
     }
 }
 
+/// Screenshots of the page at an office screen and on a phone (`target/workbench-NAME.png`
+/// and `…-NAME-phone.png`); on the phone the page must not be wider than the screen.
+async fn shoot(driver: &Driver, name: &str) {
+    let shots = target_dir();
+    driver
+        .screenshot(&shots.join(format!("workbench-{name}.png")))
+        .await;
+    driver.resize(390, 844).await;
+    let overflow = driver
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+            json!([]),
+        )
+        .await;
+    assert!(
+        overflow.as_i64().is_some_and(|o| o <= 0),
+        "{name} is {overflow} px wider than a phone"
+    );
+    driver
+        .screenshot(&shots.join(format!("workbench-{name}-phone.png")))
+        .await;
+    driver.resize(1366, 768).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
     let chromedriver = find_chromedriver();
@@ -108,7 +132,6 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
     county
         .start_all(&["county", "chagantolgay", "hoboksar-town", "bayin", "xingfu"])
         .await;
-    let shots = target_dir();
     let mut driver = Driver::start(&chromedriver).await;
 
     // Bayin: a new case file. A wrong ID number comes back with its message beside the field.
@@ -132,9 +155,7 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         .execute("return document.getElementById('name').value", json!([]))
         .await;
     assert_eq!(kept, NAME, "the form keeps what was typed");
-    driver
-        .screenshot(&shots.join("workbench-new-member.png"))
-        .await;
+    shoot(&driver, "new-member").await;
     driver
         .execute("document.getElementById('id_number').value = ''", json!([]))
         .await;
@@ -179,9 +200,7 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         );
     }
     assert_eq!(code.len(), 9, "a short code like 3F2A-9C1B: {code}");
-    driver
-        .screenshot(&shots.join("workbench-certificate.png"))
-        .await;
+    shoot(&driver, "certificate").await;
 
     // Xingfu, in the same browser: its own session beside Bayin's. It finds the member by
     // the card's short code, records the report-in and comments on Bayin's activity.
@@ -222,9 +241,7 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         driver.find("form.review").await.is_none(),
         "the residence office has no review form"
     );
-    driver
-        .screenshot(&shots.join("workbench-casefile.png"))
-        .await;
+    shoot(&driver, "casefile").await;
 
     // A refusal shows the gate's reason: Xingfu posts a review (the home office's to write).
     let message = xingfu
@@ -320,8 +337,59 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         "{reviews}"
     );
 
+    // Contact: the list of members nobody has contacted names the one with no activity and
+    // no contact; the clerk records a contact person for the two-dwelling member.
+    let quiet = county.office("bayin").create_member("Quiet Member").await;
+    let list = bayin
+        .wait_until(
+            "/dashboard/contacts?days=30",
+            "#contacts",
+            "the contacts list",
+            |t| t.contains("Quiet Member"),
+        )
+        .await;
+    assert!(
+        !list.contains(NAME),
+        "active today, so not on the list: {list}"
+    );
+    shoot(&driver, "contacts").await;
+    bayin.go(&format!("/dashboard/members/{id}")).await;
+    bayin
+        .fill("form.contact #person", "Batu (village liaison)")
+        .await;
+    assert!(
+        bayin
+            .submit("form.contact")
+            .await
+            .contains("联系情况已保存")
+    );
+    let affiliation = driver.text(&driver.wait_for("#affiliation").await).await;
+    assert!(
+        affiliation.contains("Batu (village liaison)"),
+        "{affiliation}"
+    );
+    drop(quiet);
+
+    // The org profile: secretary and grids with their responsible person.
+    bayin.go("/dashboard/org").await;
+    bayin.fill("form.profile #secretary", "Sarangerel").await;
+    bayin
+        .fill("form.profile #grids", "一组 = Bold\n二组 = Tuya")
+        .await;
+    assert!(
+        bayin
+            .submit("form.profile")
+            .await
+            .contains("组织名册已保存")
+    );
+    let grids = driver
+        .execute("return document.getElementById('grids').value", json!([]))
+        .await;
+    assert_eq!(grids, "一组 = Bold\n二组 = Tuya\n");
+
     // English only: the switch leaves no Chinese on the page (but the link back, which
     // names its language in that language); back to Chinese.
+    bayin.go(&format!("/dashboard/members/{id}")).await;
     driver
         .click(&driver.wait_for("a.lang[lang=en]").await)
         .await;
@@ -367,7 +435,7 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
             |t| t.contains(NAME) && t.contains("办理中"),
         )
         .await;
-    driver.screenshot(&shots.join("workbench-inbox.png")).await;
+    shoot(&driver, "inbox").await;
     let accept = driver.wait_for("#incoming form.accept button").await;
     let done = xingfu.submit_with(|| driver.click(&accept)).await;
     assert!(done.contains("转接已接收"), "{done}");
@@ -386,7 +454,7 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         history.contains(XINGFU),
         "the line names where the member went: {history}"
     );
-    driver.screenshot(&shots.join("workbench-roster.png")).await;
+    shoot(&driver, "roster").await;
 
     // The county sees its subtree: every office below, with Bayin's and Xingfu's activity.
     let county_desk = Desk::sign_in(&driver, county.office("county")).await;
@@ -403,36 +471,15 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         )
         .await;
     assert!(tree.contains("下级组织"), "{tree}");
-    driver
-        .screenshot(&shots.join("workbench-subtree.png"))
-        .await;
+    shoot(&driver, "subtree").await;
 
-    // The same pages on a phone.
-    driver.resize(390, 844).await;
-    let xingfu = Desk::sign_in(&driver, county.office("xingfu")).await;
-    driver
-        .screenshot(&shots.join("workbench-phone-overview.png"))
-        .await;
-    xingfu.go(&format!("/dashboard/members/{id}")).await;
-    driver.wait_for("#casework").await;
-    let overflow = driver
-        .execute(
-            "return document.documentElement.scrollWidth - window.innerWidth",
-            json!([]),
-        )
-        .await;
-    assert!(
-        overflow.as_i64().unwrap_or(999) <= 0,
-        "the case file is wider than a phone: {overflow}"
-    );
-    driver
-        .screenshot(&shots.join("workbench-phone-casefile.png"))
-        .await;
-    xingfu.go("/dashboard/transfers").await;
-    driver.wait_for("#incoming").await;
-    driver
-        .screenshot(&shots.join("workbench-phone-inbox.png"))
-        .await;
+    // The overview and the ledgers page, at both sizes.
+    county_desk.go("/").await;
+    driver.wait_for("#sync").await;
+    shoot(&driver, "overview").await;
+    county_desk.go("/dashboard/ledgers").await;
+    driver.wait_for("main").await;
+    shoot(&driver, "ledgers").await;
 
     driver.quit().await;
     drop(driver);

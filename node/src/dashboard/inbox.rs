@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `GET /dashboard/transfers` | the inbox |
 //! | `POST /dashboard/transfers/{id}/{accept,reject,cancel}` | moves a transfer (the same gate as the API) |
+//! | `POST /dashboard/conflicts/{id}/ack` | acknowledges what the one-home rule settled (two transfers accepted at once) |
 
 use amphi_protocol::OrgPath;
 use amphi_protocol::transfer::Decision;
@@ -127,6 +128,23 @@ pub(super) async fn decide(
         Ok(_) => {
             Redirect::to(&format!("/dashboard/transfers?done={}", decision.name())).into_response()
         }
+        Err(e) => visit.respond(&s, || Err(e)),
+    }
+}
+
+/// `POST /dashboard/conflicts/{id}/ack`: back to the overview saying it was done.
+pub(super) async fn acknowledge(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let visit = visit_or_sign_in!(s, headers);
+    if let Err(refused) = visit.form(&s, &body) {
+        return *refused;
+    }
+    match members::acknowledge(&s.repo, &id) {
+        Ok(()) => Redirect::to("/?done=acknowledged").into_response(),
         Err(e) => visit.respond(&s, || Err(e)),
     }
 }

@@ -429,8 +429,10 @@ pub(super) const NOT_VALID: Label = Label("not_valid");
 pub(super) const NOT_ALLOWED: Label = Label("not_allowed");
 pub(super) const NOT_NOW: Label = Label("not_now");
 pub(super) const STALE_FORM: Label = Label("stale_form");
+pub(super) const ACKNOWLEDGE: Label = Label("acknowledge");
 /// What a form did, by the `done` key its redirect carries.
-pub(super) const DONE: [(&str, Label); 13] = [
+pub(super) const DONE: [(&str, Label); 14] = [
+    ("acknowledged", Label("done.acknowledged")),
     ("created", Label("done.created")),
     ("residence", Label("done.residence")),
     ("residence_ended", Label("done.residence_ended")),

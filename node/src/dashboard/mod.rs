@@ -88,6 +88,7 @@ pub fn router() -> Router<ApiState> {
         .route("/dashboard/contacts", get(org::contacts))
         .route("/dashboard/transfers", get(inbox::page))
         .route("/dashboard/transfers/{id}/{step}", post(inbox::decide))
+        .route("/dashboard/conflicts/{id}/ack", post(inbox::acknowledge))
         .route("/dashboard/members/{id}", get(case_file_page))
         .route(
             "/dashboard/members/{id}/certificate",
@@ -215,6 +216,7 @@ pub(super) use visit_or_sign_in;
 #[derive(Deserialize)]
 struct SearchQuery {
     q: Option<String>,
+    done: Option<String>,
 }
 
 async fn overview(
@@ -237,7 +239,11 @@ async fn overview(
     visit.respond(&s, || {
         Ok((
             format!("Amphi · {}", s.repo.me()),
-            render_overview(&s, &visit, &query)?,
+            format!(
+                "{}{}",
+                pages::done_banner(search.done.as_deref()),
+                render_overview(&s, &visit, &query)?
+            ),
         ))
     })
 }

@@ -222,7 +222,7 @@ pub(super) fn or_dash(v: Option<&str>) -> String {
 pub(super) fn render_overview(s: &ApiState, visit: &Visit, query: &str) -> Result<String, OpError> {
     let sync = render_sync(s)?;
     let search = render_search(s, query)?;
-    let conflicts = render_conflicts(s)?;
+    let conflicts = render_conflicts(s, visit)?;
     let quarantine = render_quarantine(s)?;
     let transfers = render_transfers(s)?;
     let bundles = render_bundles(s, visit);
@@ -401,7 +401,16 @@ fn render_search(s: &ApiState, query: &str) -> Result<String, OpError> {
     ))
 }
 
-fn render_conflicts(s: &ApiState) -> Result<String, OpError> {
+/// The button that acknowledges conflict `id` once the offices have checked the winner.
+pub(super) fn ack_form(visit: &Visit, id: &str) -> String {
+    format!(
+        r#"<form method="post" action="/dashboard/conflicts/{id}/ack" class="ack">{token}<button type="submit">{ACKNOWLEDGE}</button></form>"#,
+        id = esc(id),
+        token = super::forms::token_field(visit),
+    )
+}
+
+fn render_conflicts(s: &ApiState, visit: &Visit) -> Result<String, OpError> {
     let list = members::conflicts(&s.repo)?;
     let body = if list.is_empty() {
         format!(r#"<p class="ok">{NO_CONFLICTS}</p>"#)
@@ -410,16 +419,17 @@ fn render_conflicts(s: &ApiState) -> Result<String, OpError> {
             .iter()
             .map(|c| {
                 format!(
-                    r#"<tr><td>{}</td><td>{}</td><td class="small">{}</td><td class="small">{}</td></tr>"#,
+                    r#"<tr><td>{}</td><td>{}</td><td class="small">{}</td><td class="small">{}</td><td>{}</td></tr>"#,
                     member_link(&c.member_id, &c.name),
                     esc(&c.conflict.kind),
                     esc(&c.conflict.rule),
                     or_dash(c.conflict.winner.as_deref()),
+                    ack_form(visit, &c.conflict.id),
                 )
             })
             .collect();
         format!(
-            r#"<table><thead><tr><th>{MEMBER}</th><th>{KIND}</th><th>{RULE}</th><th>{WINNER}</th></tr></thead><tbody>{rows}</tbody></table>"#
+            r#"<table><thead><tr><th>{MEMBER}</th><th>{KIND}</th><th>{RULE}</th><th>{WINNER}</th><th></th></tr></thead><tbody>{rows}</tbody></table>"#
         )
     };
     Ok(format!(

@@ -39,8 +39,8 @@ use super::labels::{
     CASE_FILES, CLAIMED_AUTHOR, CONFLICTS, KIND, Label, MEMBER, NO_CONFLICTS, NO_REFUSED_CHANGES,
     PENDING, QUARANTINE, REASON, SUBTREE, WINNER,
 };
-use super::pages::{esc, member_link, org_html, org_plain, short_time};
-use super::visit_or_sign_in;
+use super::pages::{ack_form, esc, member_link, org_html, org_plain, short_time};
+use super::{Visit, visit_or_sign_in};
 
 /// Newest quarantine records read to say which offices each kind of refusal came from.
 const QUARANTINE_SAMPLE: usize = 200;
@@ -79,7 +79,6 @@ const SUBTOTAL: Label = Label("subtree.subtotal");
 const CHART: Label = Label("subtree.chart");
 const CHART_BAR: Label = Label("subtree.chart_bar");
 const WHAT_TO_DO: Label = Label("subtree.what_to_do");
-const ACKNOWLEDGE: Label = Label("subtree.acknowledge");
 const LATEST_FROM: Label = Label("subtree.latest_from");
 const ADVICE_SUPERSEDED: Label = Label("subtree.advice.superseded");
 const ADVICE_VOID_DECISION: Label = Label("subtree.advice.void_decision");
@@ -127,7 +126,7 @@ pub(super) async fn page(
         let subtree = gathered?;
         Ok((
             format!("{SUBTREE} · {}", s.repo.me()),
-            subtree.render(&s, this_month),
+            subtree.render(&s, &visit, this_month),
         ))
     })
 }
@@ -196,7 +195,7 @@ impl Subtree {
     }
 
     /// The page's `<main>`.
-    fn render(&self, s: &ApiState, this_month: Month) -> String {
+    fn render(&self, s: &ApiState, visit: &Visit, this_month: Month) -> String {
         let totals = self.tree.totals(&self.recorded);
         format!(
             r#"<main class="grid subtree">
@@ -209,7 +208,7 @@ impl Subtree {
             tree = self.render_tree(s, &totals),
             activity = self.render_activity(s, &totals, this_month),
             chart = self.render_chart(),
-            conflicts = self.render_conflicts(),
+            conflicts = self.render_conflicts(visit),
             quarantine = self.render_quarantine(),
         )
     }
@@ -350,7 +349,7 @@ impl Subtree {
 
     // ---- conflicts and quarantine ----
 
-    fn render_conflicts(&self) -> String {
+    fn render_conflicts(&self, visit: &Visit) -> String {
         let body = if self.conflicts.is_empty() {
             format!(r#"<p class="ok">{NO_CONFLICTS}</p>"#)
         } else {
@@ -368,12 +367,12 @@ impl Subtree {
                         r#"<li><div>{MEMBER} {member} · {KIND} <code>{kind}</code>{winner}</div>
 <div class="small muted">{rule}</div>
 <p class="advice">{advice}</p>
-<p class="small">{ACKNOWLEDGE} <code>POST /api/v1/conflicts/{id}/ack</code></p></li>"#,
+{ack}</li>"#,
                         member = member_link(&c.member_id, &c.name),
                         kind = esc(&c.conflict.kind),
                         rule = esc(&c.conflict.rule),
                         advice = conflict_advice(&c.conflict.kind).heading(),
-                        id = esc(&c.conflict.id),
+                        ack = ack_form(visit, &c.conflict.id),
                     )
                 })
                 .collect();
@@ -1239,10 +1238,16 @@ mod tests {
             quarantine_sources,
         };
         in_language(Language::DEFAULT, || {
-            let conflicts = subtree.render_conflicts();
+            let visit = Visit {
+                session: "1.ab".into(),
+                language: Language::DEFAULT,
+                form_token: "f0f0".into(),
+            };
+            let conflicts = subtree.render_conflicts(&visit);
             assert!(conflicts.contains(r#"<span class="count">1</span>"#));
             assert!(conflicts.contains("/dashboard/members/m-0101010101010101"));
-            assert!(conflicts.contains("POST /api/v1/conflicts/t-0101:superseded/ack"));
+            assert!(conflicts.contains(r#"action="/dashboard/conflicts/t-0101:superseded/ack""#));
+            assert!(conflicts.contains(r#"name="form_token" value="f0f0""#));
             assert!(
                 conflicts.contains("Check the winning transfer"),
                 "{conflicts}"
@@ -1264,7 +1269,7 @@ mod tests {
                 quarantine: BTreeMap::new(),
                 ..subtree
             };
-            assert!(quiet.render_conflicts().contains("无未确认冲突"));
+            assert!(quiet.render_conflicts(&visit).contains("无未确认冲突"));
             assert!(quiet.render_quarantine().contains("没有被拒收的变更"));
         });
     }
