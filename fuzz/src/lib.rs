@@ -29,6 +29,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("store_records", store_records),
     ("sync_message", sync_message),
     ("bundle", bundle),
+    ("dashboard_input", dashboard_input),
 ];
 
 /// `frame`: the wire codec on bytes from a peer.
@@ -374,4 +375,22 @@ pub fn sync_message(data: &[u8]) {
         AutoCommit::load(&f.saved).unwrap()
     });
     assert!(again.applied.is_empty(), "a message applied twice");
+}
+
+/// `dashboard_input`: what a browser or an office's file hands the dashboard.
+///
+/// The same bytes as a posted form ([`untrusted::form_fields`]: at most 64 fields, none
+/// with an empty name unless posted so, every name and value whole UTF-8 by type), as a
+/// translation file ([`untrusted::translation`]), and as a session cookie and form token
+/// ([`untrusted::session`]: bytes nobody signed are never a session). None may panic.
+pub fn dashboard_input(data: &[u8]) {
+    use amphi_node::dashboard::untrusted;
+    let fields = untrusted::form_fields(data);
+    assert!(fields.len() <= 64, "{} fields", fields.len());
+    let text = String::from_utf8_lossy(data);
+    let _ = untrusted::translation(&text);
+    let (value, given) = text.split_once('&').unwrap_or((&text, ""));
+    let (session, form) = untrusted::session("fuzz-token", value, given);
+    assert!(!session, "unsigned bytes made a session: {value:?}");
+    let _ = form;
 }

@@ -411,8 +411,27 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         .await;
     driver.wait_for("html[lang=zh-Hans]").await;
 
-    // The township opens a transfer to Xingfu; Xingfu accepts it in its inbox.
+    // The township opens a transfer to Tebke by mistake and withdraws it from its inbox.
     let township = Desk::sign_in(&driver, county.office("chagantolgay")).await;
+    township.go(&format!("/dashboard/members/{id}")).await;
+    township
+        .fill("form.transfer #to_org", "hoboksar/chagantolgay/tebke")
+        .await;
+    township
+        .fill("form.transfer #reason", "moving next door")
+        .await;
+    let done = township.submit("form.transfer").await;
+    assert!(done.contains("转接已发起"), "{done}");
+    let cancel = driver.wait_for("#sent form.cancel button").await;
+    let done = township.submit_with(|| driver.click(&cancel)).await;
+    assert!(done.contains("转接已撤回"), "{done}");
+    let sent = driver.text(&driver.wait_for("#sent").await).await;
+    assert!(
+        sent.contains("已撤回"),
+        "the withdrawn transfer stays listed: {sent}"
+    );
+
+    // The township opens a transfer to Xingfu; Xingfu accepts it in its inbox.
     township.go(&format!("/dashboard/members/{id}")).await;
     township.fill("form.transfer #to_org", XINGFU).await;
     township

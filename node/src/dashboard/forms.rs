@@ -30,6 +30,11 @@ impl Form {
         Form { fields }
     }
 
+    /// Every field, in order.
+    pub(super) fn fields(self) -> Vec<(String, String)> {
+        self.fields
+    }
+
     /// The first value of `name`, trimmed; `""` when absent.
     pub(super) fn get(&self, name: &str) -> &str {
         self.fields

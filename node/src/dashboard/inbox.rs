@@ -1,6 +1,7 @@
 //! The transfer inbox (组织关系转接): what waits for this office (transfers into it or below
 //! that it may accept or reject) and what it sent (out of it or below, which it may
 //! cancel while open), each with its reason and steps; closed ones stay listed as history.
+//! A transfer between two offices below this one is in both lists.
 //!
 //! | route | what |
 //! |---|---|
@@ -48,7 +49,9 @@ fn render_inbox(s: &ApiState, visit: &Visit) -> Result<String, OpError> {
             .cmp(&(b.state != "open"))
             .then(a.id.cmp(&b.id))
     });
-    let (incoming, sent): (Vec<_>, Vec<_>) = all.iter().partition(|t| under_me(&t.to_org));
+    // A transfer between two offices below this one is in both lists.
+    let incoming: Vec<_> = all.iter().filter(|t| under_me(&t.to_org)).collect();
+    let sent: Vec<_> = all.iter().filter(|t| under_me(&t.from_org)).collect();
     let section = |id: &str, heading: Label, list: &[&TransferView], steps: &[Decision]| {
         let items: String = if list.is_empty() {
             format!(r#"<p class="muted">{NOTHING_WAITING}</p>"#)

@@ -58,6 +58,11 @@ impl Table {
         })
     }
 
+    /// How many texts it names.
+    pub(super) fn len(&self) -> usize {
+        self.texts.len()
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
         self.texts.get(key).map(String::as_str)
     }

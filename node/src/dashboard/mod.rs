@@ -61,6 +61,30 @@ use pages::{login_page, page, render_case_file, render_overview, render_sync};
 use session::{form_token, session, session_value, set_cookie, signed_in, token_matches, unix_now};
 
 pub use labels::load_translations;
+
+/// The dashboard's readers of untrusted bytes, for the fuzz target `dashboard_input`: a
+/// posted form, a translation file, a session cookie and a form token.
+#[doc(hidden)]
+pub mod untrusted {
+    /// A posted form's fields, as the handlers read them.
+    pub fn form_fields(body: &[u8]) -> Vec<(String, String)> {
+        super::Form::parse(body).fields()
+    }
+
+    /// A translation file: how many texts it names, or why it is refused.
+    pub fn translation(file: &str) -> Result<usize, String> {
+        super::labels::Table::parse("fuzz", file).map(|t| t.len())
+    }
+
+    /// Whether `value` is a session cookie for `token` now, and `given` its form token.
+    pub fn session(token: &str, value: &str, given: &str) -> (bool, bool) {
+        let now = super::unix_now();
+        (
+            super::session::session_valid(token, value, now),
+            super::session::form_token_valid(value, given),
+        )
+    }
+}
 pub use pages::escape_html;
 pub use session::{SESSION_COOKIE, SESSION_SECS, session_cookie};
 
