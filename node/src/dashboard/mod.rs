@@ -316,7 +316,7 @@ async fn choose_language(Query(choice): Query<LanguageChoice>) -> Response {
     };
     let back = choice
         .back
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .filter(|b| is_local_path(b))
         .unwrap_or_else(|| "/".to_owned());
     let cookie = format!(
         "{}={}; Path=/; SameSite=Strict; Max-Age=31536000",
@@ -325,6 +325,17 @@ async fn choose_language(Query(choice): Query<LanguageChoice>) -> Response {
     );
     let cookie = axum::http::HeaderValue::from_str(&cookie).expect("codes are ASCII");
     ([(header::SET_COOKIE, cookie)], Redirect::to(&back)).into_response()
+}
+
+/// Whether `path` is a path on this node that is safe to redirect to: starts with one `/`,
+/// printable ASCII only (no header injection, no `\\`), at most 512 characters.
+fn is_local_path(path: &str) -> bool {
+    path.len() <= 512
+        && path.starts_with('/')
+        && !path.starts_with("//")
+        && path
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'\\')
 }
 
 async fn sync_fragment(State(s): State<ApiState>, headers: HeaderMap) -> Response {
@@ -413,5 +424,29 @@ fn load_case_file(s: &ApiState, id: &str) -> Result<CaseFile, OpError> {
     match s.repo.store().summary(&doc)? {
         Some(summary) if !summary.leaving => Ok(case),
         _ => Err(WriteError::NotFound(doc).into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_language_switch_goes_back_only_to_a_path_on_this_node() {
+        assert!(is_local_path(
+            "/dashboard/members/m-0101010101010101?done=review"
+        ));
+        assert!(is_local_path("/"));
+        for bad in [
+            "//evil.example/",
+            "https://evil.example/",
+            "/\\evil.example",
+            "/a\nSet-Cookie: x=1",
+            "/中文",
+            "",
+            &format!("/{}", "a".repeat(600)),
+        ] {
+            assert!(!is_local_path(bad), "{bad:?}");
+        }
     }
 }
