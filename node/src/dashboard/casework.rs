@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::forms::{Form, field, input, select, token_field};
 use super::labels::*;
 use super::pages::{esc, org_html, org_plain};
-use super::{Visit, html, visit_or_sign_in};
+use super::{Visit, html, visit_and_form, visit_or_sign_in};
 use crate::members::{self, ContactInput, OpError, TransferInput};
 use crate::state::ApiState;
 
@@ -296,11 +296,7 @@ pub(super) async fn act(
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let visit = visit_or_sign_in!(s, headers);
-    let form = match visit.form(&s, &body) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+    let (visit, form) = visit_and_form!(s, headers, body);
     match apply(&s, &id, &action, &form) {
         Ok(Some(done)) => {
             let id = DocId::parse(&id).map(|d| d.to_string()).unwrap_or_default();
@@ -415,11 +411,7 @@ pub(super) async fn create_member(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let visit = visit_or_sign_in!(s, headers);
-    let form = match visit.form(&s, &body) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+    let (visit, form) = visit_and_form!(s, headers, body);
     let created = org_field(&form, "home_org")
         .map_err(OpError::from)
         .and_then(|home_org| {

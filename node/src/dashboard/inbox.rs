@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::forms::token_field;
 use super::labels::*;
 use super::pages::{done_banner, esc, member_link, transfer_html};
-use super::{Done, Visit, visit_or_sign_in};
+use super::{Done, Visit, visit_and_form, visit_or_sign_in};
 use crate::members::{self, OpError, TransferView};
 use crate::state::ApiState;
 
@@ -120,10 +120,7 @@ pub(super) async fn decide(
     Path((id, step)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let visit = visit_or_sign_in!(s, headers);
-    if let Err(refused) = visit.form(&s, &body) {
-        return *refused;
-    }
+    let (visit, _) = visit_and_form!(s, headers, body);
     let Some(decision) = Decision::ALL.into_iter().find(|d| d.name() == step) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -142,10 +139,7 @@ pub(super) async fn acknowledge(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let visit = visit_or_sign_in!(s, headers);
-    if let Err(refused) = visit.form(&s, &body) {
-        return *refused;
-    }
+    let (visit, _) = visit_and_form!(s, headers, body);
     match members::acknowledge(&s.repo, &id) {
         Ok(()) => Redirect::to("/?done=acknowledged").into_response(),
         Err(e) => visit.respond(&s, || Err(e)),

@@ -237,6 +237,19 @@ macro_rules! visit_or_sign_in {
 }
 pub(super) use visit_or_sign_in;
 
+/// A posted form's preamble: the visit and its form, or the redirect to sign in, or the 403
+/// for a form without this session's token.
+macro_rules! visit_and_form {
+    ($s:expr, $headers:expr, $body:expr) => {{
+        let visit = $crate::dashboard::visit_or_sign_in!($s, $headers);
+        match visit.form(&$s, &$body) {
+            Ok(form) => (visit, form),
+            Err(refused) => return *refused,
+        }
+    }};
+}
+pub(super) use visit_and_form;
+
 #[derive(Deserialize)]
 struct SearchQuery {
     q: Option<String>,
@@ -291,10 +304,7 @@ async fn login(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Re
 }
 
 async fn logout(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let visit = visit_or_sign_in!(s, headers);
-    if let Err(refused) = visit.form(&s, &body) {
-        return *refused;
-    }
+    let _ = visit_and_form!(s, headers, body);
     (
         [(header::SET_COOKIE, set_cookie(&s.node_id, "", 0))],
         Redirect::to("/"),

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::forms::{field, input, select, token_field};
 use super::labels::*;
 use super::pages::{done_banner, esc, member_link, or_dash, org_plain};
-use super::{Done, visit_or_sign_in};
+use super::{Done, visit_and_form, visit_or_sign_in};
 use crate::members::{self, ORG_KINDS, OpError, ProfileInput};
 use crate::state::ApiState;
 use amphi_protocol::validate::FieldError;
@@ -93,11 +93,7 @@ fn relation(relation: &str) -> String {
 
 /// `POST /dashboard/org`: saves the profile; grids are `name = person` lines.
 pub(super) async fn save(State(s): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
-    let visit = visit_or_sign_in!(s, headers);
-    let form = match visit.form(&s, &body) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+    let (visit, form) = visit_and_form!(s, headers, body);
     let saved = grids(form.get("grids"))
         .map_err(OpError::from)
         .and_then(|grids| {
