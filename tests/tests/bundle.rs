@@ -244,9 +244,35 @@ async fn the_dashboard_downloads_and_uploads_bundles_for_a_signed_in_admin_only(
         .unwrap();
     assert_eq!(
         form_post.status(),
-        415,
-        "a plain form (from any site) cannot import"
+        403,
+        "a plain form (from any site) cannot import: it lacks the page's form token"
     );
+    // The page's import button carries the session's form token; the script sends it.
+    let page = http
+        .get(format!("http://{}/", township.config.admin))
+        .header("cookie", &township_cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = page
+        .split("data-form-token=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the import button carries the form token")
+        .to_owned();
+    let with_form_type = http
+        .post(&upload)
+        .header("cookie", &township_cookie)
+        .header("x-form-token", &token)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_form_type.status(), 415, "only a file body imports");
     let anonymous = http
         .post(&upload)
         .header("content-type", "application/octet-stream")
@@ -258,6 +284,7 @@ async fn the_dashboard_downloads_and_uploads_bundles_for_a_signed_in_admin_only(
     let report: Value = http
         .post(&upload)
         .header("cookie", &township_cookie)
+        .header("x-form-token", &token)
         .header("content-type", "application/octet-stream")
         .body(bytes)
         .send()
