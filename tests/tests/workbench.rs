@@ -328,13 +328,26 @@ async fn offices_do_the_two_dwelling_and_transfer_workflows_in_the_page() {
         )
         .await;
     bayin
-        .fill("form.review #comment", "reported in and active at Xingfu")
+        .fill(
+            "form.review #review_comment",
+            "reported in and active at Xingfu",
+        )
         .await;
     assert!(bayin.submit("form.review").await.contains("审核已保存"));
     let reviews = driver.text(&driver.wait_for("#reviews").await).await;
     assert!(
         reviews.contains("reported in and active at Xingfu"),
         "{reviews}"
+    );
+
+    // The phone number changes: the home office edits the identity; the rest stays.
+    bayin.fill("form.identity #phone", "13899990000").await;
+    let done = bayin.submit("form.identity").await;
+    assert!(done.contains("基本信息已保存"), "{done}");
+    let identity = driver.text(&driver.wait_for("#identity").await).await;
+    assert!(
+        identity.contains("13899990000") && identity.contains(NAME) && identity.contains("蒙古族"),
+        "{identity}"
     );
 
     // Contact: the list of members nobody has contacted names the one with no activity and

@@ -6,14 +6,16 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /dashboard/members/new`, `POST` | the new-member form; messages beside the fields |
-//! | `POST /dashboard/members/{id}/{action}` | `residence`, `end-residence`, `report-in`, `comment`, `activity`, `review`, `contact`, `transfer` |
+//! | `POST /dashboard/members/{id}/{action}` | `identity`, `residence`, `end-residence`, `report-in`, `comment`, `activity`, `review`, `contact`, `transfer` |
 //! | `GET /dashboard/members/{id}/certificate` | the certificate as an A6 card to print |
 //!
 //! A case file shows the forms of the side this office is on: the home side (home org and
-//! above) issues the certificate, reviews, keeps contact and opens transfers; the residence
+//! above) edits the identity, issues the certificate, reviews, keeps contact and opens transfers; the residence
 //! side records the report-in and comments; anyone in scope records activities.
 
-use amphi_protocol::casefile::{ActivityInput, CaseFile, NewMember, ResidenceInput, ReviewInput};
+use amphi_protocol::casefile::{
+    ActivityInput, CaseFile, IdentityPatch, NewMember, ResidenceInput, ReviewInput,
+};
 use amphi_protocol::validate::{self, FieldError};
 use amphi_protocol::{DocId, OrgPath};
 use axum::body::Bytes;
@@ -58,6 +60,15 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
     let today = members::today();
     let mut out = Vec::new();
     if sides.home {
+        out.push(post(
+            "identity",
+            "identity",
+            format!(
+                "<h3>{EDIT_IDENTITY}</h3>{}",
+                identity_fields(&identity_values(case), None, false)
+            ),
+            SAVE,
+        ));
         let r = case.residence.as_ref();
         out.push(post(
             "residence",
@@ -114,8 +125,8 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
                 r#"<h3>{REPORT_IN}</h3><p class="muted small">{REPORT_IN_HINT}</p>{}"#,
                 field(
                     DATE,
-                    "report-date",
-                    &input("date", &today, r#"type="date" required"#),
+                    "report_date",
+                    &input("report_date", &today, r#"type="date" required"#),
                     None
                 )
             ),
@@ -145,7 +156,7 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
                         &select("activity_id", &ids, "", show),
                         None
                     ),
-                    field(COMMENT, "comment-text", &textarea("text", 2000), None),
+                    field(COMMENT, "text", &textarea("text", 2000), None),
                 ),
                 ADD_COMMENT,
             ));
@@ -158,7 +169,7 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
             "<h3>{RECORD_ACTIVITY}</h3>{}{}{}{}",
             field(
                 DATE,
-                "activity-date",
+                "date",
                 &input("date", &today, r#"type="date" required"#),
                 None
             ),
@@ -216,8 +227,8 @@ pub(super) fn forms(s: &ApiState, visit: &Visit, case: &CaseFile) -> String {
                 ),
                 field(
                     REVIEW_COMMENT,
-                    "review-comment",
-                    &textarea("comment", 2000),
+                    "review_comment",
+                    &textarea("review_comment", 2000),
                     None
                 ),
             ),
@@ -331,12 +342,19 @@ fn apply(
             members::set_residence(repo, id, &residence)?;
             "residence"
         }
+        "identity" => {
+            let patch = identity_changes(&members::get(repo, id)?, form);
+            if !patch.is_empty() {
+                members::patch(repo, id, &patch)?;
+            }
+            "identity"
+        }
         "end-residence" => {
             members::end_residence(repo, id)?;
             "residence_ended"
         }
         "report-in" => {
-            members::report_in(repo, id, form.optional("date").as_deref())?;
+            members::report_in(repo, id, form.optional("report_date").as_deref())?;
             "report_in"
         }
         "comment" => {
@@ -364,7 +382,7 @@ fn apply(
             let review = ReviewInput {
                 period: form.get("period").to_owned(),
                 rating: form.get("rating").to_owned(),
-                comment: form.get("comment").to_owned(),
+                comment: form.get("review_comment").to_owned(),
             };
             members::add_review(repo, id, &review)?;
             "review"
@@ -443,17 +461,49 @@ pub(super) async fn create_member(
 }
 
 fn new_member_form(visit: &Visit, form: &Form, error: Option<&FieldError>) -> (String, String) {
-    let message = |name: &str| {
-        error
-            .filter(|e| e.field == name || e.field.starts_with(&format!("{name}[")))
-            .map(|e| e.message.as_str())
-    };
+    let banner = error
+        .map(|_| format!(r#"<p class="error" role="alert">{FIX_FIELDS}</p>"#))
+        .unwrap_or_default();
+    let home = field(
+        HOME_ORG,
+        "home_org",
+        &input(
+            "home_org",
+            form.get("home_org"),
+            r#"required maxlength="200""#,
+        ),
+        message(error, "home_org"),
+    );
+    let main = format!(
+        r#"<main class="grid"><section class="card wide"><h2>{heading}</h2>{banner}
+<form method="post" action="/dashboard/members/new" class="new-member">{token}
+{home}{identity}
+<button type="submit">{CREATE_MEMBER}</button></form></section></main>"#,
+        heading = NEW_MEMBER.heading(),
+        token = token_field(visit),
+        identity = identity_fields(form, error, true),
+    );
+    (format!("Amphi · {}", NEW_MEMBER.short()), main)
+}
+
+/// `error`'s message when it is about field `name` (or one of its items, `categories[2]`).
+fn message<'a>(error: Option<&'a FieldError>, name: &str) -> Option<&'a str> {
+    error
+        .filter(|e| e.field == name || e.field.starts_with(&format!("{name}[")))
+        .map(|e| e.message.as_str())
+}
+
+/// The identity fields of a case file, holding `form`'s values, each with `error`'s message
+/// when it is about that field. `required` marks what a new file must have; an edit may
+/// leave the ID number blank (unchanged: it is never shown in full).
+fn identity_fields(form: &Form, error: Option<&FieldError>, required: bool) -> String {
+    let needed = if required { " required" } else { "" };
     let text = |label: Label, name: &str, extra: &str| {
         field(
             label,
             name,
             &input(name, form.get(name), extra),
-            message(name),
+            message(error, name),
         )
     };
     let chosen = form.all("categories");
@@ -467,19 +517,12 @@ fn new_member_form(visit: &Visit, form: &Form, error: Option<&FieldError>) -> (S
             )
         })
         .collect();
-    let banner = error
-        .map(|_| format!(r#"<p class="error" role="alert">{FIX_FIELDS}</p>"#))
-        .unwrap_or_default();
     let gender = form.get("gender");
-    let main = format!(
-        r#"<main class="grid"><section class="card wide"><h2>{heading}</h2>{banner}
-<form method="post" action="/dashboard/members/new" class="new-member">{token}
-{name}{gender}{ethnicity}{born}{joined}{home}{id_number}{phone}{education}
-<fieldset class="field{cat_class}"><legend>{CATEGORIES} <span class="muted small">{CATEGORIES_HINT}</span></legend>{categories}{cat_message}</fieldset>
-<button type="submit">{CREATE_MEMBER}</button></form></section></main>"#,
-        heading = NEW_MEMBER.heading(),
-        token = token_field(visit),
-        name = text(NAME, "name", r#"required maxlength="100" autofocus"#),
+    let categories_message = message(error, "categories");
+    format!(
+        r#"{name}{gender}{ethnicity}{born}{joined}{id_number}{phone}{education}
+<fieldset class="field{cat_class}"><legend>{CATEGORIES} <span class="muted small">{CATEGORIES_HINT}</span></legend>{categories}{cat_message}</fieldset>"#,
+        name = text(NAME, "name", &format!(r#"maxlength="100"{needed}"#)),
         gender = field(
             GENDER,
             "gender",
@@ -489,12 +532,15 @@ fn new_member_form(visit: &Visit, form: &Form, error: Option<&FieldError>) -> (S
                 if gender.is_empty() { "male" } else { gender },
                 gender_label
             ),
-            message("gender")
+            message(error, "gender")
         ),
-        ethnicity = text(ETHNICITY, "ethnicity", r#"required maxlength="40""#),
-        born = text(BORN, "birth_date", r#"type="date" required"#),
-        joined = text(JOINED, "joined_at", r#"type="date" required"#),
-        home = text(HOME_ORG, "home_org", r#"required maxlength="200""#),
+        ethnicity = text(
+            ETHNICITY,
+            "ethnicity",
+            &format!(r#"maxlength="40"{needed}"#)
+        ),
+        born = text(BORN, "birth_date", &format!(r#"type="date"{needed}"#)),
+        joined = text(JOINED, "joined_at", &format!(r#"type="date"{needed}"#)),
         id_number = text(
             ID_NUMBER,
             "id_number",
@@ -502,19 +548,62 @@ fn new_member_form(visit: &Visit, form: &Form, error: Option<&FieldError>) -> (S
         ),
         phone = text(PHONE, "phone", r#"type="tel" maxlength="40""#),
         education = text(EDUCATION, "education", r#"maxlength="40""#),
-        cat_class = if message("categories").is_some() {
+        cat_class = if categories_message.is_some() {
             " invalid"
         } else {
             ""
         },
-        cat_message = message("categories")
+        cat_message = categories_message
             .map(|m| format!(
                 r#"<span class="field-error" role="alert">{}</span>"#,
                 esc(m)
             ))
             .unwrap_or_default(),
+    )
+}
+
+/// A case file's identity as form values, to fill the edit form (the ID number left out).
+fn identity_values(case: &CaseFile) -> Form {
+    let mut fields: Vec<(String, String)> = [
+        ("name", case.name.as_str()),
+        ("gender", &case.gender),
+        ("ethnicity", &case.ethnicity),
+        ("birth_date", &case.birth_date),
+        ("joined_at", &case.joined_at),
+        ("phone", case.phone.as_deref().unwrap_or("")),
+        ("education", case.education.as_deref().unwrap_or("")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    fields.extend(
+        case.categories
+            .iter()
+            .map(|c| ("categories".to_owned(), c.clone())),
     );
-    (format!("Amphi · {}", NEW_MEMBER.short()), main)
+    Form::from_fields(fields)
+}
+
+/// The fields of `form` that differ from `case`: a blank ID number, phone or education
+/// leaves it as it is.
+fn identity_changes(case: &CaseFile, form: &Form) -> IdentityPatch {
+    let changed = |name: &str, now: &str| {
+        Some(form.get(name))
+            .filter(|v| !v.is_empty() && *v != now)
+            .map(str::to_owned)
+    };
+    let categories = form.all("categories");
+    IdentityPatch {
+        name: changed("name", &case.name),
+        gender: changed("gender", &case.gender),
+        ethnicity: changed("ethnicity", &case.ethnicity),
+        birth_date: changed("birth_date", &case.birth_date),
+        joined_at: changed("joined_at", &case.joined_at),
+        id_number: changed("id_number", case.id_number.as_deref().unwrap_or("")),
+        phone: changed("phone", case.phone.as_deref().unwrap_or("")),
+        education: changed("education", case.education.as_deref().unwrap_or("")),
+        categories: (categories != case.categories).then_some(categories),
+    }
 }
 
 // ---- the certificate ---------------------------------------------------------------------------

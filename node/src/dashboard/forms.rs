@@ -30,6 +30,11 @@ impl Form {
         Form { fields }
     }
 
+    /// A form holding `fields` (to fill a form from a record).
+    pub(super) fn from_fields(fields: Vec<(String, String)>) -> Form {
+        Form { fields }
+    }
+
     /// Every field, in order.
     pub(super) fn fields(self) -> Vec<(String, String)> {
         self.fields

@@ -436,7 +436,8 @@ pub(super) const NOT_NOW: Label = Label("not_now");
 pub(super) const STALE_FORM: Label = Label("stale_form");
 pub(super) const ACKNOWLEDGE: Label = Label("acknowledge");
 /// What a form did, by the `done` key its redirect carries.
-pub(super) const DONE: [(&str, Label); 14] = [
+pub(super) const DONE: [(&str, Label); 15] = [
+    ("identity", Label("done.identity")),
     ("acknowledged", Label("done.acknowledged")),
     ("created", Label("done.created")),
     ("residence", Label("done.residence")),
@@ -455,6 +456,7 @@ pub(super) const DONE: [(&str, Label); 14] = [
 
 // Casework on a case file.
 pub(super) const CASEWORK: Label = Label("casework");
+pub(super) const EDIT_IDENTITY: Label = Label("edit_identity");
 pub(super) const CERTIFICATE: Label = Label("certificate");
 pub(super) const ISSUE_CERTIFICATE: Label = Label("issue_certificate");
 pub(super) const END_RESIDENCE: Label = Label("end_residence");
