@@ -1,36 +1,35 @@
-//! The admin dashboard at `GET /`: one office's view of its node, rendered on the server.
+//! The dashboard at `GET /`: one office's workbench, rendered on the server.
 //!
 //! Without a session it shows only a sign-in form (the admin token from
 //! `DATA_DIR/admin.token`); no member or status data is ever rendered or served before that.
-//! Signed in, the overview shows:
+//! Signed in, the overview shows sync status (refreshed every 5 s by a few lines of plain
+//! JS), conflicts, quarantine, open transfers, USB bundles and the member search (by name or
+//! a certificate's short code); the bar leads to the office's other pages. Every action goes
+//! through the same `members` operations, and so the same gate, as the HTTP API.
 //!
-//! - this office (org, node id, certificate expiry) and its peers, each coloured by state
-//!   (connected green, connecting amber, disconnected red), with last sync, documents
-//!   pending, refusals and the last error — refreshed every 5 s by a few lines of plain JS;
-//! - conflicts the one-home rule settled, the quarantine (count by reason, latest entries)
-//!   and open transfers (组织关系转接);
-//! - member search by name within the members whose home or residence is this office or
-//!   below, leading to a member's case file (党员档案): identity, home org, residence,
-//!   contact, the activities from every office each stamped with its recording office,
-//!   half-year reviews and transfers with their steps.
+//! The session cookie `amphi_session_<tag of the node id>` (HttpOnly, SameSite=Strict, 12 h)
+//! holds an HMAC of the admin token under a key drawn at process start, never the token
+//! itself, so a restart ends every session; every form carries a token bound to the session
+//! (`Visit::form`). The reader's language is the `amphi_lang` cookie. Every piece of user
+//! data is escaped with [`escape_html`]. Routes, merged into [`crate::api::router`]:
 //!
-//! The session cookie `amphi_session` (HttpOnly, SameSite=Strict, 12 h) holds an HMAC of
-//! the admin token under a key drawn at process start, never the token itself, so a restart
-//! ends every session. The page never sees the token: its one script fetches an HTML
-//! fragment from a cookie-checked route. Every piece of user data is escaped with
-//! [`escape_html`]. Routes, merged into [`crate::api::router`]:
+//! | route | what | module |
+//! |---|---|---|
+//! | `GET /` | sign-in form, or the overview (`?q=` searches) | `pages` |
+//! | `POST /login`, `POST /logout` | sets or clears the session, then back to `/` | here |
+//! | `GET /dashboard/language?to=CODE&back=PATH` | the language choice | here |
+//! | `GET /dashboard/sync` | the sync-status section alone (what the script refreshes) | `pages` |
+//! | `GET /dashboard/members/{id}` | a case file with the casework forms of this office's side | `pages`, `casework` |
+//! | `GET`/`POST /dashboard/members/new`, `POST /dashboard/members/{id}/{action}`, `GET …/certificate` | casework | `casework` |
+//! | `GET /dashboard/transfers`, `POST …/{id}/{step}`, `POST /dashboard/conflicts/{id}/ack` | the transfer inbox | `inbox` |
+//! | `GET`/`POST /dashboard/org`, `GET /dashboard/contacts` | the roster and profile; the not-contacted list | `org` |
+//! | `GET /dashboard/fleet` | the subtree: fleet tree, activity, conflicts and quarantine | `subtree` |
+//! | `GET /dashboard/ledgers`, `GET /dashboard/ledgers/{file}` | ledgers as XLSX and CSV | `ledgers` |
+//! | `GET /dashboard/bundle?for=ORG`, `POST /dashboard/bundle` | download a bundle for a neighbour; upload one | here |
+//! | `GET /dashboard/assets/{dashboard.css,dashboard.js}` | the stylesheet and the script | here |
 //!
-//! | route | what |
-//! |---|---|
-//! | `GET /` | sign-in form, or the overview (`?q=` searches members by name) |
-//! | `POST /login`, `POST /logout` | form field `token`; sets or clears the session, then back to `/` |
-//! | `GET /dashboard/members/{id}` | a case file |
-//! | `GET /dashboard/sync` | the sync-status section alone (what the script refreshes) |
-//! | `GET /dashboard/bundle?for=ORG`, `POST /dashboard/bundle` | download a bundle for a neighbour office; upload one (the API's, behind the session) |
-//! | `GET /dashboard/assets/{dashboard.css,dashboard.js}` | the stylesheet and the script |
-//!
-//! The parts: `session` (the signed-in cookie), `pages` (HTML rendering) and `labels` (every
-//! text the dashboard shows, in Simplified Chinese and English).
+//! The other parts: `session` (the cookie and the form token), `forms` (reading a posted
+//! form, the markup forms share) and `labels` (every text, from the files in `lang/`).
 
 mod casework;
 mod forms;
