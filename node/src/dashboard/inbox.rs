@@ -23,6 +23,9 @@ use super::{Done, Visit, visit_and_form, visit_or_sign_in};
 use crate::members::{self, OpError, TransferView};
 use crate::state::ApiState;
 
+/// Most closed transfers shown per list (the rest are in each member's case file).
+const CLOSED_SHOWN: usize = 50;
+
 /// `GET /dashboard/transfers`.
 pub(super) async fn page(
     State(s): State<ApiState>,
@@ -49,9 +52,19 @@ fn render_inbox(s: &ApiState, visit: &Visit) -> Result<String, OpError> {
             .cmp(&(b.state != "open"))
             .then(a.id.cmp(&b.id))
     });
-    // A transfer between two offices below this one is in both lists.
-    let incoming: Vec<_> = all.iter().filter(|t| under_me(&t.to_org)).collect();
-    let sent: Vec<_> = all.iter().filter(|t| under_me(&t.from_org)).collect();
+    // A transfer between two offices below this one is in both lists. Every open one is
+    // shown, and at most CLOSED_SHOWN closed ones as history (each item reads its case file).
+    let shown = |side: &dyn Fn(&TransferView) -> bool| -> Vec<&TransferView> {
+        let (open, closed): (Vec<_>, Vec<_>) = all
+            .iter()
+            .filter(|t| side(t))
+            .partition(|t| t.state == "open");
+        open.into_iter()
+            .chain(closed.into_iter().take(CLOSED_SHOWN))
+            .collect()
+    };
+    let incoming = shown(&|t| under_me(&t.to_org));
+    let sent = shown(&|t| under_me(&t.from_org));
     let section = |id: &str, heading: Label, list: &[&TransferView], steps: &[Decision]| {
         let items: String = if list.is_empty() {
             format!(r#"<p class="muted">{NOTHING_WAITING}</p>"#)
