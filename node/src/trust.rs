@@ -516,20 +516,26 @@ impl Trust {
     }
 }
 
-impl Authenticator for Trust {
-    fn authenticate(
+impl Trust {
+    /// [`Authenticator::authenticate`], checking the ECDSA signature only when `signature`
+    /// says so (a vouched change's bytes are covered by a checked signature: see
+    /// [`amphi_protocol::vouch`]).
+    fn check_attestation(
         &self,
         change: &Change,
         author: &OrgPath,
         attestation: Option<&Attestation>,
+        signature: bool,
     ) -> Result<(), Refusal> {
         let att = attest::offered_for(change, attestation)?;
         let cert = self
             .admitted(&att.cert)
             .ok_or(Refusal::UnknownCertificate)?;
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &cert.public_key)
-            .verify(&attest::change_signing_bytes(&att.change), &att.signature)
-            .map_err(|_| Refusal::BadSignature)?;
+        if signature {
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &cert.public_key)
+                .verify(&attest::change_signing_bytes(&att.change), &att.signature)
+                .map_err(|_| Refusal::BadSignature)?;
+        }
         if cert.org != *author {
             return Err(Refusal::AuthorMismatch {
                 claimed: author.to_string(),
@@ -558,6 +564,26 @@ impl Authenticator for Trust {
             return Err(Refusal::Revoked(rfc3339(at)));
         }
         Ok(())
+    }
+}
+
+impl Authenticator for Trust {
+    fn authenticate(
+        &self,
+        change: &Change,
+        author: &OrgPath,
+        attestation: Option<&Attestation>,
+    ) -> Result<(), Refusal> {
+        self.check_attestation(change, author, attestation, true)
+    }
+
+    fn authenticate_vouched(
+        &self,
+        change: &Change,
+        author: &OrgPath,
+        attestation: Option<&Attestation>,
+    ) -> Result<(), Refusal> {
+        self.check_attestation(change, author, attestation, false)
     }
 
     fn check_revocation(&self, key: &str, value: &str) -> Result<(), Refusal> {
@@ -879,6 +905,75 @@ mod tests {
             c.trust
                 .authenticate(&before, &bayin, Some(&signer.sign(&before.hash()))),
             Err(Refusal::CertificateExpired)
+        );
+    }
+
+    #[test]
+    fn a_vouched_change_is_checked_in_everything_but_its_signature() {
+        let c = county();
+        let dir = c.node("bayin", "hoboksar/bayin");
+        let id = identity(&dir);
+        let signer = Signer::new(&id).unwrap();
+        let bayin = org("hoboksar/bayin");
+        let cert = c.trust.admit(&id.cert_der).unwrap();
+        let ch = change(&id.actor_id(), &bayin, now_ms());
+        let mut unchecked = signer.sign(&ch.hash());
+        unchecked.signature = vec![0; 8];
+        assert_eq!(
+            c.trust.authenticate(&ch, &bayin, Some(&unchecked)),
+            Err(Refusal::BadSignature)
+        );
+        c.trust
+            .authenticate_vouched(&ch, &bayin, Some(&unchecked))
+            .unwrap();
+        // Everything else still counts: the attestation names this change and a known
+        // certificate, for this org and actor, and the certificate is not revoked.
+        assert_eq!(
+            c.trust.authenticate_vouched(&ch, &bayin, None),
+            Err(Refusal::Unsigned)
+        );
+        let other = change(&id.actor_id(), &bayin, now_ms() + 1000);
+        let for_other = signer.sign(&other.hash());
+        assert_eq!(
+            c.trust.authenticate_vouched(&ch, &bayin, Some(&for_other)),
+            Err(Refusal::BadSignature)
+        );
+        let unknown = Attestation {
+            cert: [3; 32],
+            ..unchecked.clone()
+        };
+        assert_eq!(
+            c.trust.authenticate_vouched(&ch, &bayin, Some(&unknown)),
+            Err(Refusal::UnknownCertificate)
+        );
+        assert!(matches!(
+            c.trust
+                .authenticate_vouched(&ch, &org("hoboksar/tebke"), Some(&unchecked)),
+            Err(Refusal::AuthorMismatch { .. })
+        ));
+        let stranger = change(&[7; 16], &bayin, now_ms());
+        let stranger_att = Attestation {
+            change: stranger.hash(),
+            ..unchecked.clone()
+        };
+        assert!(matches!(
+            c.trust
+                .authenticate_vouched(&stranger, &bayin, Some(&stranger_att)),
+            Err(Refusal::AuthorMismatch { .. })
+        ));
+        let r = ca_revoke(&c.ca, &dir.join(NODE_CERT_FILE), "laptop stolen").unwrap();
+        c.trust
+            .check_revocation(&r.key(), &serde_json::to_string(&r).unwrap())
+            .unwrap();
+        let at = c.trust.revoked_at(&cert).unwrap();
+        let late = change(&id.actor_id(), &bayin, (at + 5) * 1000);
+        let late_att = Attestation {
+            change: late.hash(),
+            ..unchecked
+        };
+        assert_eq!(
+            c.trust.authenticate_vouched(&late, &bayin, Some(&late_att)),
+            Err(Refusal::Revoked(r.revoked_at.clone()))
         );
     }
 

@@ -130,6 +130,19 @@ pub trait Authenticator {
         attestation: Option<&Attestation>,
     ) -> Result<(), Refusal>;
 
+    /// As [`Authenticator::authenticate`], but without checking `attestation`'s signature:
+    /// a valid signature on a later change of the same actor and certificate vouches for
+    /// this change's bytes ([`crate::vouch`]). Everything else is checked. The default
+    /// checks the signature too.
+    fn authenticate_vouched(
+        &self,
+        change: &Change,
+        author: &OrgPath,
+        attestation: Option<&Attestation>,
+    ) -> Result<(), Refusal> {
+        self.authenticate(change, author, attestation)
+    }
+
     /// Accepts `value`, written under `key` in the revocation document, only if it is a
     /// revocation record validly signed by the CA and stored under its own key.
     fn check_revocation(&self, key: &str, value: &str) -> Result<(), Refusal>;

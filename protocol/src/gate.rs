@@ -33,6 +33,7 @@ use crate::refusal::Refusal;
 use crate::stamp::{self, MAX_FUTURE_MS, Stamp};
 use crate::syncmsg::{self, SyncMessage};
 use crate::visibility::{may_hold, scope};
+use crate::vouch::Vouchers;
 
 pub use crate::judge::{AUTHOR_PREFIX, author_of};
 
@@ -243,11 +244,12 @@ fn check(
     history: &mut History,
     change: &Change,
     attestation: Option<&Attestation>,
+    vouchers: &mut Vouchers,
     cx: &Inbound<'_>,
 ) -> Result<Option<ChangeHash>, Hold> {
     let author = author_of(change).ok_or(Hold::Refuse(Refusal::UnknownAuthor))?;
-    cx.auth
-        .authenticate(change, &author, attestation)
+    vouchers
+        .authenticate(change, &author, attestation, cx.auth)
         .map_err(Hold::Refuse)?;
     let other = check_structure(history, change, cx.now_ms)?;
     let view = history.view(change.deps());
@@ -341,6 +343,37 @@ pub fn receive(
         Ok(m) => m,
         Err(e) => return Admission::refused_whole(Refusal::Malformed(e.to_string())),
     };
+    let held_before = held_back.clone();
+    let admission = match admit(doc, &message, cx, refused_before, held_back, reload, true) {
+        Ok(admission) => admission,
+        Err(CheckEverySignature) => {
+            // A change taken on a voucher's word that is not applied here fails its own
+            // signature: the message is taken again as if there were no vouching.
+            *doc = reload();
+            *held_back = held_before;
+            admit(doc, &message, cx, refused_before, held_back, reload, false)
+                .unwrap_or_else(|_| unreachable!("without vouching nothing is rechecked"))
+        }
+    };
+    finish(doc, state, bookkeeping, &admission, held_back);
+    admission
+}
+
+/// Vouching left a change whose own signature fails: take the message again checking every
+/// signature.
+struct CheckEverySignature;
+
+/// The changes of `message` (and those held back) through the checks, in causal order,
+/// with signatures vouched for ([`crate::vouch`]) when `vouching`.
+fn admit(
+    doc: &mut AutoCommit,
+    message: &SyncMessage,
+    cx: &Inbound<'_>,
+    refused_before: &HashSet<ChangeHash>,
+    held_back: &mut Vec<HeldBack>,
+    reload: &mut dyn FnMut() -> AutoCommit,
+    vouching: bool,
+) -> Result<Admission, CheckEverySignature> {
     let mut admission = Admission::default();
     // A held-back change keeps the signature it came with: judged again with a later
     // message's signatures only, it was refused as unsigned for good, and one applied then
@@ -373,6 +406,11 @@ pub fn receive(
     let mut history = History::of(doc);
     let was_empty = doc.get_heads().is_empty();
     changes.retain(|c| !history.contains(&c.hash()) && !refused_before.contains(&c.hash()));
+    let mut vouchers = if vouching {
+        Vouchers::plan(&changes, &signatures)
+    } else {
+        Vouchers::off()
+    };
     let mut refused: HashSet<ChangeHash> = refused_before.clone();
     let mut deferred: HashSet<ChangeHash> = HashSet::new();
     for change in causal_order(changes) {
@@ -390,7 +428,15 @@ pub fn receive(
             held_back.push(hold(change, &signatures));
             continue;
         }
-        let other = match check(doc, &mut history, &change, signatures.get(&hash), cx) {
+        let checked = check(
+            doc,
+            &mut history,
+            &change,
+            signatures.get(&hash),
+            &mut vouchers,
+            cx,
+        );
+        let other = match checked {
             Ok(other) => other,
             Err(Hold::Defer(why)) => {
                 deferred.insert(hash);
@@ -439,7 +485,7 @@ pub fn receive(
                     }
                     history = History::of(doc);
                 }
-                Err(fault) => return abandon(doc, reload, &change, fault, admission),
+                Err(fault) => return Ok(abandon(doc, reload, &change, fault, admission)),
             }
         }
         match contain("applying a change", || doc.apply_changes([change.clone()])) {
@@ -453,13 +499,16 @@ pub fn receive(
                     what: "applying a change",
                     message: e.to_string(),
                 };
-                return abandon(doc, reload, &change, fault, admission);
+                return Ok(abandon(doc, reload, &change, fault, admission));
             }
             Err(fault) => {
                 admission.faults += 1;
-                return abandon(doc, reload, &change, fault, admission);
+                return Ok(abandon(doc, reload, &change, fault, admission));
             }
         }
+    }
+    if !vouchers.settle(&admission.applied, cx.auth) {
+        return Err(CheckEverySignature);
     }
     if was_empty && !admission.applied.is_empty() {
         // A document new to this office: both ends must be in its scope, or nothing stays.
@@ -481,6 +530,17 @@ pub fn receive(
             *doc = reload();
         }
     }
+    Ok(admission)
+}
+
+/// Advances automerge's sync state for the message and bounds what is held back.
+fn finish(
+    doc: &mut AutoCommit,
+    state: &mut sync::State,
+    bookkeeping: sync::Message,
+    admission: &Admission,
+    held_back: &mut Vec<HeldBack>,
+) {
     // automerge advances its state for a message that carried changes differently from one
     // that did not; the gate applied the changes itself and hands automerge none, so undo
     // the one step that differs: "no changes, and their heads equal ours" makes it treat our
@@ -497,7 +557,6 @@ pub fn receive(
         let over = held_back.len() - MAX_HELD_BACK;
         held_back.drain(..over);
     }
-    admission
 }
 
 /// What to ask the peer for: the first change on each path back from its heads that this

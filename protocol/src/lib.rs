@@ -44,6 +44,7 @@ pub mod syncmsg;
 pub mod transfer;
 pub mod validate;
 pub mod visibility;
+pub mod vouch;
 pub mod wire;
 
 pub use ids::{DocId, DocKind};
