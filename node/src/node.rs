@@ -277,8 +277,17 @@ impl Node {
         }
         // Closing connections drain for a few round trips; the UDP port is free after that.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.endpoint.wait_idle()).await;
-        let holders = Arc::strong_count(&self.repo) - 1;
-        if holders > 0 {
+        // An admin API connection or a delivery on the blocking pool may drop its handle on
+        // the store a moment after it ended: wait (bounded) for them, so that a stopped
+        // node's store can be opened at once (`amphi verify`, a restart). Without the wait a
+        // cluster test's `open_store` right after a stop failed with "database already open".
+        let released = tokio::time::timeout(Duration::from_secs(5), async {
+            while Arc::strong_count(&self.repo) > 1 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        if released.await.is_err() {
+            let holders = Arc::strong_count(&self.repo) - 1;
             tracing::warn!(holders, "the store is still held after shutdown");
         }
     }
