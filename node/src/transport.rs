@@ -328,6 +328,9 @@ async fn serve_session(conn: quinn::Connection, link: PeerLink, shared: Shared) 
                 "{e}: the peer closed the connection: {}",
                 String::from_utf8_lossy(&close.reason)
             ),
+            // Otherwise say what QUIC saw (timed out, reset, …): a bare "connection lost"
+            // left a lost session at 20,000 members unexplained.
+            Some(other) if !e.contains(&other.to_string()) => format!("{e}: {other}"),
             _ => e,
         }
     });
