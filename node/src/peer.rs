@@ -317,9 +317,11 @@ pub async fn run(
                         out_docs.remove(receipt.0.doc());
                         finish(&mut session, receipt)?;
                     }
-                    _ = std::future::ready(()), if idle && session.has_offers() && incoming.is_empty() => {
+                    _ = std::future::ready(()), if idle && session.has_offers(now_ms()) && incoming.is_empty() => {
                         carry(session.offer_batch(office, now_ms())?)?;
                     }
+                    // Held requests may go by time alone (an unanswered one times out).
+                    _ = tokio::time::sleep(Duration::from_millis(500)), if session.held_requests() > 0 => {}
                     frame = incoming.recv(), if waiting.is_none() => {
                         let Some(frame) = frame else { break };
                         // The permit gives the frame's bytes back to the reader once handled.

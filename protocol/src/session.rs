@@ -289,6 +289,12 @@ impl PeerSession {
         self.unknown.remove(doc);
     }
 
+    /// True while `doc` is one the peer claims to hold and this node did not hold when it
+    /// learned of it (until changes for it are stored here, or it is forgotten).
+    pub fn is_unknown(&self, doc: &DocId) -> bool {
+        self.unknown.contains(doc)
+    }
+
     /// Unknown document ids ignored in this session because [`MAX_UNKNOWN`] were tracked.
     pub fn unknown_ignored(&self) -> u64 {
         self.unknown_ignored

@@ -38,6 +38,7 @@ use amphi_protocol::attest::{Attestation, Authenticator, CertId};
 use amphi_protocol::casefile::{self, ActivityInput, NewMember, ResidenceInput, ReviewInput};
 use amphi_protocol::gate::author_message;
 use amphi_protocol::office::link::{Delivery, Effects, Handled, Link};
+use amphi_protocol::office::requests::REQUEST_TIMEOUT_MS;
 use amphi_protocol::office::{MemStore, Office, Received, Sign, Storage, StorageError, Trusted};
 use amphi_protocol::reader::Reader;
 use amphi_protocol::refusal::Refusal;
@@ -208,6 +209,9 @@ struct Edge {
     /// outcome the link has not taken back yet — a node receives several case files at once,
     /// and their outcomes come back in any order.
     out: [Option<Out>; 2],
+    /// [parent side, child side]: a wake-up is scheduled for held requests (a node's
+    /// session loop wakes by time to let one go whose predecessor timed out).
+    waking: [bool; 2],
 }
 
 /// A delivery out of its link, with what receiving it did.
@@ -231,6 +235,12 @@ enum Event {
         edge: usize,
         epoch: u64,
     },
+    /// Office `node` looks at its link `edge` again (held requests may go by time).
+    Wake {
+        node: usize,
+        edge: usize,
+        epoch: u64,
+    },
     Act,
     Forge,
     Fault,
@@ -250,6 +260,8 @@ struct Stats {
     /// Case files received while another's delivery was out, whose outcomes came back in
     /// the other order.
     beside: usize,
+    /// Most requests one link held back at once (its window full).
+    held: usize,
     frames: usize,
     docs: usize,
     settled_at_h: f64,
@@ -291,6 +303,7 @@ impl County {
                 deaf: [false; 2],
                 dialing: false,
                 out: [None, None],
+                waking: [false; 2],
             })
             .collect();
         let mut county = County {
@@ -387,6 +400,13 @@ impl County {
                         self.disconnect(edge);
                     }
                 }
+                Event::Wake { node, edge, epoch } => {
+                    let side = self.side(node, edge);
+                    self.edges[edge].waking[side] = false;
+                    if self.edges[edge].epoch == epoch && self.nodes[node].core.is_some() {
+                        self.offer(node);
+                    }
+                }
                 Event::Act => self.act(),
                 Event::Forge => {
                     if self.nodes[HOSTILE].core.is_some() {
@@ -441,8 +461,9 @@ impl County {
         let edge = &mut self.edges[e];
         edge.epoch += 1;
         edge.last_at = [self.now; 2];
-        let mut parent_side = Link::new(org(OFFICES[c]), false);
-        let mut child_side = Link::new(org(OFFICES[p]), true);
+        // A small window of requests, so that holding them back is exercised.
+        let mut parent_side = Link::new(org(OFFICES[c]), false).with_request_window(2);
+        let mut child_side = Link::new(org(OFFICES[p]), true).with_request_window(2);
         let (pc, cc) = (
             self.nodes[p].core.as_ref().unwrap(),
             self.nodes[c].core.as_ref().unwrap(),
@@ -552,6 +573,7 @@ impl County {
             Err(err) => Err(err),
         };
         self.nodes[to].core = Some(core);
+        self.stats.held = self.stats.held.max(self.link_at(to, e).held_requests());
         match taken {
             Ok(fx) => {
                 if let Some(fx) = fx {
@@ -661,9 +683,9 @@ impl County {
     fn offer(&mut self, i: usize) {
         for e in self.links_of(i) {
             self.take_back(e, self.side(i, e));
-            while self.edges[e].links.is_some() && self.link_at(i, e).has_offers() {
+            let now = self.now;
+            while self.edges[e].links.is_some() && self.link_at(i, e).has_offers(now) {
                 let core = self.nodes[i].core.take().expect("running");
-                let now = self.now;
                 let result = self.link_at(i, e).offer_batch(&core, now);
                 self.nodes[i].core = Some(core);
                 let fx = result.expect("the in-memory store does not fail");
@@ -672,6 +694,22 @@ impl County {
                     self.send(e, to_parent, frame);
                 }
                 self.notify(i, fx.notices.into_iter().map(|n| (n, Some(e))).collect());
+            }
+            let side = self.side(i, e);
+            if self.edges[e].links.is_some()
+                && self.link_at(i, e).held_requests() > 0
+                && !self.edges[e].waking[side]
+            {
+                self.edges[e].waking[side] = true;
+                let epoch = self.edges[e].epoch;
+                self.at(
+                    now + REQUEST_TIMEOUT_MS,
+                    Event::Wake {
+                        node: i,
+                        edge: e,
+                        epoch,
+                    },
+                );
             }
         }
     }
@@ -1207,7 +1245,7 @@ fn a_county_converges_under_partitions_crashes_and_a_hostile_office() {
         .collect();
     let sum = |f: fn(&Stats) -> usize| ok.iter().map(|s| f(s)).sum::<usize>();
     println!(
-        "{seeds} seeds in {:.1} s: {} events, {} writes ({} refused at the source), {} forgeries, {} faults ({} crashes), {} frames ({} case files received beside another), {} documents; settled by {:.1} virtual hours at most",
+        "{seeds} seeds in {:.1} s: {} events, {} writes ({} refused at the source), {} forgeries, {} faults ({} crashes), {} frames ({} case files received beside another; at most {} requests held by a link), {} documents; settled by {:.1} virtual hours at most",
         started.elapsed().as_secs_f64(),
         sum(|s| s.events),
         sum(|s| s.writes),
@@ -1217,8 +1255,13 @@ fn a_county_converges_under_partitions_crashes_and_a_hostile_office() {
         sum(|s| s.crashes),
         sum(|s| s.frames),
         sum(|s| s.beside),
+        ok.iter().map(|s| s.held).max().unwrap_or(0),
         sum(|s| s.docs),
         ok.iter().map(|s| s.settled_at_h).fold(0.0, f64::max),
+    );
+    assert!(
+        seeds < 50 || ok.iter().any(|s| s.held > 0),
+        "no link ever held a request back: the window is not exercised"
     );
     assert!(
         failures.is_empty(),

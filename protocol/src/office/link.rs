@@ -13,9 +13,14 @@
 //! (the message with the document's sync progress), which runs the gate and the store on
 //! any thread, and [`Link::delivered`] takes its outcome back. [`Link::on_frame`] is the two
 //! halves in a row, on one thread.
+//!
+//! Requests — messages about documents the peer holds and this office does not, each
+//! answered with a whole document — are flow-controlled ([`super::requests`]): at most a
+//! window of them is outstanding, the rest wait and go out as answers come in.
 
 use std::collections::VecDeque;
 
+use super::requests::{REQUEST_WINDOW, Requests};
 use super::{Notice, NoticeKind, Office, Outbound, Received, Storage, StorageError};
 use crate::attest::Attestation;
 use crate::docsync::DocSync;
@@ -113,6 +118,7 @@ pub struct Link {
     session: PeerSession,
     dialed: bool,
     to_offer: VecDeque<DocId>,
+    requests: Requests,
 }
 
 impl Link {
@@ -123,7 +129,15 @@ impl Link {
             session: PeerSession::new(peer),
             dialed,
             to_offer: VecDeque::new(),
+            requests: Requests::new(REQUEST_WINDOW),
         }
+    }
+
+    /// The same link keeping at most `window` requests outstanding (default
+    /// [`REQUEST_WINDOW`]).
+    pub fn with_request_window(mut self, window: usize) -> Link {
+        self.requests = Requests::new(window);
+        self
     }
 
     /// The peer's org.
@@ -141,9 +155,16 @@ impl Link {
         self.session.unknown_ignored()
     }
 
-    /// True when documents wait to be offered.
-    pub fn has_offers(&self) -> bool {
-        !self.to_offer.is_empty()
+    /// True when documents wait to be offered, or held requests can go at `now_ms`
+    /// ([`Link::offer_batch`] does both).
+    pub fn has_offers(&self, now_ms: i64) -> bool {
+        !self.to_offer.is_empty() || self.requests.can_release(now_ms)
+    }
+
+    /// Requests held until the window has room (some may go by time alone: ask
+    /// [`Link::has_offers`] again later).
+    pub fn held_requests(&self) -> usize {
+        self.requests.held()
     }
 
     /// The link is up: hello, and (the dialer) the first reconciliation message.
@@ -217,12 +238,16 @@ impl Link {
                     if peer_lacks.contains(&doc) && office.exited_for(&doc, &peer) {
                         fx.notices.extend(office.peer_left(&doc, &peer, now_ms)?);
                         self.session.forget(&doc);
+                        self.requests.forget(&doc);
                         continue;
                     }
                     self.to_offer.push_back(doc);
                 }
             }
-            Step::Left(doc) => fx.notices.extend(office.peer_left(&doc, &peer, now_ms)?),
+            Step::Left(doc) => {
+                self.requests.forget(&doc);
+                fx.notices.extend(office.peer_left(&doc, &peer, now_ms)?);
+            }
             Step::Sync {
                 doc,
                 message,
@@ -234,6 +259,8 @@ impl Link {
                     // Answering would send it what it may no longer receive.
                     fx.notices.extend(office.peer_left(&doc, &peer, now_ms)?);
                     self.session.forget(&doc);
+                    self.requests.forget(&doc);
+                    self.requests.release(now_ms, &mut fx.frames);
                     return Ok(Handled::Done(fx));
                 }
                 let held = || office.store().summary(&doc).ok().flatten().is_some();
@@ -242,6 +269,7 @@ impl Link {
                     .take_peer_doc_sync(&doc, held, || office.resume_sync(&doc, &peer))
                 else {
                     // Over the cap of unknown documents from this peer: ignored (counted).
+                    self.requests.release(now_ms, &mut fx.frames);
                     return Ok(Handled::Done(fx));
                 };
                 return Ok(Handled::Deliver(Box::new(Delivery {
@@ -256,6 +284,7 @@ impl Link {
             Step::Certificate(der) => fx.certificates.push(der),
         }
         self.reconcile_if_wanted(office, &mut fx);
+        self.requests.release(now_ms, &mut fx.frames);
         Ok(Handled::Done(fx))
     }
 
@@ -293,15 +322,20 @@ impl Link {
         if received.applied > 0 {
             self.session.now_held(&doc);
         }
+        if received.applied > 0 || received.in_sync {
+            // The request (if any) is answered: nothing more is coming for it.
+            self.requests.forget(&doc);
+        }
         self.session.mark(&doc, received.in_sync);
         if received.in_sync {
             fx.notices
                 .extend(office.peer_synced(&doc, self.peer(), now_ms)?);
         }
         if let Some(reply) = received.reply {
-            self.send_sync(office, doc, reply, &mut fx);
+            self.send_sync(office, doc, reply, now_ms, &mut fx);
         }
         self.reconcile_if_wanted(office, &mut fx);
+        self.requests.release(now_ms, &mut fx.frames);
         Ok(fx)
     }
 
@@ -332,6 +366,7 @@ impl Link {
             }
             NoticeKind::Left => {
                 self.session.forget(&notice.doc);
+                self.requests.forget(&notice.doc);
                 self.to_offer.retain(|d| *d != notice.doc);
                 fx.frames.push(Frame::Left {
                     doc: notice.doc.clone(),
@@ -341,13 +376,15 @@ impl Link {
         Ok(fx)
     }
 
-    /// Offers the next [`OFFER_BATCH`] documents found to differ.
+    /// Sends the held requests the window has room for, then offers the next
+    /// [`OFFER_BATCH`] documents found to differ.
     pub fn offer_batch<S: Storage>(
         &mut self,
         office: &Office<S>,
         now_ms: i64,
     ) -> Result<Effects, LinkError> {
         let mut fx = Effects::default();
+        self.requests.release(now_ms, &mut fx.frames);
         let n = OFFER_BATCH.min(self.to_offer.len());
         for doc in self.to_offer.drain(..n).collect::<Vec<_>>() {
             self.offer(office, &doc, now_ms, &mut fx)?;
@@ -373,18 +410,21 @@ impl Link {
             fx.notices.extend(office.peer_synced(doc, &peer, now_ms)?);
         }
         if let Some(message) = message {
-            self.send_sync(office, doc.clone(), message, fx);
+            self.send_sync(office, doc.clone(), message, now_ms, fx);
         }
         Ok(())
     }
 
     /// Queues a sync message, preceded by any author certificate the peer has not been sent
-    /// in this session (so it can verify changes from offices it never met).
+    /// in this session (so it can verify changes from offices it never met). A request (a
+    /// message about a document the peer holds and this office does not) goes through the
+    /// window of [`super::requests`].
     fn send_sync<S: Storage>(
         &mut self,
         office: &Office<S>,
         doc: DocId,
         outbound: Outbound,
+        now_ms: i64,
         fx: &mut Effects,
     ) {
         let Outbound {
@@ -396,10 +436,18 @@ impl Link {
                 fx.frames.push(Frame::Certificate { der });
             }
         }
-        fx.frames.push(Frame::Sync {
-            doc,
+        let request = attestations.is_empty() && self.session.is_unknown(&doc);
+        let frame = Frame::Sync {
+            doc: doc.clone(),
             message,
             attestations,
-        });
+        };
+        if request {
+            self.requests
+                .send_or_hold(doc, frame, now_ms, &mut fx.frames);
+        } else {
+            self.requests.superseded(&doc);
+            fx.frames.push(frame);
+        }
     }
 }

@@ -29,6 +29,7 @@
 pub mod carry;
 pub mod link;
 pub mod memstore;
+pub mod requests;
 pub mod storage;
 pub mod summary;
 
