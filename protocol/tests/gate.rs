@@ -5,37 +5,12 @@
 mod common;
 
 use amphi_protocol::DocId;
-use amphi_protocol::casefile::{self, ActivityInput, IdentityPatch, ResidenceInput, ReviewInput};
+use amphi_protocol::casefile::{self, ActivityInput, IdentityPatch, ReviewInput};
 use amphi_protocol::ids::entry_id;
 use automerge::ReadDoc as _;
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT};
 use common::*;
-
-/// A village creates a two-dwelling member with residence at the community; both synced.
-fn two_dwelling_pair() -> (DocId, Office, Office) {
-    let mut village = Office::new(VILLAGE);
-    let mut community = Office::new(COMMUNITY);
-    let id = create_member(&mut village);
-    village.write(|d, stamp| {
-        let residence = ResidenceInput {
-            org: org(COMMUNITY),
-            since: "2026-10-15".into(),
-            until: None,
-        };
-        let rid = casefile::assignment_id(&id, [1; 4]);
-        casefile::assign_residence(d, &rid, Some(&residence), &org(VILLAGE), stamp).unwrap();
-    });
-    sync_pair(&id, &mut village, &mut community);
-    assert!(community.refused.is_empty(), "{:?}", community.refused);
-    assert_eq!(community.case(&id).home_org, VILLAGE);
-    // Each side ends knowing the other has exactly its heads (else `docs_pending` never
-    // clears: the gate applies changes itself, and automerge must still be made to reply).
-    let heads = village.doc.get_heads();
-    assert!(village.syncs[COMMUNITY].in_sync(&heads));
-    assert!(community.syncs[VILLAGE].in_sync(&heads));
-    (id, village, community)
-}
 
 fn activity(desc: &str) -> ActivityInput {
     ActivityInput {

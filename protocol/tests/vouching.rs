@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use amphi_protocol::attest::{self, Attestation, Authenticator};
-use amphi_protocol::casefile::{self, ActivityInput, IdentityPatch, ResidenceInput};
+use amphi_protocol::casefile::{self, ActivityInput, IdentityPatch};
 use amphi_protocol::gate::{self, Admission, Inbound};
 use amphi_protocol::ids::entry_id;
 use amphi_protocol::refusal::Refusal;
@@ -62,25 +62,6 @@ fn signed(change: ChangeHash, signature: &[u8], cert: [u8; 32]) -> Attestation {
         cert,
         signature: signature.to_vec(),
     }
-}
-
-/// A two-dwelling member created at the village, resident at the community; the community
-/// holds it.
-fn pair() -> (DocId, Office, Office) {
-    let mut village = Office::new(VILLAGE);
-    let mut community = Office::new(COMMUNITY);
-    let id = create_member(&mut village);
-    village.write(|d, stamp| {
-        let residence = ResidenceInput {
-            org: org(COMMUNITY),
-            since: "2026-10-15".into(),
-            until: None,
-        };
-        let rid = casefile::assignment_id(&id, [1; 4]);
-        casefile::assign_residence(d, &rid, Some(&residence), &org(VILLAGE), stamp).unwrap();
-    });
-    sync_pair(&id, &mut village, &mut community);
-    (id, village, community)
 }
 
 fn activity(community: &mut Office, n: u8) -> ChangeHash {
@@ -145,7 +126,7 @@ fn codes(admission: &Admission) -> Vec<&'static str> {
 
 #[test]
 fn one_signature_check_per_actor_admits_a_whole_run_of_its_changes() {
-    let (id, mut village, mut community) = pair();
+    let (id, mut village, mut community) = two_dwelling_pair();
     let (changes, attestations) = run_of(&mut community, 6);
     let auth = Counting::default();
     let admission = village_receives(
@@ -168,7 +149,7 @@ fn one_signature_check_per_actor_admits_a_whole_run_of_its_changes() {
 
 #[test]
 fn a_voucher_with_a_bad_signature_vouches_for_nothing() {
-    let (id, mut village, mut community) = pair();
+    let (id, mut village, mut community) = two_dwelling_pair();
     let (changes, mut attestations) = run_of(&mut community, 3);
     attestations[2].signature = b"forged".to_vec();
     let auth = Counting::default();
@@ -187,7 +168,7 @@ fn a_voucher_with_a_bad_signature_vouches_for_nothing() {
 
 #[test]
 fn an_earlier_change_signed_with_another_certificate_is_checked_itself() {
-    let (id, mut village, mut community) = pair();
+    let (id, mut village, mut community) = two_dwelling_pair();
     let (changes, mut attestations) = run_of(&mut community, 3);
     attestations[0] = signed(changes[0], b"forged", [2; 32]);
     let auth = Counting::default();
@@ -213,7 +194,7 @@ fn a_change_vouched_for_by_a_refused_change_needs_its_own_signature() {
     // authentic (the edit's signature covers them), but the edit is refused, so nothing
     // would carry the activity onward but its own, bad, signature: it is refused (and the
     // edit with it) exactly as when every signature is checked.
-    let (id, mut village, mut community) = pair();
+    let (id, mut village, mut community) = two_dwelling_pair();
     let good_activity = activity(&mut community, 1);
     let edit = community.write(|d, _| {
         let patch = IdentityPatch {
