@@ -255,8 +255,9 @@ pub async fn run(
         carry(fx)
     };
     // Sync messages for different case files are received on the blocking pool, several at
-    // once (the gate, automerge and the store's write are the slow part of a session); every
-    // other input waits until those out have come back (see `Link::take_frame`).
+    // once (the gate, automerge and the store's write are the slow part of a session); a
+    // notice waits only for a delivery of its own document, every other input until those
+    // out have come back (see `Link::take_frame`).
     let mut receiving: JoinSet<Receipt> = JoinSet::new();
     let mut out_docs: HashSet<DocId> = HashSet::new();
     // An input read but not yet handled: it waits for deliveries to come back.
@@ -269,7 +270,12 @@ pub async fn run(
                     Some(doc) => !out_docs.contains(doc) && receiving.len() < RECEIVING_AT_ONCE,
                     None => receiving.is_empty(),
                 },
-                Some(Input::Notice(_)) => receiving.is_empty(),
+                // A notice about a document not out is handled beside the deliveries (most
+                // are the deliveries' own, a no-op here): waiting for every delivery to come
+                // back for each one made the receive serial and let notices overflow, and
+                // each overflow costs a whole reconciliation.
+                Some(Input::Notice(Ok(notice))) => !out_docs.contains(&notice.doc),
+                Some(Input::Notice(Err(_))) => receiving.is_empty(),
             };
             if ready {
                 match waiting.take().expect("checked") {
@@ -307,7 +313,13 @@ pub async fn run(
                 }
             } else {
                 let idle = waiting.is_none() && receiving.is_empty();
+                // In this order: deliveries back, notices, frames, then offers (which wait
+                // until no frame is unread) and the wake-up. Notices come before frames so
+                // that the loop reads them as fast as deliveries make them (one each): picked
+                // at random, they fell behind during a cold replication and overflowed
+                // hundreds of times, each overflow costing both offices a reconciliation.
                 tokio::select! {
+                    biased;
                     _ = shutdown.changed() => break,
                     Some(done) = receiving.join_next(), if !receiving.is_empty() => {
                         let receipt = done.unwrap_or_else(|e| match e.try_into_panic() {
@@ -317,11 +329,13 @@ pub async fn run(
                         out_docs.remove(receipt.0.doc());
                         finish(&mut session, receipt)?;
                     }
-                    _ = std::future::ready(()), if idle && session.has_offers(now_ms()) && incoming.is_empty() => {
-                        carry(session.offer_batch(office, now_ms())?)?;
-                    }
-                    // Held requests may go by time alone (an unanswered one times out).
-                    _ = tokio::time::sleep(Duration::from_millis(500)), if session.held_requests() > 0 => {}
+                    changed = changes.recv(), if waiting.is_none() => match changed {
+                        Ok(notice) => waiting = Some(Input::Notice(Ok(notice))),
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            waiting = Some(Input::Notice(Err(missed)));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
                     frame = incoming.recv(), if waiting.is_none() => {
                         let Some(frame) = frame else { break };
                         // The permit gives the frame's bytes back to the reader once handled.
@@ -335,13 +349,11 @@ pub async fn run(
                         waiting = Some(Input::Frame(frame, permit));
                         continue;
                     }
-                    changed = changes.recv(), if waiting.is_none() => match changed {
-                        Ok(notice) => waiting = Some(Input::Notice(Ok(notice))),
-                        Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            waiting = Some(Input::Notice(Err(missed)));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => break,
-                    },
+                    _ = std::future::ready(()), if idle && session.has_offers(now_ms()) && incoming.is_empty() => {
+                        carry(session.offer_batch(office, now_ms())?)?;
+                    }
+                    // Held requests may go by time alone (an unanswered one times out).
+                    _ = tokio::time::sleep(Duration::from_millis(500)), if session.held_requests() > 0 => {}
                 }
             }
             let pending = session.pending();

@@ -213,7 +213,8 @@ impl Link {
     ///
     /// While a delivery is out, its document has no sync progress in the link: the caller
     /// gives the link nothing but other documents' sync messages that
-    /// [`Link::runs_beside_others`] allows, and their deliveries, until it is back.
+    /// [`Link::runs_beside_others`] allows, notices about other documents
+    /// ([`Link::on_notice`]), and their deliveries, until it is back.
     pub fn take_frame<S: Storage>(
         &mut self,
         office: &Office<S>,
