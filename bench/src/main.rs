@@ -95,6 +95,9 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    // As `amphi` does: this process runs the county (`serve`, whose RSS B4 measures) or the
+    // mirror and the chain's nodes.
+    amphi_node::memory::return_freed_memory();
     let cli = Cli::parse();
     if let Some(Cmd::Serve { config }) = &cli.command {
         return serve(config);

@@ -13,6 +13,7 @@
 //! - [`node`]: starting and stopping a whole node.
 //! - [`panics`]: panics counted, tasks restarted, nothing poisoned.
 //! - [`demo`]: a complete local county for trying Amphi.
+//! - [`memory`]: freed memory goes back to the system.
 
 pub mod admin;
 pub mod api;
@@ -23,6 +24,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod fleet;
 pub mod members;
+pub mod memory;
 pub mod node;
 pub mod panics;
 pub mod peer;

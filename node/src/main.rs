@@ -331,8 +331,12 @@ fn init_tracing(format: LogFormat) {
 }
 
 fn main() -> anyhow::Result<()> {
+    let returns_memory = amphi_node::memory::return_freed_memory();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    if !returns_memory {
+        tracing::warn!("the C library refused the malloc settings: freed memory may stay held");
+    }
     amphi_node::panics::install();
     match cli.command {
         Command::Ca(CaCommand::Init { dir, org }) => {
