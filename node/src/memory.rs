@@ -18,20 +18,21 @@ pub const THRESHOLD_BYTES: i32 = 128 * 1024;
 /// Malloc arenas at most (glibc's default is eight per core).
 pub const ARENAS: i32 = 2;
 
-/// Applies the settings above. Call once, at the start of `main`. Returns false if the C library refused one of them (the node runs on regardless,
-/// with more memory held).
+/// Applies the settings above (each one, even if another is refused). Call once, at the
+/// start of `main`. Returns false if the C library refused one of them (the node runs on
+/// regardless, with more memory held).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 pub fn return_freed_memory() -> bool {
-    [
+    let settings = [
         (libc::M_MMAP_THRESHOLD, THRESHOLD_BYTES),
         (libc::M_TRIM_THRESHOLD, THRESHOLD_BYTES),
         (libc::M_ARENA_MAX, ARENAS),
-    ]
-    .into_iter()
+    ];
     // SAFETY: mallopt only sets malloc's tuning parameters, under malloc's own lock (it is
     // thread-safe in glibc), and these are valid values for them.
-    .all(|(param, value)| unsafe { libc::mallopt(param, value) } == 1)
+    let taken = settings.map(|(param, value)| unsafe { libc::mallopt(param, value) } == 1);
+    taken.iter().all(|t| *t)
 }
 
 /// Applies nothing: this C library keeps its defaults.
