@@ -352,8 +352,8 @@ pub async fn run(
                     _ = std::future::ready(()), if idle && session.has_offers(now_ms()) && incoming.is_empty() => {
                         carry(session.offer_batch(office, now_ms())?)?;
                     }
-                    // Held requests may go by time alone (an unanswered one times out).
-                    _ = tokio::time::sleep(Duration::from_millis(500)), if session.held_requests() > 0 => {}
+                    // Requests move on by time alone too (an unanswered one times out).
+                    _ = tokio::time::sleep(Duration::from_millis(500)), if session.awaits_answers() => {}
                 }
             }
             let pending = session.pending();

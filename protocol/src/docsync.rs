@@ -185,6 +185,16 @@ impl DocSync {
         self.last_sent = None;
     }
 
+    /// Starts this document's exchange again from the shared heads, as a new session would:
+    /// the next message goes even if one is still unanswered or would repeat the last. For a
+    /// document a reconciliation found to differ: the peer may have ignored what was sent
+    /// before (over its cap of unknown documents), and waiting for its answer would wait for
+    /// good. Refused and held-back changes are kept.
+    pub fn restart(&mut self) {
+        self.state = sync::State::decode(&self.state.encode()).unwrap_or_default();
+        self.last_sent = None;
+    }
+
     /// The heads both sides were last known to share (from the persisted state).
     pub fn shared_heads(&self) -> &[ChangeHash] {
         &self.state.shared_heads

@@ -68,6 +68,9 @@ const FAULTS: usize = 25;
 /// Attacks by the hostile village.
 const FORGERIES: usize = 12;
 const MAX_MEMBERS: usize = 8;
+/// Documents a link tracks that the peer holds and its office lacks (the node's cap is far
+/// larger; a county this small never reaches it).
+const UNKNOWN_CAP: usize = 3;
 /// A run that has not gone quiet after this many events is a livelock.
 const MAX_EVENTS: usize = 400_000;
 
@@ -262,6 +265,8 @@ struct Stats {
     beside: usize,
     /// Notices a link handled while a delivery of another document was out.
     notices_beside: usize,
+    /// Most unknown document ids one link ignored (over [`UNKNOWN_CAP`]).
+    ignored: u64,
     /// Most requests one link held back at once (its window full).
     held: usize,
     frames: usize,
@@ -464,8 +469,14 @@ impl County {
         edge.epoch += 1;
         edge.last_at = [self.now; 2];
         // A small window of requests, so that holding them back is exercised.
-        let mut parent_side = Link::new(org(OFFICES[c]), false).with_request_window(2);
-        let mut child_side = Link::new(org(OFFICES[p]), true).with_request_window(2);
+        // A small cap of unknown documents, so that ignoring ids over it and reconciling
+        // again for them is exercised.
+        let mut parent_side = Link::new(org(OFFICES[c]), false)
+            .with_request_window(2)
+            .with_unknown_cap(UNKNOWN_CAP);
+        let mut child_side = Link::new(org(OFFICES[p]), true)
+            .with_request_window(2)
+            .with_unknown_cap(UNKNOWN_CAP);
         let (pc, cc) = (
             self.nodes[p].core.as_ref().unwrap(),
             self.nodes[c].core.as_ref().unwrap(),
@@ -575,7 +586,10 @@ impl County {
             Err(err) => Err(err),
         };
         self.nodes[to].core = Some(core);
-        self.stats.held = self.stats.held.max(self.link_at(to, e).held_requests());
+        let link = self.link_at(to, e);
+        let (held, ignored) = (link.held_requests(), link.unknown_ignored());
+        self.stats.held = self.stats.held.max(held);
+        self.stats.ignored = self.stats.ignored.max(ignored);
         match taken {
             Ok(fx) => {
                 if let Some(fx) = fx {
@@ -706,7 +720,7 @@ impl County {
             }
             let side = self.side(i, e);
             if self.edges[e].links.is_some()
-                && self.link_at(i, e).held_requests() > 0
+                && self.link_at(i, e).awaits_answers()
                 && !self.edges[e].waking[side]
             {
                 self.edges[e].waking[side] = true;
@@ -1254,7 +1268,7 @@ fn a_county_converges_under_partitions_crashes_and_a_hostile_office() {
         .collect();
     let sum = |f: fn(&Stats) -> usize| ok.iter().map(|s| f(s)).sum::<usize>();
     println!(
-        "{seeds} seeds in {:.1} s: {} events, {} writes ({} refused at the source), {} forgeries, {} faults ({} crashes), {} frames ({} case files received beside another, {} notices handled beside one; at most {} requests held by a link), {} documents; settled by {:.1} virtual hours at most",
+        "{seeds} seeds in {:.1} s: {} events, {} writes ({} refused at the source), {} forgeries, {} faults ({} crashes), {} frames ({} case files received beside another, {} notices handled beside one; at most {} requests held and {} unknown ids ignored by a link), {} documents; settled by {:.1} virtual hours at most",
         started.elapsed().as_secs_f64(),
         sum(|s| s.events),
         sum(|s| s.writes),
@@ -1266,12 +1280,17 @@ fn a_county_converges_under_partitions_crashes_and_a_hostile_office() {
         sum(|s| s.beside),
         sum(|s| s.notices_beside),
         ok.iter().map(|s| s.held).max().unwrap_or(0),
+        ok.iter().map(|s| s.ignored).max().unwrap_or(0),
         sum(|s| s.docs),
         ok.iter().map(|s| s.settled_at_h).fold(0.0, f64::max),
     );
     assert!(
         seeds < 50 || ok.iter().any(|s| s.held > 0),
         "no link ever held a request back: the window is not exercised"
+    );
+    assert!(
+        seeds < 50 || ok.iter().any(|s| s.ignored > 0),
+        "no link ever ignored an unknown document over its cap: that path is not exercised"
     );
     assert!(
         seeds < 50 || sum(|s| s.notices_beside) > 0,
@@ -1373,4 +1392,85 @@ fn listing_agrees_with_the_case_file(
         ));
     }
     Ok(())
+}
+
+/// An office that learns of more files than its cap of unknown documents still takes every
+/// one (the cap is 65,536 in a node: a mirror starting empty beside a 250,000-member county
+/// stalled past it, with the county's first offers ignored and never made again). Here a
+/// township starts empty under a village holding 40 case files, with a cap of 4.
+#[test]
+fn an_office_over_its_cap_of_unknown_files_still_takes_every_one() {
+    let keys = Arc::new(Keys::new());
+    let (village, township) = (4, 1);
+    let office = |i: usize| {
+        let core = Office::new(
+            org(OFFICES[i]),
+            actor_for(i),
+            Arc::new(MemStore::new()),
+            Arc::new(SimAuth(keys.clone())),
+            Arc::new(SimSigner(i)),
+        );
+        core.ensure_own_roster(T0).unwrap();
+        core
+    };
+    let (v, t) = (office(village), office(township));
+    let files: Vec<DocId> = (0..40)
+        .map(|n| {
+            let member = serde_json::from_value(serde_json::json!({
+                "name": format!("M{n}"), "gender": "male", "ethnicity": "Han",
+                "birth_date": "1970-01-01", "joined_at": "1990-07-01",
+                "home_org": OFFICES[village]}))
+            .unwrap();
+            v.create_member(&member, T0).unwrap().0
+        })
+        .collect();
+    let cap = 4;
+    let mut links = [
+        Link::new(org(OFFICES[township]), true).with_unknown_cap(cap),
+        Link::new(org(OFFICES[village]), false).with_unknown_cap(cap),
+    ];
+    let cores = [&v, &t];
+    // Frames in flight to each side, in order.
+    let mut wire: [VecDeque<Frame>; 2] = [VecDeque::new(), VecDeque::new()];
+    let mut now = T0;
+    for side in 0..2 {
+        wire[1 - side].extend(links[side].start(cores[side]).frames);
+    }
+    for _ in 0..100_000 {
+        now += 1;
+        let Some(side) = (0..2).find(|&s| !wire[s].is_empty()) else {
+            if !links.iter().any(|l| l.awaits_answers()) {
+                break;
+            }
+            now += REQUEST_TIMEOUT_MS; // quiet: wait for unanswered requests to time out
+            for side in 0..2 {
+                while links[side].has_offers(now) {
+                    let fx = links[side].offer_batch(cores[side], now).unwrap();
+                    wire[1 - side].extend(fx.frames);
+                }
+            }
+            continue;
+        };
+        let frame = wire[side].pop_front().unwrap();
+        let fx = links[side].on_frame(cores[side], frame, now).unwrap();
+        wire[1 - side].extend(fx.frames);
+        while links[side].has_offers(now) {
+            let fx = links[side].offer_batch(cores[side], now).unwrap();
+            wire[1 - side].extend(fx.frames);
+        }
+    }
+    assert!(
+        links[1].unknown_ignored() > 0,
+        "the cap was never reached: the test shows nothing"
+    );
+    let missing: Vec<&DocId> = files
+        .iter()
+        .filter(|id| t.store().summary(id).unwrap().is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the township lacks {} of {} files: {missing:?}",
+        missing.len(),
+        files.len()
+    );
 }

@@ -140,6 +140,13 @@ impl Link {
         self
     }
 
+    /// The same link tracking at most `cap` documents the peer holds and this office lacks
+    /// (default [`crate::session::MAX_UNKNOWN`]).
+    pub fn with_unknown_cap(mut self, cap: usize) -> Link {
+        self.session = self.session.with_unknown_cap(cap);
+        self
+    }
+
     /// The peer's org.
     pub fn peer(&self) -> &OrgPath {
         self.session.peer()
@@ -155,16 +162,21 @@ impl Link {
         self.session.unknown_ignored()
     }
 
-    /// True when documents wait to be offered, or held requests can go at `now_ms`
-    /// ([`Link::offer_batch`] does both).
+    /// True when documents wait to be offered, or held requests can go at `now_ms`, or a
+    /// request has gone unanswered ([`Link::offer_batch`] sees to all three).
     pub fn has_offers(&self, now_ms: i64) -> bool {
         !self.to_offer.is_empty() || self.requests.can_release(now_ms)
     }
 
-    /// Requests held until the window has room (some may go by time alone: ask
-    /// [`Link::has_offers`] again later).
+    /// Requests held until the window has room.
     pub fn held_requests(&self) -> usize {
         self.requests.held()
+    }
+
+    /// True while requests are held or unanswered: time alone may move them on (ask
+    /// [`Link::has_offers`] again within [`super::requests::REQUEST_TIMEOUT_MS`]).
+    pub fn awaits_answers(&self) -> bool {
+        self.requests.waiting()
     }
 
     /// The link is up: hello, and (the dialer) the first reconciliation message.
@@ -261,7 +273,7 @@ impl Link {
                     fx.notices.extend(office.peer_left(&doc, &peer, now_ms)?);
                     self.session.forget(&doc);
                     self.requests.forget(&doc);
-                    self.requests.release(now_ms, &mut fx.frames);
+                    self.release_requests(office, now_ms, &mut fx);
                     return Ok(Handled::Done(fx));
                 }
                 let held = || office.store().summary(&doc).ok().flatten().is_some();
@@ -270,7 +282,7 @@ impl Link {
                     .take_peer_doc_sync(&doc, held, || office.resume_sync(&doc, &peer))
                 else {
                     // Over the cap of unknown documents from this peer: ignored (counted).
-                    self.requests.release(now_ms, &mut fx.frames);
+                    self.release_requests(office, now_ms, &mut fx);
                     return Ok(Handled::Done(fx));
                 };
                 return Ok(Handled::Deliver(Box::new(Delivery {
@@ -284,8 +296,7 @@ impl Link {
             }
             Step::Certificate(der) => fx.certificates.push(der),
         }
-        self.reconcile_if_wanted(office, &mut fx);
-        self.requests.release(now_ms, &mut fx.frames);
+        self.release_requests(office, now_ms, &mut fx);
         Ok(Handled::Done(fx))
     }
 
@@ -320,11 +331,10 @@ impl Link {
             notices: received.notices,
             ..Effects::default()
         };
-        if received.applied > 0 {
-            self.session.now_held(&doc);
-        }
         if received.applied > 0 || received.in_sync {
-            // The request (if any) is answered: nothing more is coming for it.
+            // Held here now, or nothing more is coming: the request (if any) is answered,
+            // and the document no longer counts as unknown.
+            self.session.settle_unknown(&doc);
             self.requests.forget(&doc);
         }
         self.session.mark(&doc, received.in_sync);
@@ -335,13 +345,18 @@ impl Link {
         if let Some(reply) = received.reply {
             self.send_sync(office, doc, reply, now_ms, &mut fx);
         }
-        self.reconcile_if_wanted(office, &mut fx);
-        self.requests.release(now_ms, &mut fx.frames);
+        self.release_requests(office, now_ms, &mut fx);
         Ok(fx)
     }
 
-    /// Unknown documents resolved: reconcile again for the ones ignored.
-    fn reconcile_if_wanted<S: Storage>(&mut self, office: &Office<S>, fx: &mut Effects) {
+    /// Sends the held requests the window has room for. A request that went unanswered
+    /// frees its document's slot among the unknown; once every unknown document is settled
+    /// after some were ignored, reconciles again for those.
+    fn release_requests<S: Storage>(&mut self, office: &Office<S>, now_ms: i64, fx: &mut Effects) {
+        self.requests.release(now_ms, &mut fx.frames);
+        for doc in self.requests.take_unanswered() {
+            self.session.settle_unknown(&doc);
+        }
         if self.session.wants_reconcile() {
             fx.frames
                 .push(self.session.reconcile(office.inventory_for(self.peer())));
@@ -385,7 +400,7 @@ impl Link {
         now_ms: i64,
     ) -> Result<Effects, LinkError> {
         let mut fx = Effects::default();
-        self.requests.release(now_ms, &mut fx.frames);
+        self.release_requests(office, now_ms, &mut fx);
         let n = OFFER_BATCH.min(self.to_offer.len());
         for doc in self.to_offer.drain(..n).collect::<Vec<_>>() {
             self.offer(office, &doc, now_ms, &mut fx)?;

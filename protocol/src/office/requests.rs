@@ -46,6 +46,8 @@ pub struct Requests {
     held: HashMap<DocId, Frame>,
     /// Held behind the outstanding request for the same document.
     behind: HashMap<DocId, Frame>,
+    /// Requests that timed out unanswered since [`Requests::take_unanswered`] was last asked.
+    unanswered: Vec<DocId>,
 }
 
 impl Requests {
@@ -57,6 +59,7 @@ impl Requests {
             queue: VecDeque::new(),
             held: HashMap::new(),
             behind: HashMap::new(),
+            unanswered: Vec::new(),
         }
     }
 
@@ -103,20 +106,30 @@ impl Requests {
         }
     }
 
-    /// True when [`Requests::release`] would send something at `now_ms`.
+    /// True when [`Requests::release`] would send something at `now_ms`, or find a request
+    /// unanswered.
     pub fn can_release(&self, now_ms: i64) -> bool {
-        let expired = || {
-            self.outstanding
+        (!self.held.is_empty() && self.outstanding.len() < self.window)
+            || self
+                .outstanding
                 .values()
                 .any(|sent| now_ms - sent >= REQUEST_TIMEOUT_MS)
-        };
-        (!self.held.is_empty() && self.outstanding.len() < self.window)
-            || (self.held() > 0 && expired())
     }
 
     /// Requests held, waiting for room or for the request before them.
     pub fn held(&self) -> usize {
         self.held.len() + self.behind.len()
+    }
+
+    /// True while requests are held or outstanding: time alone may move them on.
+    pub fn waiting(&self) -> bool {
+        !self.outstanding.is_empty() || self.held() > 0
+    }
+
+    /// Documents whose request timed out unanswered since this was last asked (each once;
+    /// one with a request held behind it is asked again, and not listed).
+    pub fn take_unanswered(&mut self) -> Vec<DocId> {
+        std::mem::take(&mut self.unanswered)
     }
 
     /// Requests unanswered for [`REQUEST_TIMEOUT_MS`] stop counting; one waiting behind such
@@ -133,6 +146,8 @@ impl Requests {
             if let Some(frame) = self.behind.remove(&doc) {
                 self.held.insert(doc.clone(), frame);
                 self.queue.push_front(doc);
+            } else {
+                self.unanswered.push(doc);
             }
         }
     }
@@ -229,11 +244,22 @@ mod tests {
         assert!(r.can_release(REQUEST_TIMEOUT_MS));
         r.release(REQUEST_TIMEOUT_MS, &mut frames);
         assert_eq!(sent(&mut frames), [2]);
-        // One waiting behind an unanswered request goes when that one times out.
+        assert_eq!(r.take_unanswered(), [doc(1)], "listed once");
+        assert!(r.take_unanswered().is_empty());
+        assert!(r.waiting());
+        // One waiting behind an unanswered request goes when that one times out (and that
+        // document is still awaited: not listed).
         r.send_or_hold(doc(2), request(22), REQUEST_TIMEOUT_MS, &mut frames);
         assert!(frames.is_empty());
         assert!(r.can_release(2 * REQUEST_TIMEOUT_MS));
         r.release(2 * REQUEST_TIMEOUT_MS, &mut frames);
         assert_eq!(sent(&mut frames), [22]);
+        assert!(r.take_unanswered().is_empty());
+        // An unanswered request with nothing held is found by time alone.
+        assert!(!r.can_release(3 * REQUEST_TIMEOUT_MS - 1));
+        assert!(r.can_release(3 * REQUEST_TIMEOUT_MS));
+        r.release(3 * REQUEST_TIMEOUT_MS, &mut frames);
+        assert_eq!(r.take_unanswered(), [doc(2)]);
+        assert!(!r.waiting());
     }
 }
