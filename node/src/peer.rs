@@ -308,6 +308,9 @@ pub async fn run(
                     }
                     Input::Notice(Err(missed)) => {
                         debug!(missed, "missed change notifications; reconciling again");
+                        status.update(peer.as_str(), "", link.direction, |p| {
+                            p.notices_missed += missed;
+                        });
                         carry(session.on_missed_notices(office))?;
                     }
                 }

@@ -62,6 +62,9 @@ pub struct PeerStatus {
     /// Document ids the peer claimed that this node lacks, ignored in the current session
     /// because too many were pending (see `amphi_protocol::session::MAX_UNKNOWN`).
     pub unknown_ids_ignored: u64,
+    /// Change notices the sessions with this peer missed since the node started (each miss
+    /// makes the two offices reconcile their whole inventories again).
+    pub notices_missed: u64,
     /// Last connection error, if any.
     pub last_error: Option<String>,
     /// Round-trip time of the connection, milliseconds.
@@ -85,6 +88,7 @@ impl PeerStatus {
             bytes_out: 0,
             refused: BTreeMap::new(),
             unknown_ids_ignored: 0,
+            notices_missed: 0,
             last_error: None,
             rtt_ms: None,
         }
