@@ -105,6 +105,10 @@ pub struct PeerSession {
     unknown: BTreeSet<DocId>,
     /// Unknown ids ignored because [`MAX_UNKNOWN`] were tracked.
     unknown_ignored: u64,
+    /// Documents this node lacks that the peer said it has left (it keeps listing them in
+    /// reconciliations: its inventory keeps an office's exits), not asked for again in this
+    /// session unless the peer offers them; at most the cap of unknown documents.
+    declined: BTreeSet<DocId>,
     /// Most unknown documents tracked at once ([`MAX_UNKNOWN`] unless set).
     unknown_cap: usize,
     /// Ids were ignored since the last reconciliation this side started.
@@ -125,6 +129,7 @@ impl PeerSession {
             certificates_sent: BTreeSet::new(),
             unknown: BTreeSet::new(),
             unknown_ignored: 0,
+            declined: BTreeSet::new(),
             unknown_cap: MAX_UNKNOWN,
             overflowed: false,
             last_restart_ms: None,
@@ -229,7 +234,7 @@ impl PeerSession {
                     if let Some(sync) = self.syncs.get_mut(&doc) {
                         // What was said about it before may have gone unanswered for good.
                         sync.restart();
-                    } else if !ours && !self.track_unknown(&doc) {
+                    } else if !ours && (self.declined.contains(&doc) || !self.track_unknown(&doc)) {
                         continue;
                     }
                     to_start.push(doc);
@@ -242,6 +247,11 @@ impl PeerSession {
                 })
             }
             Frame::Left { doc } => {
+                if self.unknown.contains(&doc) && self.declined.len() < self.unknown_cap {
+                    // Asked for, and gone from the peer: re-finding it in every later
+                    // reconciliation would spend the unknown slots on it again each time.
+                    self.declined.insert(doc.clone());
+                }
                 self.forget(&doc);
                 Ok(Step::Left(doc))
             }
@@ -289,6 +299,7 @@ impl PeerSession {
         held: impl FnOnce() -> bool,
         resume: impl FnOnce() -> DocSync,
     ) -> Option<DocSync> {
+        self.declined.remove(doc);
         let new_here = !self.syncs.contains_key(doc) && !self.unknown.contains(doc);
         if new_here && !held() && !self.track_unknown(doc) {
             return None;
@@ -504,6 +515,34 @@ mod tests {
         }
         assert!(s.wants_reconcile());
         assert!(!s.wants_reconcile());
+    }
+
+    #[test]
+    fn a_document_the_peer_left_is_not_asked_for_again_until_it_offers_it() {
+        let mut s = greeted("hoboksar/t1");
+        let ours = BTreeMap::new;
+        let gone = DocId::new_member(1u64.to_be_bytes());
+        let other = DocId::new_member(2u64.to_be_bytes());
+        assert_eq!(
+            started(s.on_frame(listing(1..3), 0, ours).unwrap()),
+            [gone.clone(), other.clone()]
+        );
+        assert!(s.is_unknown(&gone));
+        let left = Frame::Left { doc: gone.clone() };
+        assert_eq!(s.on_frame(left, 1, ours).unwrap(), Step::Left(gone.clone()));
+        assert!(!s.is_unknown(&gone), "its slot is free");
+        // The peer keeps listing it (its inventory keeps exits): not asked for again.
+        s.settle_unknown(&other);
+        s.forget(&other);
+        assert_eq!(
+            started(s.on_frame(listing(1..3), 2, ours).unwrap()),
+            [other]
+        );
+        assert!(!s.is_unknown(&gone));
+        // Offered after all (it came back into scope): taken.
+        let resume = || DocSync::resume(None);
+        assert!(s.take_peer_doc_sync(&gone, || false, resume).is_some());
+        assert!(s.is_unknown(&gone));
     }
 
     #[test]

@@ -267,6 +267,8 @@ struct Stats {
     notices_beside: usize,
     /// Most unknown document ids one link ignored (over [`UNKNOWN_CAP`]).
     ignored: u64,
+    /// Requests that timed out unanswered, over all sessions.
+    unanswered: u64,
     /// Most requests one link held back at once (its window full).
     held: usize,
     frames: usize,
@@ -491,6 +493,9 @@ impl County {
 
     fn disconnect(&mut self, e: usize) {
         let edge = &mut self.edges[e];
+        if let Some((a, b)) = &edge.links {
+            self.stats.unanswered += a.unanswered_requests() + b.unanswered_requests();
+        }
         edge.links = None;
         edge.out = [None, None];
         edge.epoch += 1;
@@ -1209,6 +1214,9 @@ fn run(seed: u64) -> (Result<Stats, String>, Vec<String>) {
         eprintln!("after reconnecting every link: {:?}", county.check());
     }
     county.stats.docs = county.nodes[0].store.ids().len();
+    for (a, b) in county.edges.iter().filter_map(|e| e.links.as_ref()) {
+        county.stats.unanswered += a.unanswered_requests() + b.unanswered_requests();
+    }
     (outcome.map(|()| county.stats.clone()), county.trace)
 }
 
@@ -1268,7 +1276,7 @@ fn a_county_converges_under_partitions_crashes_and_a_hostile_office() {
         .collect();
     let sum = |f: fn(&Stats) -> usize| ok.iter().map(|s| f(s)).sum::<usize>();
     println!(
-        "{seeds} seeds in {:.1} s: {} events, {} writes ({} refused at the source), {} forgeries, {} faults ({} crashes), {} frames ({} case files received beside another, {} notices handled beside one; at most {} requests held and {} unknown ids ignored by a link), {} documents; settled by {:.1} virtual hours at most",
+        "{seeds} seeds in {:.1} s: {} events, {} writes ({} refused at the source), {} forgeries, {} faults ({} crashes), {} frames ({} case files received beside another, {} notices handled beside one; at most {} requests held and {} unknown ids ignored by a link, {} requests unanswered), {} documents; settled by {:.1} virtual hours at most",
         started.elapsed().as_secs_f64(),
         sum(|s| s.events),
         sum(|s| s.writes),
@@ -1281,6 +1289,7 @@ fn a_county_converges_under_partitions_crashes_and_a_hostile_office() {
         sum(|s| s.notices_beside),
         ok.iter().map(|s| s.held).max().unwrap_or(0),
         ok.iter().map(|s| s.ignored).max().unwrap_or(0),
+        ok.iter().map(|s| s.unanswered).sum::<u64>(),
         sum(|s| s.docs),
         ok.iter().map(|s| s.settled_at_h).fold(0.0, f64::max),
     );

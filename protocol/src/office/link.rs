@@ -119,6 +119,8 @@ pub struct Link {
     dialed: bool,
     to_offer: VecDeque<DocId>,
     requests: Requests,
+    /// Requests that went unanswered in this session.
+    unanswered: u64,
 }
 
 impl Link {
@@ -130,6 +132,7 @@ impl Link {
             dialed,
             to_offer: VecDeque::new(),
             requests: Requests::new(REQUEST_WINDOW),
+            unanswered: 0,
         }
     }
 
@@ -166,6 +169,12 @@ impl Link {
     /// request has gone unanswered ([`Link::offer_batch`] sees to all three).
     pub fn has_offers(&self, now_ms: i64) -> bool {
         !self.to_offer.is_empty() || self.requests.can_release(now_ms)
+    }
+
+    /// Requests that went unanswered in this session (each held a slot of the window for
+    /// [`super::requests::REQUEST_TIMEOUT_MS`]).
+    pub fn unanswered_requests(&self) -> u64 {
+        self.unanswered
     }
 
     /// Requests held until the window has room.
@@ -269,7 +278,12 @@ impl Link {
                 if office.exited_for(&doc, &peer) && holds_nothing(&message) {
                     // The peer's org left this document's scope and the peer holds nothing
                     // of it (it purged it, or never had it): it has left, as if it said so.
-                    // Answering would send it what it may no longer receive.
+                    // Answering would send it what it may no longer receive; saying it is
+                    // gone from here too ends its request at once. (Unanswered, the request
+                    // held a slot of the peer's window for 10 s, and an office asks again
+                    // for every file it ever left at each reconnect: exits stay in this
+                    // office's inventory.)
+                    fx.frames.push(Frame::Left { doc: doc.clone() });
                     fx.notices.extend(office.peer_left(&doc, &peer, now_ms)?);
                     self.session.forget(&doc);
                     self.requests.forget(&doc);
@@ -355,6 +369,7 @@ impl Link {
     fn release_requests<S: Storage>(&mut self, office: &Office<S>, now_ms: i64, fx: &mut Effects) {
         self.requests.release(now_ms, &mut fx.frames);
         for doc in self.requests.take_unanswered() {
+            self.unanswered += 1;
             self.session.settle_unknown(&doc);
         }
         if self.session.wants_reconcile() {
