@@ -130,10 +130,24 @@ impl Reconciler {
     }
 
     /// Handles the peer's ranges; returns the ranges to answer with (empty: nothing more to
-    /// say about these ranges).
+    /// say about these ranges), never more than [`MAX_RANGES`]: when the answer would hold
+    /// more, the ranges not yet answered go back as one fingerprint of their whole span, which
+    /// the peer splits again. (Without this, a 250,000-member mirror answered with more than
+    /// the peer's decoder takes, and every session ended on "invalid range count".)
     pub fn respond(&mut self, ranges: Vec<Range>) -> Vec<Range> {
         let mut out = Vec::new();
-        for range in ranges {
+        let mut ranges = ranges.into_iter();
+        while let Some(range) = ranges.next() {
+            if out.len() + BRANCHES >= MAX_RANGES {
+                // No room for another split and what follows it: the rest as one range.
+                let upper = ranges.next_back().map_or(range.upper, |last| last.upper);
+                out.push(Range {
+                    payload: Payload::Fingerprint(self.fingerprint(&range.lower, upper.as_deref())),
+                    lower: range.lower,
+                    upper,
+                });
+                break;
+            }
             let upper = range.upper.as_deref();
             match range.payload {
                 Payload::Fingerprint(theirs) => {
@@ -254,11 +268,14 @@ mod tests {
         let (mut rounds, mut size) = (0, 0);
         let mut turn_b = true;
         while !msg.is_empty() {
-            size += crate::wire::Frame::Reconcile {
-                ranges: msg.clone(),
-            }
-            .encode()
-            .len();
+            // Every message must be one the peer's decoder takes.
+            let frame = crate::wire::Frame::Reconcile { ranges: msg };
+            let bytes = frame.encode();
+            size += bytes.len();
+            msg = match crate::wire::Frame::decode(&bytes) {
+                Ok(crate::wire::Frame::Reconcile { ranges }) => ranges,
+                other => panic!("a message the peer refuses: {other:?}"),
+            };
             msg = if turn_b {
                 b.respond(msg)
             } else {
@@ -336,6 +353,26 @@ mod tests {
             size < 200 * 800,
             "{size} bytes: more than 800 per difference"
         );
+    }
+
+    #[test]
+    fn an_answer_never_holds_more_ranges_than_the_peer_takes() {
+        // 200,000 items, one in eight differing: answers would split thousands of ranges at
+        // once. Every message is decoded as the peer would (in `run`).
+        let ours: BTreeMap<DocId, Digest> = (0..200_000).map(|k| (id(k), [1; 16])).collect();
+        let mut theirs = ours.clone();
+        let mut truth = BTreeSet::new();
+        for k in (0..200_000).step_by(8) {
+            theirs.insert(id(k), [2; 16]);
+            truth.insert(id(k));
+        }
+        for k in 200_000..201_000 {
+            theirs.insert(id(k), [3; 16]);
+            truth.insert(id(k));
+        }
+        let (mut a, mut b) = (Reconciler::new(ours), Reconciler::new(theirs));
+        let (learned, _, _) = run(&mut a, &mut b);
+        assert_eq!(learned, truth);
     }
 
     #[test]
