@@ -127,6 +127,8 @@ pub struct Placement {
     pub exits: Vec<(OrgPath, Vec<ChangeHash>)>,
     /// Leaving this office, kept until the parent holds it (see [`DocSummary::awaiting_upstream`]).
     pub awaiting_upstream: bool,
+    /// Kept only until others learn it left (see [`DocSummary::leaving`]).
+    pub leaving: bool,
 }
 
 impl Placement {
@@ -141,6 +143,7 @@ impl Placement {
                 .map(|e| (e.org.clone(), e.heads.clone()))
                 .collect(),
             awaiting_upstream: s.awaiting_upstream,
+            leaving: s.leaving,
         }
     }
 }
