@@ -269,17 +269,16 @@ mod tests {
         let mut turn_b = true;
         while !msg.is_empty() {
             // Every message must be one the peer's decoder takes.
-            let frame = crate::wire::Frame::Reconcile { ranges: msg };
-            let bytes = frame.encode();
+            let bytes = crate::wire::Frame::Reconcile { ranges: msg }.encode();
             size += bytes.len();
-            msg = match crate::wire::Frame::decode(&bytes) {
+            let received = match crate::wire::Frame::decode(&bytes) {
                 Ok(crate::wire::Frame::Reconcile { ranges }) => ranges,
                 other => panic!("a message the peer refuses: {other:?}"),
             };
             msg = if turn_b {
-                b.respond(msg)
+                b.respond(received)
             } else {
-                a.respond(msg)
+                a.respond(received)
             };
             turn_b = !turn_b;
             rounds += 1;

@@ -19,8 +19,9 @@
 //! tracked one is settled when its changes are stored, the two sides agree, or its request
 //! goes unanswered; once all are, the session reconciles again for the ones ignored, and
 //! every document that reconciliation finds differing starts its exchange afresh (the peer
-//! may still wait for an answer to a message this side ignored). And a whole-range restart from the peer re-reads this node's inventory at most once per
-//! [`RESTART_INTERVAL_MS`] (`now` is the caller's: this crate never reads the clock).
+//! may still wait for an answer to a message this side ignored). And a whole-range restart
+//! from the peer re-reads this node's inventory at most once per [`RESTART_INTERVAL_MS`]
+//! (`now` is the caller's: this crate never reads the clock).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

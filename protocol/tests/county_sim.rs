@@ -186,6 +186,25 @@ impl Sign for SimSigner {
     }
 }
 
+/// The office core of office `i` over `store`.
+fn office_core(i: usize, store: Arc<MemStore>, keys: &Arc<Keys>) -> Office<Arc<MemStore>> {
+    Office::new(
+        org(OFFICES[i]),
+        actor_for(i),
+        store,
+        Arc::new(SimAuth(keys.clone())),
+        Arc::new(SimSigner(i)),
+    )
+}
+
+/// A new member named `name`, at home in `home`.
+fn new_member(name: &str, home: &OrgPath) -> NewMember {
+    serde_json::from_value(serde_json::json!({
+        "name": name, "gender": "female", "ethnicity": "Han",
+        "birth_date": "1980-01-01", "joined_at": "2000-07-01", "home_org": home.as_str()}))
+    .unwrap()
+}
+
 /// One office: its durable store, and the running core (`None` while crashed).
 struct Node {
     store: Arc<MemStore>,
@@ -358,13 +377,7 @@ impl County {
     }
 
     fn start_office(&mut self, i: usize) {
-        let core = Office::new(
-            org(OFFICES[i]),
-            actor_for(i),
-            self.nodes[i].store.clone(),
-            Arc::new(SimAuth(self.keys.clone())),
-            Arc::new(SimSigner(i)),
-        );
+        let core = office_core(i, self.nodes[i].store.clone(), &self.keys);
         let notices = core.ensure_own_roster(self.now).unwrap();
         self.nodes[i].core = Some(core);
         self.notify(i, notices.into_iter().map(|n| (n, None)).collect());
@@ -810,14 +823,11 @@ impl County {
                 self.nodes[i].core = Some(core);
                 return;
             }
-            let member: NewMember = serde_json::from_value(serde_json::json!({
-                "name": format!("M{step}"), "gender": "female", "ethnicity": "Han",
-                "birth_date": "1980-01-01", "joined_at": "2000-07-01", "home_org": me.as_str()}))
-            .unwrap();
-            core.create_member(&member, now).map(|(id, n)| {
-                self.members.push(id.clone());
-                (id, n)
-            })
+            core.create_member(&new_member(&format!("M{step}"), &me), now)
+                .map(|(id, n)| {
+                    self.members.push(id.clone());
+                    (id, n)
+                })
         } else {
             let id = held[self.rng.below(held.len())].clone();
             let doc = core.load(&id).unwrap().unwrap();
@@ -1412,24 +1422,14 @@ fn an_office_over_its_cap_of_unknown_files_still_takes_every_one() {
     let keys = Arc::new(Keys::new());
     let (village, township) = (4, 1);
     let office = |i: usize| {
-        let core = Office::new(
-            org(OFFICES[i]),
-            actor_for(i),
-            Arc::new(MemStore::new()),
-            Arc::new(SimAuth(keys.clone())),
-            Arc::new(SimSigner(i)),
-        );
+        let core = office_core(i, Arc::new(MemStore::new()), &keys);
         core.ensure_own_roster(T0).unwrap();
         core
     };
     let (v, t) = (office(village), office(township));
     let files: Vec<DocId> = (0..40)
         .map(|n| {
-            let member = serde_json::from_value(serde_json::json!({
-                "name": format!("M{n}"), "gender": "male", "ethnicity": "Han",
-                "birth_date": "1970-01-01", "joined_at": "1990-07-01",
-                "home_org": OFFICES[village]}))
-            .unwrap();
+            let member = new_member(&format!("M{n}"), &org(OFFICES[village]));
             v.create_member(&member, T0).unwrap().0
         })
         .collect();
