@@ -34,19 +34,32 @@ pub const TARGETS: &[(&str, Target)] = &[
 
 /// `frame`: the wire codec on bytes from a peer.
 ///
-/// Decoding never panics, with or without the length prefix; whatever decodes re-encodes to
-/// exactly the same bytes (the encoding is canonical: no two byte strings mean the same
-/// frame) and decodes again to the same frame.
+/// Decoding never panics, with or without the length prefix, and never inflates a deflated
+/// body past the frame limit. A plain body is canonical: whatever decodes from one has
+/// exactly that plain encoding (no two byte strings mean the same frame). A deflated body may
+/// be deflated in many ways, but what it inflates to is the canonical plain body. Every
+/// decoded frame encodes, plain or deflated, to bytes that decode to the same frame.
 pub fn frame(data: &[u8]) {
-    if let Ok(frame) = Frame::decode_body(data) {
-        let bytes = frame.encode();
-        assert_eq!(&bytes[4..], data, "{frame:?} re-encodes to other bytes");
-        assert_eq!(Frame::decode(&bytes).as_ref(), Ok(&frame));
+    if let Ok((frame, plain)) = Frame::decode_body_sized(data) {
+        let canonical = frame.plain_body();
+        assert!(plain <= amphi_protocol::wire::MAX_FRAME);
+        if Frame::is_deflated(data) {
+            assert_eq!(
+                canonical.len(),
+                plain,
+                "{frame:?} inflated from another plain body"
+            );
+        } else {
+            assert_eq!(canonical, data, "{frame:?} re-encodes to other bytes");
+        }
+        assert_eq!(Frame::decode(&frame.encode()).as_ref(), Ok(&frame));
+        assert_eq!(Frame::decode(&frame.encode_deflated()).as_ref(), Ok(&frame));
     }
     if let Ok(frame) = Frame::decode(data) {
-        let bytes = frame.encode();
-        assert_eq!(bytes, data, "{frame:?} re-encodes to other bytes");
-        assert_eq!(Frame::decode(&bytes), Ok(frame));
+        if !Frame::is_deflated(&data[4..]) {
+            assert_eq!(frame.encode(), data, "{frame:?} re-encodes to other bytes");
+        }
+        assert_eq!(Frame::decode(&frame.encode()), Ok(frame));
     }
 }
 

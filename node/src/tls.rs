@@ -1,7 +1,8 @@
 //! Mutual TLS for the QUIC links between nodes.
 //!
 //! Both ends present their node certificate and trust only the county CA (the node's
-//! `ca.crt`); crypto is ring, passed explicitly, TLS 1.3 only, ALPN [`ALPN`].
+//! `ca.crt`); crypto is ring, passed explicitly, TLS 1.3 only, ALPN [`ALPN`] (frames may be
+//! deflated) or, with an older release, [`ALPN_PLAIN`].
 //!
 //! - The client dials with `server_name = expected_peer_org.dns_name()`, so webpki's name
 //!   check ties the server certificate to the office the client expected.
@@ -24,8 +25,25 @@ use rustls::server::WebPkiClientVerifier;
 
 use crate::pki::{self, CertError, NodeIdentity};
 
-/// The ALPN protocol id of Amphi's replication protocol, version 1.
-pub const ALPN: &[u8] = b"amphi/1";
+/// The ALPN protocol id of Amphi's replication protocol whose frames may be deflated
+/// ([`amphi_protocol::wire`]). Nodes offer it first, then [`ALPN_PLAIN`].
+pub const ALPN: &[u8] = b"amphi/2";
+/// The ALPN protocol id of the same protocol with plain frames only: what releases before
+/// deflated frames speak. A node speaks it with such a peer, so a county upgrades office by
+/// office.
+pub const ALPN_PLAIN: &[u8] = b"amphi/1";
+
+/// True when the peer of `conn` takes deflated frames (both sides agreed on [`ALPN`]).
+pub fn takes_deflated(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == ALPN)
+}
+
+fn alpn() -> Vec<Vec<u8>> {
+    vec![ALPN.to_vec(), ALPN_PLAIN.to_vec()]
+}
 
 /// Interval of QUIC keep-alive packets, so idle links and NAT bindings stay open.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
@@ -85,7 +103,7 @@ fn roots(id: &NodeIdentity) -> Result<Arc<RootCertStore>, TlsError> {
 
 /// QUIC server configuration for a node: presents the node certificate, requires a client
 /// certificate chaining to the CA (webpki, ring, trust store = the CA only), TLS 1.3 only,
-/// ALPN [`ALPN`], keep-alive 5 s, idle timeout 30 s.
+/// ALPN [`ALPN`] or [`ALPN_PLAIN`], keep-alive 5 s, idle timeout 30 s.
 pub fn server_config(id: &NodeIdentity) -> Result<quinn::ServerConfig, TlsError> {
     let provider = pki::crypto_provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(id)?, provider.clone())
@@ -97,7 +115,7 @@ pub fn server_config(id: &NodeIdentity) -> Result<quinn::ServerConfig, TlsError>
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![id.cert_der.clone()], id.key_der.clone_key())
         .map_err(TlsError::Config)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = alpn();
     let quic = QuicServerConfig::try_from(Arc::new(tls)).map_err(TlsError::Quic)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport());
@@ -105,11 +123,21 @@ pub fn server_config(id: &NodeIdentity) -> Result<quinn::ServerConfig, TlsError>
 }
 
 /// QUIC client configuration for a node: trusts only the CA, presents the node certificate
-/// for client authentication, TLS 1.3 only, ALPN [`ALPN`], keep-alive 5 s, idle timeout 30 s.
+/// for client authentication, TLS 1.3 only, ALPN [`ALPN`] or [`ALPN_PLAIN`], keep-alive 5 s,
+/// idle timeout 30 s.
 ///
 /// Connect with `server_name = expected_peer_org.dns_name()`: the server certificate must
 /// then carry that DNS name, i.e. belong to the expected office.
 pub fn client_config(id: &NodeIdentity) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_speaking(id, alpn())
+}
+
+/// [`client_config`], offering the ALPN ids `alpn` (an older release offers only
+/// [`ALPN_PLAIN`]).
+fn client_config_speaking(
+    id: &NodeIdentity,
+    alpn: Vec<Vec<u8>>,
+) -> Result<quinn::ClientConfig, TlsError> {
     let provider = pki::crypto_provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -117,7 +145,7 @@ pub fn client_config(id: &NodeIdentity) -> Result<quinn::ClientConfig, TlsError>
         .with_root_certificates(roots(id)?)
         .with_client_auth_cert(vec![id.cert_der.clone()], id.key_der.clone_key())
         .map_err(TlsError::Config)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = alpn;
     let quic = QuicClientConfig::try_from(Arc::new(tls)).map_err(TlsError::Quic)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport());
@@ -267,6 +295,48 @@ mod tests {
         assert_eq!(org_seen, c.bayin.org);
         assert_eq!(cert_seen, c.bayin.cert_der);
         client_ep.wait_idle().await;
+    }
+
+    /// What a node and a peer agree to speak, seen from both ends of the connection.
+    async fn agreed(client_alpn: Vec<Vec<u8>>) -> (Option<Vec<u8>>, bool, bool) {
+        let c = cluster();
+        let (server_ep, addr) = server(&c.town);
+        let server_task = tokio::spawn(async move {
+            let conn = accept_one(&server_ep).await.unwrap();
+            let deflates = takes_deflated(&conn);
+            conn.close(0u32.into(), b"done");
+            deflates
+        });
+        let client_ep = client_endpoint();
+        let config = client_config_speaking(&c.bayin, client_alpn).unwrap();
+        let conn = client_ep
+            .connect_with(config, addr, &c.town.org.dns_name())
+            .unwrap()
+            .await
+            .unwrap();
+        let protocol = conn
+            .handshake_data()
+            .unwrap()
+            .downcast::<quinn::crypto::rustls::HandshakeData>()
+            .unwrap()
+            .protocol;
+        let client_deflates = takes_deflated(&conn);
+        let server_deflates = timeout(WAIT, server_task).await.unwrap().unwrap();
+        (protocol, client_deflates, server_deflates)
+    }
+
+    #[tokio::test]
+    async fn two_nodes_of_this_release_send_each_other_deflated_frames() {
+        assert_eq!(agreed(alpn()).await, (Some(ALPN.to_vec()), true, true));
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_an_older_release_is_sent_plain_frames() {
+        // Releases before deflated frames offer only `amphi/1`.
+        assert_eq!(
+            agreed(vec![ALPN_PLAIN.to_vec()]).await,
+            (Some(ALPN_PLAIN.to_vec()), false, false)
+        );
     }
 
     #[tokio::test]

@@ -8,6 +8,16 @@
 //! ```
 //! Decoding is pure and total: every malformed, truncated or oversized input is a
 //! [`DecodeError`] value, never a panic.
+//!
+//! To a peer that takes them (the node agrees on it at the QUIC handshake: ALPN `amphi/2`),
+//! a body of [`DEFLATE_FROM`] bytes or more is sent deflated when that makes it smaller:
+//! `body = TAG_DEFLATED deflate(inner body)` ([`Frame::encode_deflated`]). Every frame is
+//! decoded either way. Case files travel as one change chunk and one
+//! attestation per change, and the chunks' dependency hashes repeat the hashes beside them,
+//! the certificate ids repeat, and org paths repeat: a cold case file's frame shrinks by a
+//! third. The receiver inflates at most [`MAX_FRAME`] bytes, and an inner body is never
+//! deflated again, so a small frame cannot become a large one past the same limit a plain
+//! frame has.
 
 use crate::attest::Attestation;
 use crate::ids::DocId;
@@ -22,6 +32,8 @@ pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 pub const MAX_ATTESTATIONS: usize = 65_536;
 /// Largest certificate accepted on the wire.
 pub const MAX_CERTIFICATE: usize = 16 * 1024;
+/// Smallest body worth deflating.
+pub const DEFLATE_FROM: usize = 128;
 /// Length of a heads digest.
 pub const DIGEST_LEN: usize = 16;
 
@@ -72,6 +84,7 @@ const TAG_RECONCILE: u8 = 2;
 const TAG_SYNC: u8 = 4;
 const TAG_CERTIFICATE: u8 = 5;
 const TAG_LEFT: u8 = 6;
+const TAG_DEFLATED: u8 = 7;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,8 +107,20 @@ pub enum DecodeError {
 }
 
 impl Frame {
-    /// Encodes the frame with its length prefix.
+    /// Encodes the frame with its length prefix, its body plain.
     pub fn encode(&self) -> Vec<u8> {
+        with_prefix(self.plain_body())
+    }
+
+    /// Encodes the frame with its length prefix, its body deflated when that is worth it and
+    /// smaller: for a peer that takes deflated frames.
+    pub fn encode_deflated(&self) -> Vec<u8> {
+        let body = self.plain_body();
+        with_prefix(deflated(&body).unwrap_or(body))
+    }
+
+    /// The plain body: the tag and the fields, never deflated (one frame has exactly one).
+    pub fn plain_body(&self) -> Vec<u8> {
         let mut body = Vec::new();
         match self {
             Frame::Hello { version, org } => {
@@ -154,10 +179,7 @@ impl Frame {
                 put_str(&mut body, doc.as_str());
             }
         }
-        let mut out = Vec::with_capacity(body.len() + 4);
-        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        out.extend_from_slice(&body);
-        out
+        body
     }
 
     /// Reads the body length from a 4-byte prefix, refusing oversized frames before any
@@ -175,9 +197,33 @@ impl Frame {
 
     /// Decodes a frame body (without its length prefix).
     pub fn decode_body(body: &[u8]) -> Result<Frame, DecodeError> {
+        Frame::decode_body_sized(body).map(|(frame, _)| frame)
+    }
+
+    /// Decodes a frame body (without its length prefix), with the size of the plain body:
+    /// for a deflated frame, what it takes in memory once inflated.
+    pub fn decode_body_sized(body: &[u8]) -> Result<(Frame, usize), DecodeError> {
         if body.len() > MAX_FRAME {
             return Err(DecodeError::TooLarge(body.len()));
         }
+        if Frame::is_deflated(body) {
+            let plain = inflate(&body[1..])?;
+            if Frame::is_deflated(&plain) {
+                return Err(DecodeError::Invalid(
+                    "deflated frame inside a deflated frame",
+                ));
+            }
+            return Ok((Frame::decode_plain(&plain)?, plain.len()));
+        }
+        Ok((Frame::decode_plain(body)?, body.len()))
+    }
+
+    /// True when `body` is deflated (see the module doc).
+    pub fn is_deflated(body: &[u8]) -> bool {
+        body.first() == Some(&TAG_DEFLATED)
+    }
+
+    fn decode_plain(body: &[u8]) -> Result<Frame, DecodeError> {
         let mut r = Cursor { buf: body };
         let frame = match r.u8()? {
             TAG_HELLO => {
@@ -283,6 +329,40 @@ impl Frame {
     }
 }
 
+fn with_prefix(body: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// `body` deflated behind [`TAG_DEFLATED`], if it is worth it and comes out smaller.
+fn deflated(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    if body.len() < DEFLATE_FROM {
+        return None;
+    }
+    let mut out = vec![TAG_DEFLATED];
+    let mut encoder = flate2::write::DeflateEncoder::new(&mut out, flate2::Compression::default());
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok()?;
+    (out.len() < body.len()).then_some(out)
+}
+
+/// Inflates a deflated body, refusing one that would come out larger than [`MAX_FRAME`].
+fn inflate(deflated: &[u8]) -> Result<Vec<u8>, DecodeError> {
+    use std::io::Read as _;
+    let mut plain = Vec::new();
+    flate2::bufread::DeflateDecoder::new(deflated)
+        .take(MAX_FRAME as u64 + 1)
+        .read_to_end(&mut plain)
+        .map_err(|_| DecodeError::Invalid("deflated body"))?;
+    if plain.len() > MAX_FRAME {
+        return Err(DecodeError::TooLarge(plain.len()));
+    }
+    Ok(plain)
+}
+
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_be_bytes());
     out.extend_from_slice(b);
@@ -377,22 +457,111 @@ mod tests {
             Frame::Left {
                 doc: DocId::new_member([8; 8]),
             },
+            case_file_frame(),
         ]
+    }
+
+    /// A frame like a cold case file's: many changes, each with an attestation by the same
+    /// certificate, whose hashes the next change's dependencies repeat.
+    fn case_file_frame() -> Frame {
+        let hash = |i: u8| automerge::ChangeHash([i.wrapping_mul(37); 32]);
+        let mut message = vec![0x42];
+        for i in 0..32u8 {
+            message.extend_from_slice(&hash(i).0);
+            message.extend_from_slice(b"hoboksar/bayin/community-7 member 2026-12-03");
+        }
+        Frame::Sync {
+            doc: DocId::new_member([6; 8]),
+            message,
+            attestations: (1..=32u8)
+                .map(|i| Attestation {
+                    change: hash(i),
+                    cert: [4; 32],
+                    signature: (0..71).map(|j| (j as u8).wrapping_mul(i)).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    fn deflated_body(plain: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut out = vec![TAG_DEFLATED];
+        let mut e = flate2::write::DeflateEncoder::new(&mut out, flate2::Compression::best());
+        e.write_all(plain).unwrap();
+        e.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_large_frame_travels_deflated_and_a_small_one_plain() {
+        let big = case_file_frame();
+        assert_eq!(big.encode()[4..], big.plain_body()[..]);
+        let wire = big.encode_deflated();
+        assert_eq!(wire[4], TAG_DEFLATED);
+        let plain = big.plain_body();
+        assert!(
+            wire.len() - 4 < plain.len() * 3 / 4,
+            "{} deflated bytes for {} plain",
+            wire.len() - 4,
+            plain.len()
+        );
+        assert_eq!(
+            Frame::decode_body_sized(&wire[4..]).unwrap(),
+            (big, plain.len())
+        );
+        let hello = &frames()[0];
+        assert_eq!(hello.encode_deflated()[4..], hello.plain_body()[..]);
+    }
+
+    #[test]
+    fn a_deflated_frame_never_inflates_past_the_frame_limit() {
+        // A deflate bomb: 9 MiB of zeros is a few KiB deflated.
+        let mut bomb = vec![TAG_SYNC];
+        bomb.resize(MAX_FRAME + (1 << 20), 0);
+        let wire = deflated_body(&bomb);
+        assert!(wire.len() < 64 * 1024);
+        assert_eq!(
+            Frame::decode_body(&wire),
+            Err(DecodeError::TooLarge(MAX_FRAME + 1))
+        );
+        // Deflated once more, to hide the bomb a level down: refused without inflating it.
+        let nested = deflated_body(&wire);
+        assert_eq!(
+            Frame::decode_body(&nested),
+            Err(DecodeError::Invalid(
+                "deflated frame inside a deflated frame"
+            ))
+        );
+        assert_eq!(
+            Frame::decode_body(&[TAG_DEFLATED, 0xff, 0xff, 0xff]),
+            Err(DecodeError::Invalid("deflated body"))
+        );
+        // What inflates to garbage is refused as the garbage would be.
+        assert_eq!(
+            Frame::decode_body(&deflated_body(&[99])),
+            Err(DecodeError::UnknownTag(99))
+        );
     }
 
     #[test]
     fn every_frame_round_trips() {
         for f in frames() {
             assert_eq!(Frame::decode(&f.encode()).unwrap(), f);
+            assert_eq!(Frame::decode(&f.encode_deflated()).unwrap(), f);
         }
     }
 
     #[test]
     fn every_truncation_is_an_error() {
-        for f in frames() {
-            let bytes = f.encode();
+        for bytes in frames()
+            .iter()
+            .flat_map(|f| [f.encode(), f.encode_deflated()])
+        {
             for cut in 0..bytes.len() {
-                assert!(Frame::decode(&bytes[..cut]).is_err(), "{f:?} cut at {cut}");
+                assert!(
+                    Frame::decode(&bytes[..cut]).is_err(),
+                    "{bytes:?} cut at {cut}"
+                );
             }
             // The body alone, cut short, is refused too (the length prefix cannot save it).
             for cut in 0..bytes.len() - 4 {

@@ -199,6 +199,11 @@ mod seeds {
         for (name, f) in names.iter().zip(&frames) {
             out.push(("frame", name.to_string(), f.encode()));
         }
+        out.push((
+            "frame",
+            "sync-deflated".to_string(),
+            frames[2].encode_deflated(),
+        ));
         let bundle = amphi_protocol::bundle::Bundle {
             from: ca.node.org.clone(),
             to: org("hoboksar/chagantolgay"),
