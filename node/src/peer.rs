@@ -25,7 +25,7 @@ use amphi_protocol::attest::CertId;
 use amphi_protocol::office::link::{Delivery, Effects, Handled, Link, LinkError};
 use amphi_protocol::office::{Notice, Office, Received, StorageError};
 use amphi_protocol::session::SessionError;
-use amphi_protocol::wire::{DecodeError, Frame};
+use amphi_protocol::wire::{DecodeError, Deflater, Frame};
 use amphi_protocol::{DocId, OrgPath};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinSet;
@@ -91,8 +91,9 @@ struct Outbox {
     frames: mpsc::UnboundedSender<Queued>,
     queued: Arc<AtomicUsize>,
     cap: usize,
-    /// The peer takes deflated frames ([`crate::tls::takes_deflated`]).
-    deflate: bool,
+    /// The session's deflater, when the peer takes deflated frames
+    /// ([`crate::tls::takes_deflated`]).
+    deflater: Option<Arc<std::sync::Mutex<Deflater>>>,
 }
 
 impl Outbox {
@@ -106,7 +107,7 @@ impl Outbox {
             frames,
             queued: queued.clone(),
             cap,
-            deflate,
+            deflater: deflate.then(|| Arc::new(std::sync::Mutex::new(Deflater::new()))),
         };
         (outbox, rx, queued)
     }
@@ -115,10 +116,12 @@ impl Outbox {
     /// waits for the peer.
     fn send(&self, frame: Frame) -> Result<(), SessionEnd> {
         let is_sync = matches!(frame, Frame::Sync { .. });
-        let bytes = if self.deflate {
-            frame.encode_deflated()
-        } else {
-            frame.encode()
+        let bytes = match &self.deflater {
+            Some(d) => d
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .encode(&frame),
+            None => frame.encode(),
         };
         let queued = self.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
         if queued > self.cap {

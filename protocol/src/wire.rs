@@ -113,10 +113,10 @@ impl Frame {
     }
 
     /// Encodes the frame with its length prefix, its body deflated when that is worth it and
-    /// smaller: for a peer that takes deflated frames.
+    /// smaller: for a peer that takes deflated frames. (A session encodes with its own
+    /// [`Deflater`].)
     pub fn encode_deflated(&self) -> Vec<u8> {
-        let body = self.plain_body();
-        with_prefix(deflated(&body).unwrap_or(body))
+        Deflater::new().encode(self)
     }
 
     /// The plain body: the tag and the fields, never deflated (one frame has exactly one).
@@ -336,17 +336,49 @@ fn with_prefix(body: Vec<u8>) -> Vec<u8> {
     out
 }
 
-/// `body` deflated behind [`TAG_DEFLATED`], if it is worth it and comes out smaller.
-fn deflated(body: &[u8]) -> Option<Vec<u8>> {
-    use std::io::Write as _;
-    if body.len() < DEFLATE_FROM {
-        return None;
+/// Deflates frame bodies for one peer. It keeps one compressor: setting one up (its window
+/// and tables, a few hundred KiB zeroed) costs more than deflating a small frame.
+pub struct Deflater {
+    compress: flate2::Compress,
+}
+
+impl Default for Deflater {
+    fn default() -> Deflater {
+        Deflater::new()
     }
-    let mut out = vec![TAG_DEFLATED];
-    let mut encoder = flate2::write::DeflateEncoder::new(&mut out, flate2::Compression::default());
-    encoder.write_all(body).ok()?;
-    encoder.finish().ok()?;
-    (out.len() < body.len()).then_some(out)
+}
+
+impl Deflater {
+    /// A deflater at zlib's default level.
+    pub fn new() -> Deflater {
+        Deflater {
+            compress: flate2::Compress::new(flate2::Compression::default(), false),
+        }
+    }
+
+    /// Encodes `frame` with its length prefix, its body deflated when that is worth it and
+    /// smaller.
+    pub fn encode(&mut self, frame: &Frame) -> Vec<u8> {
+        let body = frame.plain_body();
+        with_prefix(self.deflated(&body).unwrap_or(body))
+    }
+
+    /// `body` deflated behind [`TAG_DEFLATED`], if it is worth it and comes out smaller.
+    fn deflated(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        if body.len() < DEFLATE_FROM {
+            return None;
+        }
+        self.compress.reset();
+        // Room for the body stored uncompressed (5 bytes per block of 64 KiB): one call is
+        // then always enough.
+        let mut out = Vec::with_capacity(body.len() + body.len() / 8192 + 64);
+        out.push(TAG_DEFLATED);
+        let status = self
+            .compress
+            .compress_vec(body, &mut out, flate2::FlushCompress::Finish)
+            .ok()?;
+        (status == flate2::Status::StreamEnd && out.len() < body.len()).then_some(out)
+    }
 }
 
 /// Inflates a deflated body, refusing one that would come out larger than [`MAX_FRAME`].
@@ -511,6 +543,27 @@ mod tests {
         );
         let hello = &frames()[0];
         assert_eq!(hello.encode_deflated()[4..], hello.plain_body()[..]);
+    }
+
+    #[test]
+    fn one_deflater_encodes_frame_after_frame() {
+        let mut deflater = Deflater::new();
+        let big = Frame::Sync {
+            doc: DocId::new_member([5; 8]),
+            message: (0..3 * MAX_FRAME / 4)
+                .map(|i| (i * 7919 % 251) as u8)
+                .collect(),
+            attestations: vec![],
+        };
+        for f in frames().iter().chain([&big]).chain(&frames()) {
+            let bytes = deflater.encode(f);
+            assert!(
+                Frame::decode(&bytes).as_ref() == Ok(f),
+                "a frame of {} bytes",
+                bytes.len()
+            );
+            assert!(bytes == f.encode_deflated());
+        }
     }
 
     #[test]
