@@ -631,9 +631,7 @@ pub fn patch_profile(
             validate::text("grids", person, NAME_MAX_PROFILE, true)?;
         }
     }
-    let id = DocId::roster(org);
-    let exists = repo.store().summary(&id)?.is_some();
-    repo.write(&id, !exists, |doc, _| {
+    let edit = |doc: &mut automerge::AutoCommit, _: &Stamp| -> Result<(), WriteError> {
         roster::ensure(doc, org)?;
         for (field, value) in [
             ("name", &input.name),
@@ -649,6 +647,13 @@ pub fn patch_profile(
             roster::set_grid(doc, grid, person)?;
         }
         Ok(())
-    })?;
+    };
+    let id = DocId::roster(org);
+    let exists = repo.store().summary(&id)?.is_some();
+    match repo.write(&id, !exists, edit) {
+        // The org's roster arrived from a peer between the look and the write: edit it.
+        Err(WriteError::Exists(_)) => repo.write(&id, false, edit)?,
+        done => done?,
+    }
     profile(repo, org)
 }
