@@ -12,9 +12,10 @@
 //! a roster or the revocation list, reconciliation, a notice) waits until nothing is out.
 //!
 //! Memory per session is bounded: the reader reads ahead at most [`READ_AHEAD_BYTES`] of
-//! frames not yet handled (a deflated frame counts at its inflated size); the send queue never blocks the loop (two sessions both blocked
-//! sending while not reading would deadlock), but a peer that stops reading while more than
-//! [`SEND_QUEUE_BYTES`] wait for it ends the session.
+//! frames not yet handled (a deflated frame counts at its inflated size); the send queue
+//! never blocks the loop (two sessions both blocked sending while not reading would
+//! deadlock), but a peer that stops reading while more than [`SEND_QUEUE_BYTES`] wait for
+//! it ends the session.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -86,14 +87,13 @@ type Incoming = Result<(Frame, usize, OwnedSemaphorePermit), SessionEnd>;
 type Queued = (Vec<u8>, bool);
 
 /// The queue of frames to send to the peer, encoded, with the bytes waiting in it.
-#[derive(Clone)]
 struct Outbox {
     frames: mpsc::UnboundedSender<Queued>,
     queued: Arc<AtomicUsize>,
     cap: usize,
     /// The session's deflater, when the peer takes deflated frames
     /// ([`crate::tls::takes_deflated`]).
-    deflater: Option<Arc<std::sync::Mutex<Deflater>>>,
+    deflater: Option<std::sync::Mutex<Deflater>>,
 }
 
 impl Outbox {
@@ -107,7 +107,7 @@ impl Outbox {
             frames,
             queued: queued.clone(),
             cap,
-            deflater: deflate.then(|| Arc::new(std::sync::Mutex::new(Deflater::new()))),
+            deflater: deflate.then(|| std::sync::Mutex::new(Deflater::new())),
         };
         (outbox, rx, queued)
     }
@@ -159,7 +159,7 @@ async fn read_frames(
             }
             let len = Frame::body_len(prefix)?;
             // Wait until the frames read ahead leave room for this one before reading it.
-            let permit = budget
+            let mut permit = budget
                 .clone()
                 .acquire_many_owned((len + 4) as u32)
                 .await
@@ -171,7 +171,6 @@ async fn read_frames(
             let (frame, plain) = Frame::decode_body_sized(&body)?;
             drop(body);
             // A deflated frame takes its inflated size in memory: the budget counts that.
-            let mut permit = permit;
             if plain > len {
                 let more = budget
                     .clone()

@@ -29,6 +29,7 @@ pub mod docsync;
 pub mod gate;
 pub mod history;
 pub mod ids;
+pub mod inflate;
 pub mod inventory;
 pub mod judge;
 pub mod layout;

@@ -15,12 +15,11 @@
 //! anything else: it strips the flags that would advertise version 2 (whole-document
 //! messages), so its peers never use them.
 
-use std::io::Read as _;
-
 use automerge::sync;
 use automerge::{Change, ChangeHash};
 
 use crate::contain::contain;
+use crate::inflate::{InflateError, inflate_at_most};
 
 /// First byte of a version-1 sync message.
 pub const MESSAGE_V1: u8 = 0x42;
@@ -305,20 +304,17 @@ pub fn decode_change(chunk: &[u8]) -> Result<Change, SyncMessageError> {
     }
     match kind {
         CHUNK_CHANGE => {}
-        CHUNK_COMPRESSED => {
-            let mut inflated = Vec::new();
-            flate2::bufread::DeflateDecoder::new(body)
-                .take(MAX_CHANGE_BYTES as u64 + 1)
-                .read_to_end(&mut inflated)
-                .map_err(|_| bad("compressed change does not inflate"))?;
-            if inflated.len() > MAX_CHANGE_BYTES {
+        CHUNK_COMPRESSED => match inflate_at_most(body, MAX_CHANGE_BYTES) {
+            Ok(_) => {}
+            Err(InflateError::Invalid) => return Err(bad("compressed change does not inflate")),
+            Err(InflateError::TooLarge(got)) => {
                 return Err(SyncMessageError::TooMany {
                     what: "inflated change bytes",
-                    got: inflated.len() as u64,
+                    got: got as u64,
                     limit: MAX_CHANGE_BYTES as u64,
                 });
             }
-        }
+        },
         CHUNK_DOCUMENT => {
             return Err(bad(
                 "whole-document chunks are not accepted; send individual changes",

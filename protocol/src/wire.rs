@@ -14,13 +14,14 @@
 //! `body = TAG_DEFLATED deflate(inner body)` ([`Frame::encode_deflated`]). Every frame is
 //! decoded either way. Case files travel as one change chunk and one
 //! attestation per change, and the chunks' dependency hashes repeat the hashes beside them,
-//! the certificate ids repeat, and org paths repeat: a cold case file's frame shrinks by a
-//! third. The receiver inflates at most [`MAX_FRAME`] bytes, and an inner body is never
+//! the certificate ids repeat, and org paths repeat: a cold case file's frames shrink to
+//! less than half. The receiver inflates at most [`MAX_FRAME`] bytes, and an inner body is never
 //! deflated again, so a small frame cannot become a large one past the same limit a plain
 //! frame has.
 
 use crate::attest::Attestation;
 use crate::ids::DocId;
+use crate::inflate::{InflateError, inflate_at_most};
 use crate::org::OrgPath;
 use crate::reconcile::{Fingerprint, MAX_LISTED, MAX_RANGES, Payload, Range};
 
@@ -383,16 +384,10 @@ impl Deflater {
 
 /// Inflates a deflated body, refusing one that would come out larger than [`MAX_FRAME`].
 fn inflate(deflated: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    use std::io::Read as _;
-    let mut plain = Vec::new();
-    flate2::bufread::DeflateDecoder::new(deflated)
-        .take(MAX_FRAME as u64 + 1)
-        .read_to_end(&mut plain)
-        .map_err(|_| DecodeError::Invalid("deflated body"))?;
-    if plain.len() > MAX_FRAME {
-        return Err(DecodeError::TooLarge(plain.len()));
-    }
-    Ok(plain)
+    inflate_at_most(deflated, MAX_FRAME).map_err(|e| match e {
+        InflateError::Invalid => DecodeError::Invalid("deflated body"),
+        InflateError::TooLarge(got) => DecodeError::TooLarge(got),
+    })
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
