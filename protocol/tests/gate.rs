@@ -305,3 +305,68 @@ fn garbage_change_bytes_are_refused_without_panic() {
     assert_eq!(adm.refused[0].reason.code(), "malformed");
     assert_eq!(community.doc.get_heads(), before);
 }
+
+#[test]
+fn many_changes_in_one_message_end_as_the_same_changes_each_in_its_own() {
+    let (id, mut village, mut community) = two_dwelling_pair();
+    let before = community.doc.get_heads();
+    // Two copies of the file as both offices last synced it, receiving as the village.
+    let mut together = Office::copy_of(VILLAGE, &mut community);
+    let mut one_by_one = Office::copy_of(VILLAGE, &mut community);
+    for n in 10..16 {
+        village.write(|d, _| {
+            casefile::add_activity(d, &aid(n), &activity("study"), &org(VILLAGE)).unwrap()
+        });
+    }
+    community.write(|d, _| casefile::report_in(d, &org(COMMUNITY), "2026-10-20").unwrap());
+    // One message with all seven changes (the village's six and the community's one).
+    community.doc.merge(&mut village.doc).unwrap();
+    let fresh: Vec<automerge::Change> = community.doc.get_changes(&before);
+    assert_eq!(fresh.len(), 7);
+    let bytes: Vec<Vec<u8>> = fresh.iter().map(|c| c.raw_bytes().to_vec()).collect();
+    let admission = together.receive(&id, &org(COMMUNITY), &message_with(&bytes));
+    assert_eq!(admission.applied.len(), 7);
+    // The same changes, each in a message of its own.
+    for b in &bytes {
+        let admission = one_by_one.receive(&id, &org(COMMUNITY), &message_with(&[b.clone()]));
+        assert_eq!(admission.applied.len(), 1);
+    }
+    assert!(together.refused.is_empty() && one_by_one.refused.is_empty());
+    assert_eq!(together.doc.get_heads(), one_by_one.doc.get_heads());
+    assert_eq!(together.case(&id), one_by_one.case(&id));
+    assert_eq!(together.case(&id).activities.len(), 6);
+}
+
+#[test]
+fn a_refused_change_after_an_applied_one_in_the_same_message_leaves_it_applied() {
+    let (id, mut village, mut community) = two_dwelling_pair();
+    let before = village.doc.get_heads();
+    community.write(|d, _| {
+        casefile::add_activity(d, &aid(20), &activity("first"), &org(COMMUNITY)).unwrap()
+    });
+    // Then the community writes the village's review: outside its authority.
+    let forged = community.write(|d, _| {
+        let review = ReviewInput {
+            period: "2026H1".into(),
+            rating: "poor".into(),
+            comment: String::new(),
+        };
+        casefile::add_review(d, &review, &org(COMMUNITY)).unwrap()
+    });
+    let bytes: Vec<Vec<u8>> = community
+        .doc
+        .get_changes(&before)
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    assert_eq!(bytes.len(), 2);
+    let admission = village.receive(&id, &org(COMMUNITY), &message_with(&bytes));
+    assert_eq!(admission.applied.len(), 1);
+    assert_eq!(admission.refused.len(), 1);
+    assert_eq!(admission.refused[0].hash, Some(forged));
+    assert_eq!(village.refused, ["not_home_authority"]);
+    let case = village.case(&id);
+    assert!(case.reviews.is_empty());
+    assert_eq!(case.activities.len(), 1);
+    assert!(village.doc.get_change_by_hash(&forged).is_none());
+}

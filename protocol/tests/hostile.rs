@@ -498,3 +498,32 @@ fn a_relay_that_switched_to_the_other_change_of_an_equivocation_brings_its_peers
     assert!(county.doc.get_change_by_hash(&x).is_none());
     assert_eq!(county.doc.get_heads(), township.doc.get_heads());
 }
+
+#[test]
+fn a_change_automerge_would_panic_on_after_an_honest_one_is_refused_and_the_honest_one_kept() {
+    let (id, mut village, _, mut county) = county();
+    let before = county.doc.get_heads();
+    let write_phone = |village: &mut Office, phone: &'static str| {
+        village.write(move |d, _| {
+            let identity = d.get(ROOT, "identity").unwrap().unwrap().1;
+            d.put(&identity, "phone", phone).unwrap();
+        })
+    };
+    let first = write_phone(&mut village, "0990-1234567");
+    let second = write_phone(&mut village, "0990-7654321");
+    // The second change, its op aimed at an object that does not exist, in one message
+    // after the honest first: the first is applied before the second is judged, and the
+    // second never reaches automerge ("Missing from Index" is a panic there).
+    let missing = forged(&mut village, second, |c| {
+        c.operations[0].obj = ObjectId::Id(OpId(9_999, c.actor_id.clone()));
+    });
+    let honest = change(&mut village, first).raw_bytes().to_vec();
+    let adm = county.receive(&id, &org(VILLAGE), &message_with(&[honest, missing]));
+    assert_eq!(adm.applied, [first]);
+    let codes: Vec<&str> = adm.refused.iter().map(|r| r.reason.code()).collect();
+    assert_eq!(codes, ["outside_history"]);
+    assert_eq!(adm.faults, 0, "automerge never saw the forged change");
+    assert_ne!(county.doc.get_heads(), before);
+    assert_eq!(county.doc.get_heads(), [first]);
+    assert_eq!(county.case(&id).phone.as_deref(), Some("0990-1234567"));
+}
