@@ -28,6 +28,7 @@ use crate::attest::{Attestation, Authenticator};
 use crate::contain::contain;
 use crate::history::History;
 use crate::ids::DocId;
+use crate::judge::FactsAt;
 use crate::org::OrgPath;
 use crate::refusal::Refusal;
 use crate::stamp::{self, MAX_FUTURE_MS, Stamp};
@@ -237,8 +238,15 @@ fn check_structure(
     Ok(history.at_slot(actor, seq).filter(|h| *h != change.hash()))
 }
 
-/// Authenticity, structure and authority of one change not yet in `doc`. `Ok` carries the
-/// change holding the same (actor, seq), if any.
+/// What passing the checks gives: the change holding the same (actor, seq), if any, and the
+/// case file's facts after the change, if it left them as they were.
+struct Passed {
+    other: Option<ChangeHash>,
+    facts: Option<FactsAt>,
+}
+
+/// Authenticity, structure and authority of one change not yet in `doc`, given the facts at
+/// its dependencies if they are known ([`crate::judge::judge_carrying`]).
 fn check(
     doc: &AutoCommit,
     history: &mut History,
@@ -246,15 +254,17 @@ fn check(
     attestation: Option<&Attestation>,
     vouchers: &mut Vouchers,
     cx: &Inbound<'_>,
-) -> Result<Option<ChangeHash>, Hold> {
+    known: Option<FactsAt>,
+) -> Result<Passed, Hold> {
     let author = author_of(change).ok_or(Hold::Refuse(Refusal::UnknownAuthor))?;
     vouchers
         .authenticate(change, &author, attestation, cx.auth)
         .map_err(Hold::Refuse)?;
     let other = check_structure(history, change, cx.now_ms)?;
     let view = history.view(change.deps());
-    crate::judge::judge(doc, cx.id, change, &view, cx.auth).map_err(Hold::Refuse)?;
-    Ok(other)
+    let facts = crate::judge::judge_carrying(doc, cx.id, change, &view, cx.auth, known)
+        .map_err(Hold::Refuse)?;
+    Ok(Passed { other, facts })
 }
 
 /// Orders `changes` so that each comes after those of its dependencies that are in the
@@ -413,6 +423,10 @@ fn admit(
     };
     let mut refused: HashSet<ChangeHash> = refused_before.clone();
     let mut deferred: HashSet<ChangeHash> = HashSet::new();
+    // The case file's facts as the last applied change left them, when it did not change
+    // them: exactly the facts a change sees that depends on it and otherwise only on its
+    // history.
+    let mut carried: Option<(ChangeHash, FactsAt)> = None;
     for change in causal_order(changes) {
         let hash = change.hash();
         if change.deps().iter().any(|d| refused.contains(d)) {
@@ -428,6 +442,10 @@ fn admit(
             held_back.push(hold(change, &signatures));
             continue;
         }
+        let known = carried
+            .take()
+            .filter(|(after, _)| history.sees_as_after(*after, change.deps()))
+            .map(|(_, facts)| facts);
         let checked = check(
             doc,
             &mut history,
@@ -435,9 +453,10 @@ fn admit(
             signatures.get(&hash),
             &mut vouchers,
             cx,
+            known,
         );
-        let other = match checked {
-            Ok(other) => other,
+        let Passed { other, facts } = match checked {
+            Ok(passed) => passed,
             Err(Hold::Defer(why)) => {
                 deferred.insert(hash);
                 admission.deferred.push((hash, why));
@@ -491,6 +510,7 @@ fn admit(
         match contain("applying a change", || doc.apply_changes([change.clone()])) {
             Ok(Ok(())) => {
                 history.add(&change);
+                carried = facts.filter(|_| other.is_none()).map(|f| (hash, f));
                 admission.applied.push(hash);
                 admission.signatures.extend(signatures.get(&hash).cloned());
             }

@@ -234,6 +234,23 @@ impl History {
         self.clocks.get(&hash).cloned().unwrap_or_default()
     }
 
+    /// True when a change with dependencies `deps` sees exactly what `head` sees with it:
+    /// `head` is among them and every other is in its history. (By its (actor, seq), which
+    /// names one change: the gate never holds two changes in one slot.)
+    pub fn sees_as_after(&mut self, head: ChangeHash, deps: &[ChangeHash]) -> bool {
+        if !deps.contains(&head) || !self.contains(&head) {
+            return false;
+        }
+        let clock = self.clock_of(head);
+        deps.iter().all(|d| {
+            *d == head
+                || self
+                    .metas
+                    .get(d)
+                    .is_some_and(|m| clock.get(m.actor).is_some_and(|(seq, _)| m.seq <= seq))
+        })
+    }
+
     /// What a change with these dependencies could see (all of them must be held).
     pub fn view(&mut self, deps: &[ChangeHash]) -> View<'_> {
         let mut clock = Clock::default();
@@ -299,5 +316,11 @@ mod tests {
             HashSet::from([first, second, theirs])
         );
         assert_eq!(h.with_descendants(theirs), HashSet::from([theirs]));
+        // `second` sees what `first` holds and itself; `theirs` is concurrent with it.
+        assert!(h.sees_as_after(second, &[second]));
+        assert!(h.sees_as_after(second, &[second, first]));
+        assert!(!h.sees_as_after(second, &[second, theirs]));
+        assert!(!h.sees_as_after(first, &[second]));
+        assert!(!h.sees_as_after(first, &[]));
     }
 }

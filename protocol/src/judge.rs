@@ -150,6 +150,28 @@ struct Seen<'a> {
     auth: &'a dyn Authenticator,
 }
 
+/// A case file's facts as some heads show them: what [`transfer::resolve_doc`] derives from
+/// its home org, transfers and residence assignments. Resolving them is the judge's largest
+/// cost; a change that writes none of what they are read from leaves them as they were, so
+/// the gate carries them to the change that depends on it alone ([`judge_carrying`]).
+#[derive(Debug, Clone)]
+pub struct FactsAt {
+    facts: Facts,
+    transfers: Vec<Entry>,
+    open: Option<String>,
+}
+
+/// True when an op at `path` writes something a case file's facts are read from (see
+/// [`transfer::resolve_doc`]): the home org, anything under transfers, the residence map
+/// itself, or anything under its assignments.
+fn shapes_facts(path: &[Seg]) -> bool {
+    let key = |seg: Option<&Seg>, name: &str| matches!(seg, Some(Seg::Key(k)) if k == name);
+    let (first, second) = (path.first(), path.get(1));
+    key(first, keys::HOME_ORG)
+        || key(first, keys::TRANSFERS)
+        || (key(first, keys::RESIDENCE) && (second.is_none() || key(second, keys::ASSIGNMENTS)))
+}
+
 fn bad(message: impl Into<String>) -> Refusal {
     Refusal::Malformed(message.into())
 }
@@ -632,6 +654,7 @@ fn seen<'a>(
     change: &Change,
     ops: &[automerge::legacy::Op],
     auth: &'a dyn Authenticator,
+    known: Option<FactsAt>,
 ) -> Result<Seen<'a>, Refusal> {
     let author = author_of(change).ok_or(Refusal::UnknownAuthor)?;
     let deps = change.deps().to_vec();
@@ -668,6 +691,16 @@ fn seen<'a>(
                 home_org: Some(home),
                 ..Facts::default()
             };
+        }
+        DocKind::Member if known.is_some() => {
+            let FactsAt {
+                facts,
+                transfers,
+                open,
+            } = known.expect("checked");
+            seen.facts = facts;
+            seen.transfers = transfers;
+            seen.open = open;
         }
         DocKind::Member => {
             let reader = Reader::at(doc, &seen.deps);
@@ -754,6 +787,21 @@ pub fn judge(
     view: &View<'_>,
     auth: &dyn Authenticator,
 ) -> Result<(), Refusal> {
+    judge_carrying(doc, id, change, view, auth, None).map(|_| ())
+}
+
+/// [`judge`], given the case file's facts at the change's dependencies if they are known
+/// (`known`: the caller's duty that they are exactly those; the gate carries them only from
+/// a change that is the change's one dependency). `Ok` carries the facts after the change
+/// when it left them as they were, to give the next change that depends on it alone.
+pub fn judge_carrying(
+    doc: &AutoCommit,
+    id: &DocId,
+    change: &Change,
+    view: &View<'_>,
+    auth: &dyn Authenticator,
+    known: Option<FactsAt>,
+) -> Result<Option<FactsAt>, Refusal> {
     if change.len() > MAX_OPS {
         return Err(bad(format!(
             "{} ops in one change (at most {MAX_OPS})",
@@ -766,7 +814,8 @@ pub fn judge(
     let expanded = contain("decoding a change's ops", || change.decode())
         .map_err(|f| Refusal::EngineFault(f.to_string()))?;
     let ops = &expanded.operations;
-    let seen = seen(doc, id, change, ops, auth)?;
+    let seen = seen(doc, id, change, ops, auth, known)?;
+    let mut keeps_facts = true;
     let actor: &ActorId = change.actor_id();
     let start = change.start_op().get();
     let mut made: HashMap<OpKey, Obj> = HashMap::new();
@@ -878,6 +927,7 @@ pub fn judge(
         };
         let mut path = obj.path.clone();
         path.push(seg.clone());
+        keeps_facts &= !shapes_facts(&path);
         let (field, entry) = match id.kind() {
             DocKind::Member => member_field(&seen, &path, act, obj.new, overwrites)?,
             _ => (flat_field(&seen, &path, act, overwrites)?, None),
@@ -945,5 +995,10 @@ pub fn judge(
     for field in &fields {
         authorise(&seen.author, field, &seen.facts)?;
     }
-    Ok(())
+    let carried = keeps_facts && id.kind() == DocKind::Member && !seen.creating;
+    Ok(carried.then_some(FactsAt {
+        facts: seen.facts,
+        transfers: seen.transfers,
+        open: seen.open,
+    }))
 }

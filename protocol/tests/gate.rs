@@ -328,7 +328,8 @@ fn many_changes_in_one_message_end_as_the_same_changes_each_in_its_own() {
     assert_eq!(admission.applied.len(), 7);
     // The same changes, each in a message of its own.
     for b in &bytes {
-        let admission = one_by_one.receive(&id, &org(COMMUNITY), &message_with(&[b.clone()]));
+        let admission =
+            one_by_one.receive(&id, &org(COMMUNITY), &message_with(std::slice::from_ref(b)));
         assert_eq!(admission.applied.len(), 1);
     }
     assert!(together.refused.is_empty() && one_by_one.refused.is_empty());

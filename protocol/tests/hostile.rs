@@ -527,3 +527,54 @@ fn a_change_automerge_would_panic_on_after_an_honest_one_is_refused_and_the_hone
     assert_eq!(county.doc.get_heads(), [first]);
     assert_eq!(county.case(&id).phone.as_deref(), Some("0990-1234567"));
 }
+
+#[test]
+fn a_change_on_top_of_an_ended_residence_is_judged_with_it_ended_in_the_same_message() {
+    let (id, mut village, mut community, mut county) = county();
+    resident_at_community(&mut village, &id);
+    sync_pair(&id, &mut village, &mut community);
+    sync_pair(&id, &mut village, &mut county);
+    let before = county.doc.get_heads();
+    // The community reports in (facts unchanged), then the village ends the residence.
+    community.write(|d, _| casefile::report_in(d, &org(COMMUNITY), "2026-10-20").unwrap());
+    sync_pair(&id, &mut village, &mut community);
+    let ended = village.write(|d, s| {
+        casefile::assign_residence(d, &rid(&id, 2), None, &org(VILLAGE), s).unwrap();
+    });
+    sync_pair(&id, &mut village, &mut community);
+    // The community, having seen the end, still records an activity on top of it; all
+    // three changes reach the county in one message, each depending on the one before.
+    let late = community.write(|d, _| {
+        let a = casefile::ActivityInput {
+            date: "2026-11-02".into(),
+            kind: "study".into(),
+            description: "after the residence ended".into(),
+            points: None,
+        };
+        casefile::add_activity(
+            d,
+            &amphi_protocol::ids::entry_id('a', [7; 8]),
+            &a,
+            &org(COMMUNITY),
+        )
+        .unwrap()
+    });
+    let bytes: Vec<Vec<u8>> = community
+        .doc
+        .get_changes(&before)
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    assert_eq!(bytes.len(), 3);
+    let adm = county.receive(&id, &org(COMMUNITY), &message_with(&bytes));
+    assert_eq!(adm.applied.len(), 2, "{:?}", adm.refused);
+    assert!(adm.applied.contains(&ended));
+    assert_eq!(adm.refused.len(), 1);
+    assert_eq!(
+        adm.refused[0].hash,
+        Some(late),
+        "{:?}",
+        adm.refused[0].reason
+    );
+    assert!(county.case(&id).activities.is_empty());
+}
