@@ -321,9 +321,8 @@ fn many_changes_in_one_message_end_as_the_same_changes_each_in_its_own() {
     community.write(|d, _| casefile::report_in(d, &org(COMMUNITY), "2026-10-20").unwrap());
     // One message with all seven changes (the village's six and the community's one).
     community.doc.merge(&mut village.doc).unwrap();
-    let fresh: Vec<automerge::Change> = community.doc.get_changes(&before);
-    assert_eq!(fresh.len(), 7);
-    let bytes: Vec<Vec<u8>> = fresh.iter().map(|c| c.raw_bytes().to_vec()).collect();
+    let bytes = community.changes_since(&before);
+    assert_eq!(bytes.len(), 7);
     let admission = together.receive(&id, &org(COMMUNITY), &message_with(&bytes));
     assert_eq!(admission.applied.len(), 7);
     // The same changes, each in a message of its own.
@@ -354,12 +353,7 @@ fn a_refused_change_after_an_applied_one_in_the_same_message_leaves_it_applied()
         };
         casefile::add_review(d, &review, &org(COMMUNITY)).unwrap()
     });
-    let bytes: Vec<Vec<u8>> = community
-        .doc
-        .get_changes(&before)
-        .iter()
-        .map(|c| c.raw_bytes().to_vec())
-        .collect();
+    let bytes = community.changes_since(&before);
     assert_eq!(bytes.len(), 2);
     let admission = village.receive(&id, &org(COMMUNITY), &message_with(&bytes));
     assert_eq!(admission.applied.len(), 1);

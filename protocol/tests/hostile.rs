@@ -559,12 +559,7 @@ fn a_change_on_top_of_an_ended_residence_is_judged_with_it_ended_in_the_same_mes
         )
         .unwrap()
     });
-    let bytes: Vec<Vec<u8>> = community
-        .doc
-        .get_changes(&before)
-        .iter()
-        .map(|c| c.raw_bytes().to_vec())
-        .collect();
+    let bytes = community.changes_since(&before);
     assert_eq!(bytes.len(), 3);
     let adm = county.receive(&id, &org(COMMUNITY), &message_with(&bytes));
     assert_eq!(adm.applied.len(), 2, "{:?}", adm.refused);

@@ -112,6 +112,16 @@ impl Office {
         gate::judge_local(&mut self.doc, id, &hash, &ClaimsOnly, NOW)
     }
 
+    /// The raw bytes of the changes this office holds beyond `heads`, in causal order (to
+    /// send them in one hand-made message).
+    pub fn changes_since(&mut self, heads: &[ChangeHash]) -> Vec<Vec<u8>> {
+        self.doc
+            .get_changes(heads)
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect()
+    }
+
     pub fn case(&self, id: &DocId) -> CaseFile {
         CaseFile::read(id, &self.doc).expect("a case file")
     }
