@@ -153,7 +153,8 @@ struct Seen<'a> {
 /// A case file's facts as some heads show them: what [`transfer::resolve_doc`] derives from
 /// its home org, transfers and residence assignments. Resolving them is the judge's largest
 /// cost; a change that writes none of what they are read from leaves them as they were, so
-/// the gate carries them to the change that depends on it alone ([`judge_carrying`]).
+/// the gate carries them to a next change that sees exactly that change and its history
+/// ([`judge_carrying`], [`crate::history::History::sees_as_after`]).
 #[derive(Debug, Clone)]
 pub struct FactsAt {
     facts: Facts,
@@ -692,15 +693,10 @@ fn seen<'a>(
                 ..Facts::default()
             };
         }
-        DocKind::Member if known.is_some() => {
-            let FactsAt {
-                facts,
-                transfers,
-                open,
-            } = known.expect("checked");
-            seen.facts = facts;
-            seen.transfers = transfers;
-            seen.open = open;
+        DocKind::Member if let Some(known) = known => {
+            seen.facts = known.facts;
+            seen.transfers = known.transfers;
+            seen.open = known.open;
         }
         DocKind::Member => {
             let reader = Reader::at(doc, &seen.deps);
@@ -791,9 +787,9 @@ pub fn judge(
 }
 
 /// [`judge`], given the case file's facts at the change's dependencies if they are known
-/// (`known`: the caller's duty that they are exactly those; the gate carries them only from
-/// a change that is the change's one dependency). `Ok` carries the facts after the change
-/// when it left them as they were, to give the next change that depends on it alone.
+/// (`known`: the caller's duty that they are exactly those). `Ok` carries the facts after
+/// the change when it left them as they were, for a next change that sees exactly it and its
+/// history.
 pub fn judge_carrying(
     doc: &AutoCommit,
     id: &DocId,
