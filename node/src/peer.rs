@@ -263,7 +263,7 @@ pub async fn run(
         repo.announce(fx.notices);
         Ok(())
     };
-    carry(session.start(office))?;
+    carry(session.start(office, now_ms()))?;
     status.update(peer.as_str(), &link.addr, link.direction, |p| {
         p.state = PeerState::Connected;
         p.connected_since = Some(now_rfc3339());

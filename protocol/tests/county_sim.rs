@@ -187,7 +187,7 @@ impl Sign for SimSigner {
 }
 
 /// The office core of office `i` over `store`.
-fn office_core(i: usize, store: Arc<MemStore>, keys: &Arc<Keys>) -> Office<Arc<MemStore>> {
+fn office_core(i: usize, store: Arc<MemStore>, keys: &Arc<Keys>) -> SimOffice {
     Office::new(
         org(OFFICES[i]),
         actor_for(i),
@@ -208,7 +208,7 @@ fn new_member(name: &str, home: &OrgPath) -> NewMember {
 /// One office: its durable store, and the running core (`None` while crashed).
 struct Node {
     store: Arc<MemStore>,
-    core: Option<Office<Arc<MemStore>>>,
+    core: Option<SimOffice>,
 }
 
 /// A link between a child office and its parent.
@@ -238,6 +238,9 @@ struct Edge {
 
 /// A delivery out of its link, with what receiving it did.
 type Out = (Box<Delivery>, Result<Received, StorageError>);
+
+/// An office of the simulated county.
+type SimOffice = Office<Arc<MemStore>>;
 
 enum Event {
     Deliver {
@@ -496,8 +499,8 @@ impl County {
             self.nodes[p].core.as_ref().unwrap(),
             self.nodes[c].core.as_ref().unwrap(),
         );
-        let child_fx = child_side.start(cc);
-        let parent_fx = parent_side.start(pc);
+        let child_fx = child_side.start(cc, self.now);
+        let parent_fx = parent_side.start(pc, self.now);
         edge.links = Some((parent_side, child_side));
         self.log(format!("link {e} up ({} - {})", OFFICES[p], OFFICES[c]));
         self.carry(c, Some(e), child_fx);
@@ -929,7 +932,7 @@ impl County {
                 }
             }
         };
-        let heads = |core: &Office<Arc<MemStore>>, id: &DocId| {
+        let heads = |core: &SimOffice, id: &DocId| {
             core.load(id)
                 .ok()
                 .flatten()
@@ -1438,36 +1441,7 @@ fn an_office_over_its_cap_of_unknown_files_still_takes_every_one() {
         Link::new(org(OFFICES[township]), true).with_unknown_cap(cap),
         Link::new(org(OFFICES[village]), false).with_unknown_cap(cap),
     ];
-    let cores = [&v, &t];
-    // Frames in flight to each side, in order.
-    let mut wire: [VecDeque<Frame>; 2] = [VecDeque::new(), VecDeque::new()];
-    let mut now = T0;
-    for side in 0..2 {
-        wire[1 - side].extend(links[side].start(cores[side]).frames);
-    }
-    for _ in 0..100_000 {
-        now += 1;
-        let Some(side) = (0..2).find(|&s| !wire[s].is_empty()) else {
-            if !links.iter().any(|l| l.awaits_answers()) {
-                break;
-            }
-            now += REQUEST_TIMEOUT_MS; // quiet: wait for unanswered requests to time out
-            for side in 0..2 {
-                while links[side].has_offers(now) {
-                    let fx = links[side].offer_batch(cores[side], now).unwrap();
-                    wire[1 - side].extend(fx.frames);
-                }
-            }
-            continue;
-        };
-        let frame = wire[side].pop_front().unwrap();
-        let fx = links[side].on_frame(cores[side], frame, now).unwrap();
-        wire[1 - side].extend(fx.frames);
-        while links[side].has_offers(now) {
-            let fx = links[side].offer_batch(cores[side], now).unwrap();
-            wire[1 - side].extend(fx.frames);
-        }
-    }
+    run_link(&mut links, [&v, &t], T0, &mut |_, _| {});
     assert!(
         links[1].unknown_ignored() > 0,
         "the cap was never reached: the test shows nothing"
@@ -1482,4 +1456,229 @@ fn an_office_over_its_cap_of_unknown_files_still_takes_every_one() {
         missing.len(),
         files.len()
     );
+}
+
+/// Runs a link between two offices from `now` until nothing is in flight and nothing waits
+/// for time; `sent` sees every frame, with the side that sent it, in the order delivered.
+/// Returns the time it ended.
+fn run_link(
+    links: &mut [Link; 2],
+    cores: [&SimOffice; 2],
+    mut now: i64,
+    sent: &mut dyn FnMut(usize, &Frame),
+) -> i64 {
+    // Frames in flight to each side, in order.
+    let mut wire: [VecDeque<Frame>; 2] = [VecDeque::new(), VecDeque::new()];
+    for side in 0..2 {
+        wire[1 - side].extend(links[side].start(cores[side], now).frames);
+    }
+    for _ in 0..100_000 {
+        now += 1;
+        let Some(side) = (0..2).find(|&s| !wire[s].is_empty()) else {
+            if !links.iter().any(|l| l.awaits_answers()) {
+                return now;
+            }
+            now += REQUEST_TIMEOUT_MS; // quiet: wait for unanswered requests to time out
+            for side in 0..2 {
+                while links[side].has_offers(now) {
+                    let fx = links[side].offer_batch(cores[side], now).unwrap();
+                    wire[1 - side].extend(fx.frames);
+                }
+            }
+            continue;
+        };
+        let frame = wire[side].pop_front().unwrap();
+        sent(1 - side, &frame);
+        let fx = links[side].on_frame(cores[side], frame, now).unwrap();
+        wire[1 - side].extend(fx.frames);
+        while links[side].has_offers(now) {
+            let fx = links[side].offer_batch(cores[side], now).unwrap();
+            wire[1 - side].extend(fx.frames);
+        }
+    }
+    panic!("the link never went quiet");
+}
+
+/// A village (side 0, the dialer) and its township, with `files` case files made at the
+/// village and synced to the township.
+fn village_and_township(files: usize) -> (SimOffice, SimOffice, Vec<DocId>, i64) {
+    let keys = Arc::new(Keys::new());
+    let office = |i: usize| {
+        let core = office_core(i, Arc::new(MemStore::new()), &keys);
+        core.ensure_own_roster(T0).unwrap();
+        core
+    };
+    let (v, t) = (office(4), office(1));
+    let ids: Vec<DocId> = (0..files)
+        .map(|n| {
+            v.create_member(&new_member(&format!("M{n}"), v.me()), T0)
+                .unwrap()
+                .0
+        })
+        .collect();
+    let now = run_link(&mut village_link(), [&v, &t], T0, &mut |_, _| {});
+    for id in &ids {
+        assert!(
+            t.store().summary(id).unwrap().is_some(),
+            "{id} reached the township"
+        );
+    }
+    (v, t, ids, now)
+}
+
+/// The two ends of the village's link with its township (the village dials).
+fn village_link() -> [Link; 2] {
+    [
+        Link::new(org(OFFICES[1]), true),
+        Link::new(org(OFFICES[4]), false),
+    ]
+}
+
+/// Office `v` records an activity in each of `ids` at `now`.
+fn record_activities(v: &SimOffice, ids: &[DocId], now: i64) {
+    for (n, id) in ids.iter().enumerate() {
+        let a = ActivityInput {
+            date: "2026-11-21".into(),
+            kind: "study".into(),
+            description: format!("断网期间的学习 {n}"),
+            points: Some(3),
+        };
+        let me = v.me().clone();
+        v.write(id, false, now, |d, _| {
+            Ok(casefile::add_activity(d, &format!("a-{n:016x}"), &a, &me)?)
+        })
+        .unwrap();
+    }
+}
+
+fn heads_of(core: &SimOffice, id: &DocId) -> Vec<ChangeHash> {
+    core.load(id)
+        .unwrap()
+        .map(|mut d| d.get_heads())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_link_that_comes_back_sends_each_file_changed_meanwhile_in_one_message_then_reconciles() {
+    let (v, t, ids, now) = village_and_township(30);
+    // The link is down; the village records activities in three files.
+    let edited = &ids[..3];
+    record_activities(&v, edited, now + 1_000);
+    let mut frames: Vec<(usize, Frame)> = Vec::new();
+    run_link(
+        &mut village_link(),
+        [&v, &t],
+        now + 2_000,
+        &mut |side, f| frames.push((side, f.clone())),
+    );
+    for id in &ids {
+        assert_eq!(heads_of(&t, id), heads_of(&v, id), "{id} converged");
+    }
+    let syncs = |id: &DocId| -> Vec<(usize, usize)> {
+        frames
+            .iter()
+            .filter_map(|(side, f)| match f {
+                Frame::Sync { doc, message, .. } if doc == id => {
+                    let changes = automerge::sync::Message::decode(message).unwrap().changes;
+                    Some((*side, changes.len()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    for id in edited {
+        assert_eq!(
+            syncs(id),
+            [(0, 1), (1, 0)],
+            "{id}: its change in the first message, then the township's acknowledgement"
+        );
+    }
+    for id in &ids[3..] {
+        assert!(
+            syncs(id).is_empty(),
+            "{id} did not change: nothing sent about it"
+        );
+    }
+    let position = |pred: &dyn Fn(&(usize, Frame)) -> bool| frames.iter().position(pred);
+    let first_reconcile = position(&|(_, f)| matches!(f, Frame::Reconcile { .. }))
+        .expect("the village reconciles once caught up");
+    let last_sync = frames
+        .iter()
+        .rposition(|(_, f)| matches!(f, Frame::Sync { .. }))
+        .unwrap();
+    assert!(
+        first_reconcile > last_sync,
+        "reconciliation waited for the catch-up"
+    );
+    let ranges: Vec<usize> = frames
+        .iter()
+        .filter_map(|(_, f)| match f {
+            Frame::Reconcile { ranges } => Some(ranges.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ranges, [1], "one fingerprint of everything, found equal");
+}
+
+#[test]
+fn the_office_that_did_not_dial_catches_up_first_and_then_reconciles_afresh() {
+    let (v, t, ids, now) = village_and_township(30);
+    // The township records activities in three files while the link is down; the village
+    // (which dials) has nothing to catch up and asks to reconcile at once.
+    record_activities(&t, &ids[..3], now + 1_000);
+    let mut links = village_link();
+    let mut reconciles: Vec<(usize, usize)> = Vec::new();
+    run_link(&mut links, [&v, &t], now + 2_000, &mut |side, f| {
+        if let Frame::Reconcile { ranges } = f {
+            reconciles.push((side, ranges.len()));
+        }
+    });
+    for id in &ids {
+        assert_eq!(heads_of(&v, id), heads_of(&t, id), "{id} converged");
+    }
+    // The village's request, made before the catch-up, is not answered from that stale
+    // view (the village would find the three files differing, ask about them again, get no
+    // answer since nothing is new, and count them pending for good): the township
+    // reconciles afresh once caught up, and finds nothing.
+    assert_eq!(reconciles, [(0, 1), (1, 1)]);
+    assert_eq!(links[0].pending(), 0, "nothing pending at the village");
+    assert_eq!(links[1].pending(), 0, "nothing pending at the township");
+}
+
+#[test]
+fn a_link_back_to_an_office_that_lost_its_copies_still_brings_it_everything() {
+    let (v, _, ids, now) = village_and_township(12);
+    // The township's disk died: it comes back empty, while the village still believes it
+    // holds what they shared, and has changed three files since.
+    let keys = Arc::new(Keys::new());
+    let t = office_core(1, Arc::new(MemStore::new()), &keys);
+    t.ensure_own_roster(now).unwrap();
+    record_activities(&v, &ids[..3], now + 1_000);
+    let mut sent_first = 0;
+    run_link(
+        &mut village_link(),
+        [&v, &t],
+        now + 2_000,
+        &mut |side, f| {
+            if let (0, Frame::Sync { message, .. }) = (side, f) {
+                sent_first += usize::from(
+                    !automerge::sync::Message::decode(message)
+                        .unwrap()
+                        .changes
+                        .is_empty(),
+                );
+            }
+        },
+    );
+    assert!(
+        sent_first >= 3,
+        "the village sent its changes on its belief"
+    );
+    for id in &ids {
+        assert_eq!(
+            heads_of(&t, id),
+            heads_of(&v, id),
+            "{id} reached the township whole"
+        );
+    }
 }

@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 
+use super::catchup::CatchUp;
 use super::requests::{REQUEST_WINDOW, Requests};
 use super::{Notice, NoticeKind, Office, Outbound, Received, Storage, StorageError};
 use crate::attest::Attestation;
@@ -121,6 +122,8 @@ pub struct Link {
     requests: Requests,
     /// Requests that went unanswered in this session.
     unanswered: u64,
+    /// Documents changed while the link was down, sent before reconciling.
+    catch_up: CatchUp,
 }
 
 impl Link {
@@ -133,6 +136,7 @@ impl Link {
             to_offer: VecDeque::new(),
             requests: Requests::new(REQUEST_WINDOW),
             unanswered: 0,
+            catch_up: CatchUp::default(),
         }
     }
 
@@ -166,9 +170,10 @@ impl Link {
     }
 
     /// True when documents wait to be offered, or held requests can go at `now_ms`, or a
-    /// request has gone unanswered ([`Link::offer_batch`] sees to all three).
+    /// request has gone unanswered, or reconciliation waited long enough for the catch-up
+    /// ([`Link::offer_batch`] sees to all four).
     pub fn has_offers(&self, now_ms: i64) -> bool {
-        !self.to_offer.is_empty() || self.requests.can_release(now_ms)
+        !self.to_offer.is_empty() || self.requests.can_release(now_ms) || self.catch_up.due(now_ms)
     }
 
     /// Requests that went unanswered in this session (each held a slot of the window for
@@ -182,14 +187,17 @@ impl Link {
         self.requests.held()
     }
 
-    /// True while requests are held or unanswered: time alone may move them on (ask
-    /// [`Link::has_offers`] again within [`super::requests::REQUEST_TIMEOUT_MS`]).
+    /// True while requests are held or unanswered, or reconciliation waits for the
+    /// catch-up: time alone may move them on (ask [`Link::has_offers`] again within
+    /// [`super::requests::REQUEST_TIMEOUT_MS`]).
     pub fn awaits_answers(&self) -> bool {
-        self.requests.waiting()
+        self.requests.waiting() || self.catch_up.owes_reconcile()
     }
 
-    /// The link is up: hello, and (the dialer) the first reconciliation message.
-    pub fn start<S: Storage>(&mut self, office: &Office<S>) -> Effects {
+    /// The link is up at `now_ms`: hello; the documents changed since they were last in sync
+    /// with the peer go first ([`super::catchup`]), and (the dialer) the first reconciliation
+    /// message once they are settled, or at once when there are none.
+    pub fn start<S: Storage>(&mut self, office: &Office<S>, now_ms: i64) -> Effects {
         let mut fx = Effects::default();
         fx.frames.push(PeerSession::hello(office.me()));
         if office.me().parent().as_ref() == Some(self.peer()) {
@@ -197,9 +205,21 @@ impl Link {
             // settles that even when reconciliation finds nothing different.
             self.to_offer.extend(office.awaiting_upstream());
         }
-        if self.dialed {
-            fx.frames
-                .push(self.session.reconcile(office.inventory_for(self.peer())));
+        let inventory = office.inventory_for(self.peer());
+        let changed = office.changed_since_synced(self.peer(), &inventory);
+        let queued: std::collections::HashSet<DocId> = self.to_offer.iter().cloned().collect();
+        let fresh: Vec<DocId> = changed
+            .iter()
+            .filter(|d| !queued.contains(*d))
+            .cloned()
+            .collect();
+        self.to_offer.extend(fresh);
+        if !changed.is_empty() {
+            tracing::info!(peer = %self.peer(), docs = changed.len(), "catching up on documents changed since the last sync, before reconciling");
+        }
+        self.catch_up = CatchUp::new(changed, now_ms, self.dialed);
+        if self.dialed && !self.catch_up.owes_reconcile() {
+            fx.frames.push(self.session.reconcile(inventory));
         }
         fx
     }
@@ -244,6 +264,9 @@ impl Link {
     ) -> Result<Handled, LinkError> {
         let mut fx = Effects::default();
         let peer = self.peer().clone();
+        let Some(frame) = self.catch_up.swallow(frame, now_ms) else {
+            return Ok(Handled::Done(fx));
+        };
         let step = self
             .session
             .on_frame(frame, now_ms.max(0) as u64, || office.inventory_for(&peer))?;
@@ -268,6 +291,7 @@ impl Link {
             }
             Step::Left(doc) => {
                 self.requests.forget(&doc);
+                self.catch_up.settled(&doc, now_ms);
                 fx.notices.extend(office.peer_left(&doc, &peer, now_ms)?);
             }
             Step::Sync {
@@ -314,6 +338,15 @@ impl Link {
         Ok(Handled::Done(fx))
     }
 
+    /// Once the catch-up is over ([`super::catchup`]): the reconciliation this office owes,
+    /// started afresh from what it holds now.
+    fn end_catch_up<S: Storage>(&mut self, office: &Office<S>, now_ms: i64, fx: &mut Effects) {
+        if self.catch_up.release(now_ms) {
+            fx.frames
+                .push(self.session.reconcile(office.inventory_for(self.peer())));
+        }
+    }
+
     /// True when `frame` may be taken while other documents' deliveries are out, and run
     /// beside them: a sync message for a member's case file. (Rosters and the revocation
     /// list change how other documents are judged; certificates must be learnt before the
@@ -353,6 +386,7 @@ impl Link {
         }
         self.session.mark(&doc, received.in_sync);
         if received.in_sync {
+            self.catch_up.settled(&doc, now_ms);
             fx.notices
                 .extend(office.peer_synced(&doc, self.peer(), now_ms)?);
         }
@@ -360,6 +394,7 @@ impl Link {
             self.send_sync(office, doc, reply, now_ms, &mut fx);
         }
         self.release_requests(office, now_ms, &mut fx);
+        self.end_catch_up(office, now_ms, &mut fx);
         Ok(fx)
     }
 
@@ -398,6 +433,7 @@ impl Link {
             NoticeKind::Left => {
                 self.session.forget(&notice.doc);
                 self.requests.forget(&notice.doc);
+                self.catch_up.settled(&notice.doc, now_ms);
                 self.to_offer.retain(|d| *d != notice.doc);
                 fx.frames.push(Frame::Left {
                     doc: notice.doc.clone(),
@@ -407,8 +443,8 @@ impl Link {
         Ok(fx)
     }
 
-    /// Sends the held requests the window has room for, then offers the next
-    /// [`OFFER_BATCH`] documents found to differ.
+    /// Sends the held requests the window has room for, ends the catch-up if it is over,
+    /// then offers the next [`OFFER_BATCH`] documents found to differ.
     pub fn offer_batch<S: Storage>(
         &mut self,
         office: &Office<S>,
@@ -416,6 +452,7 @@ impl Link {
     ) -> Result<Effects, LinkError> {
         let mut fx = Effects::default();
         self.release_requests(office, now_ms, &mut fx);
+        self.end_catch_up(office, now_ms, &mut fx);
         let n = OFFER_BATCH.min(self.to_offer.len());
         for doc in self.to_offer.drain(..n).collect::<Vec<_>>() {
             self.offer(office, &doc, now_ms, &mut fx)?;
@@ -438,6 +475,7 @@ impl Link {
         let (message, in_sync) = office.generate(doc, &peer, ds)?;
         self.session.mark(doc, in_sync);
         if in_sync {
+            self.catch_up.settled(doc, now_ms);
             fx.notices.extend(office.peer_synced(doc, &peer, now_ms)?);
         }
         if let Some(message) = message {

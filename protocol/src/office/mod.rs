@@ -27,6 +27,7 @@
 //! calls on different documents can run on different threads.
 
 pub mod carry;
+pub mod catchup;
 pub mod link;
 pub mod memstore;
 pub mod requests;
@@ -554,6 +555,29 @@ impl<S: Storage> Office<S> {
             out.insert(id.clone(), digest);
         });
         out
+    }
+
+    /// The documents of `inventory` (this office's for `peer`, [`Office::inventory_for`])
+    /// that moved since they were last in sync with `peer`: those whose persisted sync state
+    /// names shared heads other than the ones offered now. A document never synced with
+    /// `peer` is not among them (reconciliation finds out whether the peer holds it).
+    pub fn changed_since_synced(
+        &self,
+        peer: &OrgPath,
+        inventory: &BTreeMap<DocId, Digest>,
+    ) -> Vec<DocId> {
+        inventory
+            .iter()
+            .filter(|(id, digest)| {
+                let state = self.store.sync_state(id, peer.as_str()).ok().flatten();
+                let shared = state
+                    .and_then(|s| automerge::sync::State::decode(&s).ok())
+                    .map(|s| s.shared_heads)
+                    .unwrap_or_default();
+                !shared.is_empty() && heads_digest(&shared) != **digest
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Documents leaving this office that wait for the parent to hold them.
