@@ -44,7 +44,16 @@ fn full_sync(doc: &mut AutoCommit) -> anyhow::Result<(u64, u64)> {
 /// Syncs two documents with automerge's protocol from fresh sync states, `a` speaking
 /// first; returns (bytes of encoded messages both ways, messages).
 pub fn sync_pair(a: &mut AutoCommit, b: &mut AutoCommit) -> anyhow::Result<(u64, u64)> {
-    let (mut ours, mut theirs) = (State::new(), State::new());
+    sync_pair_from(a, b, State::new(), State::new())
+}
+
+/// [`sync_pair`] from the given sync states of `a` and of `b`.
+pub fn sync_pair_from(
+    a: &mut AutoCommit,
+    b: &mut AutoCommit,
+    mut ours: State,
+    mut theirs: State,
+) -> anyhow::Result<(u64, u64)> {
     let (mut bytes, mut messages) = (0u64, 0u64);
     loop {
         let mut progressed = false;

@@ -343,9 +343,10 @@ pub async fn reconnect(
         after.bytes().saturating_sub(receiver.bytes()) as f64 / background.as_secs_f64();
     let (mut changes, mut change_bytes) = (0, 0u64);
     // What the changed documents' own sync costs, done again in process: automerge's
-    // messages from fresh sync states between the old and the new document, and one
-    // attestation per change. The rest of the bytes is reconciliation, certificates and
-    // other documents (status reports).
+    // messages between the old and the new document from the shared heads both sides kept
+    // (the county's first message carries the change, as the nodes' do), and one
+    // attestation per change, not deflated. The rest of the bytes is reconciliation,
+    // certificates and other documents (status reports).
     let mut sync_bytes = 0u64;
     for (id, heads) in &heads_before {
         let repo = running.node.repo();
@@ -356,7 +357,12 @@ pub async fn reconnect(
             change_bytes += c.raw_bytes().len() as u64;
         }
         let mut old = doc.fork_at(heads)?;
-        sync_bytes += crate::engine::sync_pair(&mut doc, &mut old)?.0;
+        let kept = || {
+            let mut state = automerge::sync::State::new();
+            state.shared_heads = heads.clone();
+            amphi_protocol::docsync::expecting_shared(state)
+        };
+        sync_bytes += crate::engine::sync_pair_from(&mut doc, &mut old, kept(), kept())?.0;
         sync_bytes += repo
             .store()
             .attestations(id, &new)?

@@ -422,7 +422,7 @@ impl Report {
             "B3",
             "1% changed: where the bytes went",
             format!(
-                "syncing the changed docs {} (from fresh sync states, with attestations); reconciliation, certificates, status reports {}",
+                "syncing the changed docs {} (from the shared heads kept, with attestations, not deflated); reconciliation, certificates, status reports {}",
                 kib(ch.changed_docs_sync_bytes as f64),
                 kib(ch
                     .receiver
