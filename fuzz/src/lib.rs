@@ -55,11 +55,35 @@ pub fn frame(data: &[u8]) {
         assert_eq!(Frame::decode(&frame.encode()).as_ref(), Ok(&frame));
         assert_eq!(Frame::decode(&frame.encode_deflated()).as_ref(), Ok(&frame));
     }
+    streamed_frames(data);
     if let Ok(frame) = Frame::decode(data) {
         if !Frame::is_deflated(&data[4..]) {
             assert_eq!(frame.encode(), data, "{frame:?} re-encodes to other bytes");
         }
         assert_eq!(Frame::decode(&frame.encode()), Ok(frame));
+    }
+}
+
+/// The bytes as two frame bodies of one session's deflate stream (`amphi/3`), cut where the
+/// first byte says: decoding never panics nor inflates past the frame limit, and whatever
+/// decodes goes through a fresh stream, twice, to the same frame.
+fn streamed_frames(data: &[u8]) {
+    use amphi_protocol::wire::{Deflater, FrameDecoder};
+    let cut = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
+    let mut decoder = FrameDecoder::new();
+    for body in [&data[..cut], &data[cut..]] {
+        let Ok((frame, plain)) = decoder.decode_body_sized(body) else {
+            return;
+        };
+        assert!(plain <= amphi_protocol::wire::MAX_FRAME);
+        let (mut deflater, mut again) = (Deflater::streaming(), FrameDecoder::new());
+        for _ in 0..2 {
+            let wire = deflater.encode(&frame);
+            assert_eq!(
+                again.decode_body_sized(&wire[4..]).map(|(f, _)| f).as_ref(),
+                Ok(&frame)
+            );
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use amphi_protocol::attest::CertId;
 use amphi_protocol::office::link::{Delivery, Effects, Handled, Link, LinkError};
 use amphi_protocol::office::{Notice, Office, Received, StorageError};
 use amphi_protocol::session::SessionError;
-use amphi_protocol::wire::{DecodeError, Deflater, Frame};
+use amphi_protocol::wire::{DecodeError, Deflater, Frame, FrameDecoder};
 use amphi_protocol::{DocId, OrgPath};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::task::JoinSet;
@@ -92,14 +92,15 @@ struct Outbox {
     queued: Arc<AtomicUsize>,
     cap: usize,
     /// The session's deflater, when the peer takes deflated frames
-    /// ([`crate::tls::takes_deflated`]).
+    /// ([`crate::tls::frame_compression`]). Its lock is held until the frame is queued:
+    /// with one deflate stream for the session, frames must be sent in the order deflated.
     deflater: Option<std::sync::Mutex<Deflater>>,
 }
 
 impl Outbox {
     fn new(
         cap: usize,
-        deflate: bool,
+        deflater: Option<Deflater>,
     ) -> (Outbox, mpsc::UnboundedReceiver<Queued>, Arc<AtomicUsize>) {
         let (frames, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -107,7 +108,7 @@ impl Outbox {
             frames,
             queued: queued.clone(),
             cap,
-            deflater: deflate.then(|| std::sync::Mutex::new(Deflater::new())),
+            deflater: deflater.map(std::sync::Mutex::new),
         };
         (outbox, rx, queued)
     }
@@ -116,11 +117,12 @@ impl Outbox {
     /// waits for the peer.
     fn send(&self, frame: Frame) -> Result<(), SessionEnd> {
         let is_sync = matches!(frame, Frame::Sync { .. });
-        let bytes = match &self.deflater {
-            Some(d) => d
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .encode(&frame),
+        let mut deflater = self
+            .deflater
+            .as_ref()
+            .map(|d| d.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let bytes = match deflater.as_mut() {
+            Some(d) => d.encode(&frame),
             None => frame.encode(),
         };
         let queued = self.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len();
@@ -151,6 +153,7 @@ async fn read_frames(
     frames: mpsc::Sender<Incoming>,
     budget: Arc<Semaphore>,
 ) {
+    let mut decoder = FrameDecoder::new();
     loop {
         let mut prefix = [0u8; 4];
         let result = async {
@@ -168,7 +171,7 @@ async fn read_frames(
             recv.read_exact(&mut body)
                 .await
                 .map_err(|e| SessionEnd::Connection(e.to_string()))?;
-            let (frame, plain) = Frame::decode_body_sized(&body)?;
+            let (frame, plain) = decoder.decode_body_sized(&body)?;
             drop(body);
             // A deflated frame takes its inflated size in memory: the budget counts that.
             if plain > len {
@@ -231,7 +234,8 @@ pub async fn run(
     .map_err(|e| SessionEnd::Connection(e.to_string()))?;
     // Sending never blocks the loop: a session that stops reading while it waits to send,
     // facing a peer doing the same, would deadlock once both queues and QUIC windows fill.
-    let (out, out_rx, queued) = Outbox::new(SEND_QUEUE_BYTES, crate::tls::takes_deflated(&conn));
+    let compression = crate::tls::frame_compression(&conn);
+    let (out, out_rx, queued) = Outbox::new(SEND_QUEUE_BYTES, compression.deflater());
     let (in_tx, mut incoming) = mpsc::channel(READ_AHEAD_FRAMES);
     let budget = Arc::new(Semaphore::new(READ_AHEAD_BYTES));
     let reader = tokio::spawn(read_frames(recv, in_tx, budget));
@@ -525,10 +529,14 @@ mod tests {
     async fn the_reader_reads_ahead_no_more_than_its_byte_budget() {
         let pair = connected().await;
         let (mut send, _recv) = pair.client.open_bi().await.unwrap();
-        let bytes = zeros_frame().encode_deflated();
         let frames = 10;
+        // One deflate stream for the session: after the first, each frame is a few bytes.
+        let mut deflater = Deflater::streaming();
+        let wire: Vec<Vec<u8>> = (0..frames)
+            .map(|_| deflater.encode(&zeros_frame()))
+            .collect();
         let peer = tokio::spawn(async move {
-            for _ in 0..frames {
+            for bytes in wire {
                 send.write_all(&bytes).await.unwrap();
             }
             send.finish().unwrap();
@@ -567,6 +575,71 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_queued_from_several_threads_reach_the_peer_in_the_order_deflated() {
+        let pair = connected().await;
+        let (send, _recv) = pair.client.open_bi().await.unwrap();
+        let link = PeerLink {
+            org: OrgPath::parse("hoboksar/chagantolgay").unwrap(),
+            addr: String::new(),
+            direction: Direction::Dialed,
+            cert: [0; 32],
+        };
+        let (out, rx, queued) = Outbox::new(SEND_QUEUE_BYTES, Some(Deflater::streaming()));
+        let writer = tokio::spawn(write_frames(
+            send,
+            rx,
+            queued,
+            Arc::new(Status::default()),
+            link,
+        ));
+        let out = Arc::new(out);
+        let (per_thread, threads) = (200u8, 4u8);
+        let senders: Vec<_> = (0..threads)
+            .map(|t| {
+                let out = out.clone();
+                std::thread::spawn(move || {
+                    for i in 0..per_thread {
+                        let frame = Frame::Sync {
+                            doc: DocId::new_member([t, i, 0, 0, 0, 0, 0, 0]),
+                            message: format!("case file {t}/{i} of hoboksar/bayin")
+                                .repeat(8)
+                                .into_bytes(),
+                            attestations: vec![],
+                        };
+                        out.send(frame).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().unwrap();
+        }
+        drop(out);
+        let (_send, recv) = pair.server.accept_bi().await.unwrap();
+        let (tx, mut rx) = mpsc::channel(READ_AHEAD_FRAMES);
+        let reader = tokio::spawn(read_frames(
+            recv,
+            tx,
+            Arc::new(Semaphore::new(READ_AHEAD_BYTES)),
+        ));
+        let mut next = vec![0u8; threads as usize];
+        for _ in 0..u32::from(per_thread) * u32::from(threads) {
+            let (frame, _, _) = rx.recv().await.unwrap().expect("every frame decodes");
+            let Frame::Sync { doc, .. } = frame else {
+                panic!("{frame:?}")
+            };
+            // Each thread's frames arrive in the order it queued them.
+            let t = (0..threads)
+                .find(|t| doc == DocId::new_member([*t, next[*t as usize], 0, 0, 0, 0, 0, 0]))
+                .unwrap_or_else(|| panic!("{doc} out of order"));
+            next[t as usize] += 1;
+        }
+        assert!(next.iter().all(|n| *n == per_thread));
+        writer.abort();
+        reader.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_peer_that_stops_reading_ends_the_session_instead_of_filling_memory() {
         let pair = connected().await;
         // The server never reads this stream.
@@ -577,7 +650,7 @@ mod tests {
             direction: Direction::Dialed,
             cert: [0; 32],
         };
-        let (out, rx, queued) = Outbox::new(SEND_QUEUE_BYTES, true);
+        let (out, rx, queued) = Outbox::new(SEND_QUEUE_BYTES, Some(Deflater::streaming()));
         let writer = tokio::spawn(write_frames(
             send,
             rx,

@@ -1,8 +1,9 @@
 //! Mutual TLS for the QUIC links between nodes.
 //!
 //! Both ends present their node certificate and trust only the county CA (the node's
-//! `ca.crt`); crypto is ring, passed explicitly, TLS 1.3 only, ALPN [`ALPN`] (frames may be
-//! deflated) or, with an older release, [`ALPN_PLAIN`].
+//! `ca.crt`); crypto is ring, passed explicitly, TLS 1.3 only, ALPN [`ALPN`] (frames go
+//! through one deflate stream) or, with an older release, [`ALPN_DEFLATED`] (each frame
+//! deflated on its own) or [`ALPN_PLAIN`].
 //!
 //! - The client dials with `server_name = expected_peer_org.dns_name()`, so webpki's name
 //!   check ties the server certificate to the office the client expected.
@@ -25,24 +26,56 @@ use rustls::server::WebPkiClientVerifier;
 
 use crate::pki::{self, CertError, NodeIdentity};
 
-/// The ALPN protocol id of Amphi's replication protocol whose frames may be deflated
-/// ([`amphi_protocol::wire`]). Nodes offer it first, then [`ALPN_PLAIN`].
-pub const ALPN: &[u8] = b"amphi/2";
+/// The ALPN protocol id of Amphi's replication protocol whose frames go through one
+/// deflate stream for the session ([`amphi_protocol::wire`]). Nodes offer it first, then
+/// [`ALPN_DEFLATED`], then [`ALPN_PLAIN`].
+pub const ALPN: &[u8] = b"amphi/3";
+/// The ALPN protocol id of the same protocol whose frames are deflated each on its own: what
+/// releases before the session stream speak.
+pub const ALPN_DEFLATED: &[u8] = b"amphi/2";
 /// The ALPN protocol id of the same protocol with plain frames only: what releases before
-/// deflated frames speak. A node speaks it with such a peer, so a county upgrades office by
-/// office.
+/// deflated frames speak. A node speaks each older protocol with a peer that offers nothing
+/// newer, so a county upgrades office by office.
 pub const ALPN_PLAIN: &[u8] = b"amphi/1";
 
-/// True when the peer of `conn` takes deflated frames (both sides agreed on [`ALPN`]).
-pub fn takes_deflated(conn: &quinn::Connection) -> bool {
-    conn.handshake_data()
+/// How frames to a peer are compressed, as agreed at the handshake (a node decodes every
+/// way whatever was agreed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameCompression {
+    /// Plain frames ([`ALPN_PLAIN`]).
+    Plain,
+    /// Each frame deflated on its own ([`ALPN_DEFLATED`]).
+    EachFrame,
+    /// One deflate stream for the session ([`ALPN`]).
+    Stream,
+}
+
+impl FrameCompression {
+    /// The deflater for a session's frames, if any.
+    pub fn deflater(self) -> Option<amphi_protocol::wire::Deflater> {
+        match self {
+            FrameCompression::Plain => None,
+            FrameCompression::EachFrame => Some(amphi_protocol::wire::Deflater::new()),
+            FrameCompression::Stream => Some(amphi_protocol::wire::Deflater::streaming()),
+        }
+    }
+}
+
+/// How frames to the peer of `conn` are compressed (see [`FrameCompression`]).
+pub fn frame_compression(conn: &quinn::Connection) -> FrameCompression {
+    let protocol = conn
+        .handshake_data()
         .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|d| d.protocol)
-        .is_some_and(|p| p == ALPN)
+        .and_then(|d| d.protocol);
+    match protocol.as_deref() {
+        Some(ALPN) => FrameCompression::Stream,
+        Some(ALPN_DEFLATED) => FrameCompression::EachFrame,
+        _ => FrameCompression::Plain,
+    }
 }
 
 fn alpn() -> Vec<Vec<u8>> {
-    vec![ALPN.to_vec(), ALPN_PLAIN.to_vec()]
+    vec![ALPN.to_vec(), ALPN_DEFLATED.to_vec(), ALPN_PLAIN.to_vec()]
 }
 
 /// Interval of QUIC keep-alive packets, so idle links and NAT bindings stay open.
@@ -103,7 +136,8 @@ fn roots(id: &NodeIdentity) -> Result<Arc<RootCertStore>, TlsError> {
 
 /// QUIC server configuration for a node: presents the node certificate, requires a client
 /// certificate chaining to the CA (webpki, ring, trust store = the CA only), TLS 1.3 only,
-/// ALPN [`ALPN`] or [`ALPN_PLAIN`], keep-alive 5 s, idle timeout 30 s.
+/// ALPN [`ALPN`], [`ALPN_DEFLATED`] or [`ALPN_PLAIN`] (the newest the client offers),
+/// keep-alive 5 s, idle timeout 30 s.
 pub fn server_config(id: &NodeIdentity) -> Result<quinn::ServerConfig, TlsError> {
     let provider = pki::crypto_provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(id)?, provider.clone())
@@ -123,8 +157,8 @@ pub fn server_config(id: &NodeIdentity) -> Result<quinn::ServerConfig, TlsError>
 }
 
 /// QUIC client configuration for a node: trusts only the CA, presents the node certificate
-/// for client authentication, TLS 1.3 only, ALPN [`ALPN`] or [`ALPN_PLAIN`], keep-alive 5 s,
-/// idle timeout 30 s.
+/// for client authentication, TLS 1.3 only, ALPN [`ALPN`], [`ALPN_DEFLATED`] or
+/// [`ALPN_PLAIN`], keep-alive 5 s, idle timeout 30 s.
 ///
 /// Connect with `server_name = expected_peer_org.dns_name()`: the server certificate must
 /// then carry that DNS name, i.e. belong to the expected office.
@@ -133,7 +167,7 @@ pub fn client_config(id: &NodeIdentity) -> Result<quinn::ClientConfig, TlsError>
 }
 
 /// [`client_config`], offering the ALPN ids `alpn` (an older release offers only
-/// [`ALPN_PLAIN`]).
+/// [`ALPN_DEFLATED`] and [`ALPN_PLAIN`], or only [`ALPN_PLAIN`]).
 fn client_config_speaking(
     id: &NodeIdentity,
     alpn: Vec<Vec<u8>>,
@@ -298,14 +332,16 @@ mod tests {
     }
 
     /// What a node and a peer agree to speak, seen from both ends of the connection.
-    async fn agreed(client_alpn: Vec<Vec<u8>>) -> (Option<Vec<u8>>, bool, bool) {
+    async fn agreed(
+        client_alpn: Vec<Vec<u8>>,
+    ) -> (Option<Vec<u8>>, FrameCompression, FrameCompression) {
         let c = cluster();
         let (server_ep, addr) = server(&c.town);
         let server_task = tokio::spawn(async move {
             let conn = accept_one(&server_ep).await.unwrap();
-            let deflates = takes_deflated(&conn);
+            let compression = frame_compression(&conn);
             conn.close(0u32.into(), b"done");
-            deflates
+            compression
         });
         let client_ep = client_endpoint();
         let config = client_config_speaking(&c.bayin, client_alpn).unwrap();
@@ -320,22 +356,34 @@ mod tests {
             .downcast::<quinn::crypto::rustls::HandshakeData>()
             .unwrap()
             .protocol;
-        let client_deflates = takes_deflated(&conn);
-        let server_deflates = timeout(WAIT, server_task).await.unwrap().unwrap();
-        (protocol, client_deflates, server_deflates)
+        let client = frame_compression(&conn);
+        let server = timeout(WAIT, server_task).await.unwrap().unwrap();
+        (protocol, client, server)
     }
 
     #[tokio::test]
-    async fn two_nodes_of_this_release_send_each_other_deflated_frames() {
-        assert_eq!(agreed(alpn()).await, (Some(ALPN.to_vec()), true, true));
+    async fn two_nodes_of_this_release_send_each_other_one_deflate_stream() {
+        use FrameCompression::Stream;
+        assert_eq!(agreed(alpn()).await, (Some(ALPN.to_vec()), Stream, Stream));
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_the_last_release_is_sent_frames_deflated_each_on_its_own() {
+        // The release before the session stream offers `amphi/2`, then `amphi/1`.
+        use FrameCompression::EachFrame;
+        assert_eq!(
+            agreed(vec![ALPN_DEFLATED.to_vec(), ALPN_PLAIN.to_vec()]).await,
+            (Some(ALPN_DEFLATED.to_vec()), EachFrame, EachFrame)
+        );
     }
 
     #[tokio::test]
     async fn a_peer_of_an_older_release_is_sent_plain_frames() {
         // Releases before deflated frames offer only `amphi/1`.
+        use FrameCompression::Plain;
         assert_eq!(
             agreed(vec![ALPN_PLAIN.to_vec()]).await,
-            (Some(ALPN_PLAIN.to_vec()), false, false)
+            (Some(ALPN_PLAIN.to_vec()), Plain, Plain)
         );
     }
 

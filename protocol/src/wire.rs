@@ -9,19 +9,29 @@
 //! Decoding is pure and total: every malformed, truncated or oversized input is a
 //! [`DecodeError`] value, never a panic.
 //!
-//! To a peer that takes them (the node agrees on it at the QUIC handshake: ALPN `amphi/2`),
-//! a body of [`DEFLATE_FROM`] bytes or more is sent deflated when that makes it smaller:
-//! `body = TAG_DEFLATED deflate(inner body)` ([`Frame::encode_deflated`]). Every frame is
-//! decoded either way. Case files travel as one change chunk and one
-//! attestation per change, and the chunks' dependency hashes repeat the hashes beside them,
-//! the certificate ids repeat, and org paths repeat: a cold case file's frames shrink to
-//! less than half. The receiver inflates at most [`MAX_FRAME`] bytes, and an inner body is never
-//! deflated again, so a small frame cannot become a large one past the same limit a plain
-//! frame has.
+//! Bodies of [`DEFLATE_FROM`] bytes or more may travel compressed, in one of two ways the
+//! node agrees on with a peer at the QUIC handshake:
+//!
+//! - ALPN `amphi/2`: each body deflated on its own when that makes it smaller,
+//!   `body = TAG_DEFLATED deflate(inner body)` ([`Frame::encode_deflated`]);
+//! - ALPN `amphi/3`: every body into one deflate stream that lasts the session, flushed at
+//!   the end of each frame, `body = TAG_STREAMED next piece of the stream`
+//!   ([`Deflater::streaming`]). A frame can then refer back to the frames before it: the
+//!   certificate ids, actor ids, org paths and field names that every case file repeats cost
+//!   their bytes once per session instead of once per frame (a cold case file's frame
+//!   shrinks by a further ~14 %, measured on the synthetic county).
+//!
+//! Case files travel as one change chunk and one attestation per change, and the chunks'
+//! dependency hashes repeat the hashes beside them, the certificate ids repeat, and org
+//! paths repeat: deflated, a cold case file's frames shrink to less than half. Every frame
+//! is decoded whichever way it came (a streamed one only by a [`FrameDecoder`], which keeps
+//! the stream). The receiver inflates at most [`MAX_FRAME`] bytes per frame, and an inner
+//! body is never compressed again, so a small frame cannot become a large one past the same
+//! limit a plain frame has.
 
 use crate::attest::Attestation;
 use crate::ids::DocId;
-use crate::inflate::{InflateError, inflate_at_most};
+use crate::inflate::{InflateError, StreamInflater, inflate_at_most};
 use crate::org::OrgPath;
 use crate::reconcile::{Fingerprint, MAX_LISTED, MAX_RANGES, Payload, Range};
 
@@ -86,6 +96,7 @@ const TAG_SYNC: u8 = 4;
 const TAG_CERTIFICATE: u8 = 5;
 const TAG_LEFT: u8 = 6;
 const TAG_DEFLATED: u8 = 7;
+const TAG_STREAMED: u8 = 8;
 
 /// Why bytes are not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -209,19 +220,30 @@ impl Frame {
         }
         if Frame::is_deflated(body) {
             let plain = inflate(&body[1..])?;
-            if Frame::is_deflated(&plain) {
-                return Err(DecodeError::Invalid(
-                    "deflated frame inside a deflated frame",
-                ));
-            }
-            return Ok((Frame::decode_plain(&plain)?, plain.len()));
+            return Frame::decode_inner(&plain);
         }
         Ok((Frame::decode_plain(body)?, body.len()))
     }
 
-    /// True when `body` is deflated (see the module doc).
+    /// Decodes what a compressed body inflated to: a plain body, never compressed again.
+    fn decode_inner(plain: &[u8]) -> Result<(Frame, usize), DecodeError> {
+        if Frame::is_deflated(plain) || Frame::is_streamed(plain) {
+            return Err(DecodeError::Invalid(
+                "compressed frame inside a compressed frame",
+            ));
+        }
+        Ok((Frame::decode_plain(plain)?, plain.len()))
+    }
+
+    /// True when `body` is deflated on its own (see the module doc).
     pub fn is_deflated(body: &[u8]) -> bool {
         body.first() == Some(&TAG_DEFLATED)
+    }
+
+    /// True when `body` is the next piece of the session's deflate stream (see the module
+    /// doc).
+    pub fn is_streamed(body: &[u8]) -> bool {
+        body.first() == Some(&TAG_STREAMED)
     }
 
     fn decode_plain(body: &[u8]) -> Result<Frame, DecodeError> {
@@ -341,6 +363,11 @@ fn with_prefix(body: Vec<u8>) -> Vec<u8> {
 /// and tables, a few hundred KiB zeroed) costs more than deflating a small frame.
 pub struct Deflater {
     compress: flate2::Compress,
+    /// One stream for the whole session (`amphi/3`), not one per frame.
+    streaming: bool,
+    /// The stream failed: everything from now on goes plain (a receiver decodes plain
+    /// frames whatever was agreed).
+    broken: bool,
 }
 
 impl Default for Deflater {
@@ -350,18 +377,65 @@ impl Default for Deflater {
 }
 
 impl Deflater {
-    /// A deflater at zlib's default level.
+    /// A deflater at zlib's default level that deflates each frame on its own (`amphi/2`).
     pub fn new() -> Deflater {
         Deflater {
             compress: flate2::Compress::new(flate2::Compression::default(), false),
+            streaming: false,
+            broken: false,
         }
     }
 
-    /// Encodes `frame` with its length prefix, its body deflated when that is worth it and
-    /// smaller.
+    /// A deflater that deflates every frame into one stream for the session (`amphi/3`):
+    /// its frames are decoded, in the order encoded, by one [`FrameDecoder`].
+    pub fn streaming() -> Deflater {
+        Deflater {
+            streaming: true,
+            ..Deflater::new()
+        }
+    }
+
+    /// Encodes `frame` with its length prefix, its body compressed when that is worth it
+    /// (deflated on its own only if that comes out smaller). Frames must be sent in the order
+    /// they are encoded.
     pub fn encode(&mut self, frame: &Frame) -> Vec<u8> {
         let body = frame.plain_body();
-        with_prefix(self.deflated(&body).unwrap_or(body))
+        let compressed = if self.streaming {
+            self.streamed(&body)
+        } else {
+            self.deflated(&body)
+        };
+        with_prefix(compressed.unwrap_or(body))
+    }
+
+    /// `body` as the stream's next piece behind [`TAG_STREAMED`], if it is worth it. Once
+    /// a body went into the stream it must be sent, so this never declines on size.
+    fn streamed(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        if body.len() < DEFLATE_FROM || self.broken {
+            return None;
+        }
+        let start = self.compress.total_in();
+        let mut out = Vec::with_capacity(body.len() + body.len() / 8192 + 64);
+        out.push(TAG_STREAMED);
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(4096);
+            }
+            let read = (self.compress.total_in() - start) as usize;
+            if self
+                .compress
+                .compress_vec(&body[read..], &mut out, flate2::FlushCompress::Sync)
+                .is_err()
+            {
+                // Cannot happen with memory in and out; if it did, the stream is lost.
+                self.broken = true;
+                return None;
+            }
+            let read = (self.compress.total_in() - start) as usize;
+            if read == body.len() && out.len() < out.capacity() {
+                return Some(out);
+            }
+        }
     }
 
     /// `body` deflated behind [`TAG_DEFLATED`], if it is worth it and comes out smaller.
@@ -379,6 +453,40 @@ impl Deflater {
             .compress_vec(body, &mut out, flate2::FlushCompress::Finish)
             .ok()?;
         (status == flate2::Status::StreamEnd && out.len() < body.len()).then_some(out)
+    }
+}
+
+/// Decodes the frames one peer sends, in order, keeping the deflate stream that streamed
+/// frames continue (`amphi/3`). Plain and per-frame deflated frames decode as
+/// [`Frame::decode_body_sized`] does. After an error the stream is lost: the session ends.
+#[derive(Default)]
+pub struct FrameDecoder {
+    stream: StreamInflater,
+}
+
+impl FrameDecoder {
+    /// A decoder at the start of a session.
+    pub fn new() -> FrameDecoder {
+        FrameDecoder::default()
+    }
+
+    /// Decodes the next frame body (without its length prefix), with the size of the plain
+    /// body (what it takes in memory once inflated).
+    pub fn decode_body_sized(&mut self, body: &[u8]) -> Result<(Frame, usize), DecodeError> {
+        if body.len() > MAX_FRAME {
+            return Err(DecodeError::TooLarge(body.len()));
+        }
+        if Frame::is_streamed(body) {
+            let plain = self
+                .stream
+                .next(&body[1..], MAX_FRAME)
+                .map_err(|e| match e {
+                    InflateError::Invalid => DecodeError::Invalid("streamed body"),
+                    InflateError::TooLarge(got) => DecodeError::TooLarge(got),
+                })?;
+            return Frame::decode_inner(&plain);
+        }
+        Frame::decode_body_sized(body)
     }
 }
 
@@ -577,7 +685,7 @@ mod tests {
         assert_eq!(
             Frame::decode_body(&nested),
             Err(DecodeError::Invalid(
-                "deflated frame inside a deflated frame"
+                "compressed frame inside a compressed frame"
             ))
         );
         assert_eq!(
@@ -588,6 +696,106 @@ mod tests {
         assert_eq!(
             Frame::decode_body(&deflated_body(&[99])),
             Err(DecodeError::UnknownTag(99))
+        );
+    }
+
+    /// What a streaming deflater sends for `frames`, body by body (no length prefixes).
+    fn streamed_bodies(frames: &[Frame]) -> Vec<Vec<u8>> {
+        let mut deflater = Deflater::streaming();
+        frames
+            .iter()
+            .map(|f| deflater.encode(f)[4..].to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn one_stream_carries_a_session_s_frames_and_later_ones_cost_less() {
+        let once = frames();
+        let frames: Vec<Frame> = once.iter().chain(&once).cloned().collect();
+        let bodies = streamed_bodies(&frames);
+        let mut decoder = FrameDecoder::new();
+        for (f, body) in frames.iter().zip(&bodies) {
+            let plain = f.plain_body();
+            assert_eq!(Frame::is_streamed(body), plain.len() >= DEFLATE_FROM);
+            assert_eq!(
+                decoder.decode_body_sized(body),
+                Ok((f.clone(), plain.len()))
+            );
+        }
+        // The case file's frame again, the second time round, refers back to the first.
+        let case_file = once.len() - 1;
+        let (first, again) = (&bodies[case_file], &bodies[bodies.len() - 1]);
+        assert!(
+            again.len() * 4 < first.len(),
+            "{} bytes the second time, {} the first",
+            again.len(),
+            first.len()
+        );
+        // Frames deflated on their own and plain ones decode in the same session.
+        let hello = &frames[0];
+        assert_eq!(
+            decoder
+                .decode_body_sized(&hello.encode_deflated()[4..])
+                .unwrap()
+                .0,
+            *hello
+        );
+        let big = case_file_frame();
+        assert_eq!(
+            decoder
+                .decode_body_sized(&big.encode_deflated()[4..])
+                .unwrap()
+                .0,
+            big
+        );
+    }
+
+    #[test]
+    fn a_streamed_frame_needs_its_stream_and_never_inflates_past_the_frame_limit() {
+        let bodies = streamed_bodies(&[case_file_frame(), case_file_frame()]);
+        // Out of its session (or out of order) the second piece means nothing.
+        assert!(FrameDecoder::new().decode_body_sized(&bodies[1]).is_err());
+        assert_eq!(
+            Frame::decode_body(&bodies[0]),
+            Err(DecodeError::UnknownTag(TAG_STREAMED))
+        );
+        // A bomb in the stream: refused at the frame limit.
+        let mut bomb = vec![TAG_SYNC];
+        bomb.resize(MAX_FRAME + (1 << 20), 0);
+        let mut compress = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut piece = vec![TAG_STREAMED];
+        piece.reserve(1 << 20);
+        compress
+            .compress_vec(&bomb, &mut piece, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert!(piece.len() < 64 * 1024);
+        assert!(matches!(
+            FrameDecoder::new().decode_body_sized(&piece),
+            Err(DecodeError::TooLarge(n)) if n > MAX_FRAME
+        ));
+        // A streamed body inside a deflated one, or inside a streamed one: refused.
+        let nested = deflated_body(&bodies[0]);
+        assert_eq!(
+            FrameDecoder::new().decode_body_sized(&nested),
+            Err(DecodeError::Invalid(
+                "compressed frame inside a compressed frame"
+            ))
+        );
+        let mut compress = flate2::Compress::new(flate2::Compression::default(), false);
+        let mut wrapped = vec![TAG_STREAMED];
+        wrapped.reserve(bodies[0].len() + 64);
+        compress
+            .compress_vec(&bodies[0], &mut wrapped, flate2::FlushCompress::Sync)
+            .unwrap();
+        assert_eq!(
+            FrameDecoder::new().decode_body_sized(&wrapped),
+            Err(DecodeError::Invalid(
+                "compressed frame inside a compressed frame"
+            ))
+        );
+        assert_eq!(
+            FrameDecoder::new().decode_body_sized(&[TAG_STREAMED, 0xff, 0xff, 0xff]),
+            Err(DecodeError::Invalid("streamed body"))
         );
     }
 
