@@ -50,7 +50,7 @@ use amphi_node::tls;
 use amphi_node::trust::Signer;
 use amphi_protocol::attest::Attestation;
 use amphi_protocol::session::PeerSession;
-use amphi_protocol::wire::{DecodeError, Frame};
+use amphi_protocol::wire::{DecodeError, Frame, FrameDecoder};
 use amphi_protocol::{DocId, OrgPath, gate};
 use automerge::legacy::{self, ObjectId, OpId, OpType, SortedVec};
 use automerge::sync::{self, SyncDoc};
@@ -225,6 +225,9 @@ pub struct HostilePeer {
     recv: quinn::RecvStream,
     /// Bytes read from the stream that do not yet make a whole frame.
     inbox: Vec<u8>,
+    /// The office's frames come through one deflate stream for the session (ALPN
+    /// `amphi/3`): decoded in order, by one decoder.
+    decoder: FrameDecoder,
 }
 
 impl fmt::Debug for HostilePeer {
@@ -285,6 +288,7 @@ impl HostilePeer {
             send,
             recv,
             inbox: Vec::new(),
+            decoder: FrameDecoder::new(),
         })
     }
 
@@ -387,7 +391,12 @@ impl HostilePeer {
             return None;
         }
         let body: Vec<u8> = self.inbox.drain(..4 + len).skip(4).collect();
-        Some(Frame::decode_body(&body).map_err(RecvError::Invalid))
+        Some(
+            self.decoder
+                .decode_body_sized(&body)
+                .map(|(frame, _)| frame)
+                .map_err(RecvError::Invalid),
+        )
     }
 
     /// Reads frames until one satisfies `wanted`, skipping others (the office's own offers,
