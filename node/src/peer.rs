@@ -574,10 +574,10 @@ mod tests {
         reader.abort();
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn frames_queued_from_several_threads_reach_the_peer_in_the_order_deflated() {
-        let pair = connected().await;
-        let (send, _recv) = pair.client.open_bi().await.unwrap();
+    /// An outbox deflating into one stream, and its writer on `send`.
+    fn streaming_outbox(
+        send: quinn::SendStream,
+    ) -> (Outbox, tokio::task::JoinHandle<()>, Arc<AtomicUsize>) {
         let link = PeerLink {
             org: OrgPath::parse("hoboksar/chagantolgay").unwrap(),
             addr: String::new(),
@@ -585,13 +585,16 @@ mod tests {
             cert: [0; 32],
         };
         let (out, rx, queued) = Outbox::new(SEND_QUEUE_BYTES, Some(Deflater::streaming()));
-        let writer = tokio::spawn(write_frames(
-            send,
-            rx,
-            queued,
-            Arc::new(Status::default()),
-            link,
-        ));
+        let status = Arc::new(Status::default());
+        let writer = tokio::spawn(write_frames(send, rx, queued.clone(), status, link));
+        (out, writer, queued)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_queued_from_several_threads_reach_the_peer_in_the_order_deflated() {
+        let pair = connected().await;
+        let (send, _recv) = pair.client.open_bi().await.unwrap();
+        let (out, writer, _) = streaming_outbox(send);
         let out = Arc::new(out);
         let (per_thread, threads) = (200u8, 4u8);
         let senders: Vec<_> = (0..threads)
@@ -644,20 +647,7 @@ mod tests {
         let pair = connected().await;
         // The server never reads this stream.
         let (send, _recv) = pair.client.open_bi().await.unwrap();
-        let link = PeerLink {
-            org: OrgPath::parse("hoboksar/chagantolgay").unwrap(),
-            addr: String::new(),
-            direction: Direction::Dialed,
-            cert: [0; 32],
-        };
-        let (out, rx, queued) = Outbox::new(SEND_QUEUE_BYTES, Some(Deflater::streaming()));
-        let writer = tokio::spawn(write_frames(
-            send,
-            rx,
-            queued.clone(),
-            Arc::new(Status::default()),
-            link,
-        ));
+        let (out, writer, queued) = streaming_outbox(send);
         let mut sent = 0;
         let error = loop {
             match out.send(big_frame()) {
