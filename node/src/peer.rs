@@ -273,7 +273,9 @@ pub async fn run(
         p.connected_since = Some(now_rfc3339());
         p.last_error = None;
     });
-    info!("session started");
+    // How frames travel tells an operator, during an upgrade, which peers still run an older
+    // release (`EachFrame`: the release before; `Plain`: older).
+    info!(frames = ?compression, "session started");
 
     let finish = |session: &mut Link, (delivery, received, took): Receipt| {
         let fx = session.delivered(office, delivery, received)?;
