@@ -14,6 +14,33 @@ use automerge::transaction::Transactable;
 use automerge::{ActorId, Change, ChangeHash, ExpandedChange, ROOT, ReadDoc as _, ScalarValue};
 use common::*;
 
+/// Panics on this thread so far, contained or not. A contained panic leaves no trace in a
+/// refusal's outcome beyond its reason, so the tests that claim automerge never saw a forged
+/// change count panics with a hook (installed once, before the previous hook).
+fn panics_on_this_thread() -> usize {
+    use std::cell::Cell;
+    thread_local! {
+        static PANICS: Cell<usize> = const { Cell::new(0) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.with(|p| p.set(p.get() + 1));
+            previous(info);
+        }));
+    });
+    PANICS.with(Cell::get)
+}
+
+#[test]
+fn the_panic_count_sees_a_contained_panic() {
+    let before = panics_on_this_thread();
+    let caught = amphi_protocol::contain::contain("a test panic", || panic!("on purpose"));
+    assert!(caught.is_err());
+    assert_eq!(panics_on_this_thread(), before + 1);
+}
+
 fn tid(id: &DocId, n: u8) -> String {
     format!("t-{}-{}", &id.as_str()[2..], hex::encode([n; 4]))
 }
@@ -91,6 +118,7 @@ fn changes_automerge_would_panic_on_are_refused_and_honest_work_goes_on() {
         c.operations[0].action = OpType::Increment(1);
     });
     let before = county.doc.get_heads();
+    let panics = panics_on_this_thread();
     let adm = county.receive(
         &id,
         &org(VILLAGE),
@@ -99,6 +127,11 @@ fn changes_automerge_would_panic_on_are_refused_and_honest_work_goes_on() {
     let mut codes: Vec<&str> = adm.refused.iter().map(|r| r.reason.code()).collect();
     codes.sort();
     assert_eq!(codes, ["broken_chain", "outside_history", "unknown_field"]);
+    assert_eq!(
+        panics_on_this_thread(),
+        panics,
+        "the gate refused them before automerge saw them (no panic, even contained)"
+    );
     assert_eq!(
         county.doc.get_heads(),
         before,
@@ -123,11 +156,13 @@ fn sync_messages_automerge_would_panic_on_are_refused_and_the_state_stays_usable
     leb(&mut many_probes, bloom.len() as u64);
     many_probes.extend_from_slice(&bloom);
     many_probes.push(0);
+    let panics = panics_on_this_thread();
     for bytes in [&zero_bits[..], &many_probes] {
         let adm = county.receive(&id, &org(VILLAGE), bytes);
         assert_eq!(adm.refused[0].reason.code(), "malformed");
         assert!(adm.applied.is_empty());
     }
+    assert_eq!(panics_on_this_thread(), panics, "refused before automerge");
     // Generating the next message from the same sync state works, and sync completes.
     village.write(|d, _| {
         let identity = d.get(ROOT, "identity").unwrap().unwrap().1;
@@ -518,11 +553,17 @@ fn a_change_automerge_would_panic_on_after_an_honest_one_is_refused_and_the_hone
         c.operations[0].obj = ObjectId::Id(OpId(9_999, c.actor_id.clone()));
     });
     let honest = change(&mut village, first).raw_bytes().to_vec();
+    let panics = panics_on_this_thread();
     let adm = county.receive(&id, &org(VILLAGE), &message_with(&[honest, missing]));
     assert_eq!(adm.applied, [first]);
     let codes: Vec<&str> = adm.refused.iter().map(|r| r.reason.code()).collect();
     assert_eq!(codes, ["outside_history"]);
-    assert_eq!(adm.faults, 0, "automerge never saw the forged change");
+    assert_eq!(adm.faults, 0);
+    assert_eq!(
+        panics_on_this_thread(),
+        panics,
+        "automerge never saw the forged change (no panic, even contained)"
+    );
     assert_ne!(county.doc.get_heads(), before);
     assert_eq!(county.doc.get_heads(), [first]);
     assert_eq!(county.case(&id).phone.as_deref(), Some("0990-1234567"));
