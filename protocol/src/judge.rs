@@ -20,6 +20,7 @@
 //! applied, so a refused change never reaches the document, and the node's own writes go
 //! through the same function as a peer's.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use automerge::legacy::{ElementId, Key, ObjectId, OpType};
@@ -86,11 +87,12 @@ enum Seg {
     Item,
 }
 
-/// An op id as (counter, actor bytes).
-type OpKey = (u64, Vec<u8>);
+/// An op id as (counter, actor). automerge keeps an actor id of up to 16 bytes (every
+/// certificate's) inline, so a key costs no allocation: the judge makes several per op.
+type OpKey = (u64, ActorId);
 
 fn op_key(id: &automerge::legacy::OpId) -> OpKey {
-    (id.counter(), id.actor().to_bytes().to_vec())
+    (id.counter(), id.actor().clone())
 }
 
 /// An object an op writes into.
@@ -723,26 +725,26 @@ fn seen<'a>(
     Ok(seen)
 }
 
-/// The object an op writes into.
-fn object(
+/// The object an op writes into (borrowed when this change made it).
+fn object<'a>(
     doc: &AutoCommit,
     obj: &ObjectId,
-    made: &HashMap<OpKey, Obj>,
+    made: &'a HashMap<OpKey, Obj>,
     view: &View<'_>,
-) -> Result<Obj, Refusal> {
+) -> Result<Cow<'a, Obj>, Refusal> {
     let id = match obj {
         ObjectId::Root => {
-            return Ok(Obj {
+            return Ok(Cow::Owned(Obj {
                 path: Vec::new(),
                 kind: ObjType::Map,
                 new: false,
                 exid: Some(ROOT),
-            });
+            }));
         }
         ObjectId::Id(id) => id,
     };
     if let Some(o) = made.get(&op_key(id)) {
-        return Ok(o.clone());
+        return Ok(Cow::Borrowed(o));
     }
     if !view.covers(id.counter(), id.actor()) {
         return Err(Refusal::OutsideHistory(format!(
@@ -766,12 +768,12 @@ fn object(
             automerge::Prop::Seq(_) => Seg::Item,
         })
         .collect();
-    Ok(Obj {
+    Ok(Cow::Owned(Obj {
         path,
         kind,
         new: false,
         exid: Some(exid),
-    })
+    }))
 }
 
 /// Judges one change (authenticated, structurally checked, not yet applied) against `doc`;
@@ -821,13 +823,13 @@ pub fn judge_carrying(
     let mut decisions: HashMap<OpKey, (Decision, HashSet<String>)> = HashMap::new();
     let mut fields = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
-        let own: OpKey = (start + i as u64, actor.to_bytes().to_vec());
+        let own: OpKey = (start + i as u64, actor.clone());
         let obj_key: OpKey = match &op.obj {
-            ObjectId::Root => (0, Vec::new()),
+            ObjectId::Root => (0, ActorId::from(&[][..])),
             ObjectId::Id(o) => op_key(o),
         };
         let obj = object(doc, &op.obj, &made, view)?;
-        for p in op.pred.clone() {
+        for p in op.pred.iter() {
             let in_change = p.actor() == actor && p.counter() >= start && p.counter() < own.0;
             if !in_change && !view.covers(p.counter(), p.actor()) {
                 return Err(Refusal::OutsideHistory(format!(
@@ -837,7 +839,7 @@ pub fn judge_carrying(
                 )));
             }
         }
-        let preds: Vec<OpKey> = op.pred.clone().into_iter().map(|p| op_key(&p)).collect();
+        let mut preds: Vec<OpKey> = op.pred.iter().map(op_key).collect();
         let (seg, overwrites) = match &op.key {
             Key::Map(k) => {
                 if obj.kind != ObjType::Map || op.insert {
@@ -847,23 +849,22 @@ pub fn judge_carrying(
                     return Err(bad(format!("a key of {} bytes", k.len())));
                 }
                 let slot = (obj_key.clone(), k.to_string());
-                let expected: Vec<OpKey> = match (visible.get(&slot), &obj.exid) {
+                let mut expected: Vec<OpKey> = match (visible.get(&slot), &obj.exid) {
                     (Some(v), _) => v.clone(),
                     (None, Some(exid)) => doc
                         .get_all_at(exid, k.as_str(), &seen.deps)
                         .map_err(|e| bad(format!("cannot read {k}: {e}")))?
                         .into_iter()
                         .filter_map(|(_, id)| match id {
-                            automerge::ObjId::Id(c, a, _) => Some((c, a.to_bytes().to_vec())),
+                            automerge::ObjId::Id(c, a, _) => Some((c, a)),
                             automerge::ObjId::Root => None,
                         })
                         .collect(),
                     (None, None) => Vec::new(),
                 };
-                let (mut want, mut got) = (expected.clone(), preds.clone());
-                want.sort();
-                got.sort();
-                if want != got {
+                expected.sort();
+                preds.sort();
+                if expected != preds {
                     return Err(bad(format!(
                         "the op on {k:?} overwrites other values than its author could see"
                     )));
@@ -921,11 +922,12 @@ pub fn judge_carrying(
                 )));
             }
         };
-        let mut path = obj.path.clone();
+        let made_here = obj.new;
+        let mut path = obj.into_owned().path;
         path.push(seg.clone());
         keeps_facts &= !shapes_facts(&path);
         let (field, entry) = match id.kind() {
-            DocKind::Member => member_field(&seen, &path, act, obj.new, overwrites)?,
+            DocKind::Member => member_field(&seen, &path, act, made_here, overwrites)?,
             _ => (flat_field(&seen, &path, act, overwrites)?, None),
         };
         if let Act::Make(kind) = act {
@@ -935,7 +937,7 @@ pub fn judge_carrying(
             made.insert(
                 own.clone(),
                 Obj {
-                    path: path.clone(),
+                    path,
                     kind,
                     new: true,
                     exid: None,
