@@ -87,8 +87,8 @@ enum Seg {
     Item,
 }
 
-/// An op id as (counter, actor). automerge keeps an actor id of up to 16 bytes (every
-/// certificate's) inline, so a key costs no allocation: the judge makes several per op.
+/// An op id as (counter, actor). (A node's actor is 24 bytes, past the 16 automerge keeps
+/// inline, so a key still allocates; the judge avoids cloning keys and paths it only reads.)
 type OpKey = (u64, ActorId);
 
 fn op_key(id: &automerge::legacy::OpId) -> OpKey {
