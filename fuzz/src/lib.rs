@@ -370,7 +370,9 @@ fn let_contained_panics_unwind() {
 /// a session receives it (`DocSync::receive`), then the reply generated from the state it
 /// left. No panic may escape (panics inside automerge that the gate contains are counted,
 /// see [`CONTAINED`]). Afterwards the document still saves and loads to the same heads,
-/// everything applied is in it, and the same message again applies nothing.
+/// everything applied is in it, and the same message again applies nothing. And the gate's
+/// way of applying the changes that pass together ends exactly as applying each on its own
+/// (`gate::receive` against `gate::receive_one_at_a_time`).
 pub fn sync_message(data: &[u8]) {
     use amphi_protocol::docsync::DocSync;
     use amphi_protocol::gate::Inbound;
@@ -390,6 +392,25 @@ pub fn sync_message(data: &[u8]) {
         auth: &AnySignature,
         attestations: &[],
     };
+    let taken = |receive: amphi_protocol::gate::Receive| {
+        let mut doc = AutoCommit::load(&f.saved).unwrap();
+        let (mut state, mut held) = (sync::State::new(), Vec::new());
+        let admission = receive(
+            &mut doc,
+            &mut state,
+            data,
+            &cx,
+            &Default::default(),
+            &mut held,
+            &mut || AutoCommit::load(&f.saved).unwrap(),
+        );
+        format!("{admission:?} {:?} {state:?} {held:?}", doc.get_heads())
+    };
+    assert_eq!(
+        taken(amphi_protocol::gate::receive),
+        taken(amphi_protocol::gate::receive_one_at_a_time),
+        "taking the changes together ended otherwise than one at a time"
+    );
     let admission = sync.receive(&mut doc, data, &cx, &mut || {
         AutoCommit::load(&f.saved).unwrap()
     });

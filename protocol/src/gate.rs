@@ -13,8 +13,10 @@
 //!    the same actor and seq (an equivocation), the one with the lower hash is kept on every
 //!    node; a node holding the other rebuilds the document without it and what depends on it.
 //!
-//! Then the change is applied — alone, and contained ([`crate::contain`]). A refused change
-//! takes only its dependants with it; the rest of the message applies. Changes whose
+//! Then the change is applied, contained ([`crate::contain`]): alone, or, if it saw
+//! everything before it, together with the next such changes once their checks are done too
+//! ([`crate::pending`], which the judge reads them from meanwhile). A refused change takes
+//! only its dependants with it; the rest of the message applies. Changes whose
 //! dependencies are missing, or dated in the future, wait for a later message. The node runs
 //! its own writes through [`judge_local`]: the same checks, so an API 403 and a wire refusal
 //! always agree.
@@ -28,8 +30,9 @@ use crate::attest::{Attestation, Authenticator};
 use crate::contain::contain;
 use crate::history::History;
 use crate::ids::DocId;
-use crate::judge::FactsAt;
+use crate::judge::{FactsAt, Judged, Stop};
 use crate::org::OrgPath;
+use crate::pending::{Pending, Writes};
 use crate::refusal::Refusal;
 use crate::stamp::{self, MAX_FUTURE_MS, Stamp};
 use crate::syncmsg::{self, SyncMessage};
@@ -169,7 +172,7 @@ pub struct Inbound<'a> {
     pub attestations: &'a [Attestation],
 }
 
-/// How the structure check ended for a change that was not simply fine.
+/// How the checks ended for a change that was not simply fine.
 enum Hold {
     Refuse(Refusal),
     Defer(Defer),
@@ -238,33 +241,80 @@ fn check_structure(
     Ok(history.at_slot(actor, seq).filter(|h| *h != change.hash()))
 }
 
-/// What passing the checks gives: the change holding the same (actor, seq), if any, and the
-/// case file's facts after the change, if it left them as they were.
+/// What passing the checks gives: the change holding the same (actor, seq), if any, the
+/// case file's facts after the change, if it left them as they were, and what it wrote.
 struct Passed {
     other: Option<ChangeHash>,
     facts: Option<FactsAt>,
+    writes: Writes,
 }
 
 /// Authenticity, structure and authority of one change not yet in `doc`, given the facts at
-/// its dependencies if they are known ([`crate::judge::judge_carrying`]).
+/// its dependencies if they are known and the changes judged before it and not yet applied
+/// ([`crate::judge::judge_carrying`]; they are applied first if judging it needs more of the
+/// document than they answer for, and `Err` says the engine failed on them).
+#[allow(clippy::too_many_arguments)]
 fn check(
-    doc: &AutoCommit,
+    doc: &mut AutoCommit,
+    pending: &mut Pending,
     history: &mut History,
     change: &Change,
     attestation: Option<&Attestation>,
     vouchers: &mut Vouchers,
     cx: &Inbound<'_>,
     known: Option<FactsAt>,
-) -> Result<Passed, Hold> {
-    let author = author_of(change).ok_or(Hold::Refuse(Refusal::UnknownAuthor))?;
-    vouchers
-        .authenticate(change, &author, attestation, cx.auth)
-        .map_err(Hold::Refuse)?;
-    let other = check_structure(history, change, cx.now_ms)?;
+) -> Result<Result<Passed, Hold>, Again> {
+    let Some(author) = author_of(change) else {
+        return Ok(Err(Hold::Refuse(Refusal::UnknownAuthor)));
+    };
+    if let Err(reason) = vouchers.authenticate(change, &author, attestation, cx.auth) {
+        return Ok(Err(Hold::Refuse(reason)));
+    }
+    let other = match check_structure(history, change, cx.now_ms) {
+        Ok(other) => other,
+        Err(hold) => return Ok(Err(hold)),
+    };
     let view = history.view(change.deps());
-    let facts = crate::judge::judge_carrying(doc, cx.id, change, &view, cx.auth, known)
-        .map_err(Hold::Refuse)?;
-    Ok(Passed { other, facts })
+    let known_again = if pending.is_empty() {
+        None
+    } else {
+        known.clone()
+    };
+    let judge = |doc: &AutoCommit, pending: &Pending, known| {
+        crate::judge::judge_carrying(doc, pending, cx.id, change, &view, cx.auth, known)
+    };
+    let judged = match judge(doc, pending, known) {
+        Err(Stop::ApplyPending) => {
+            apply_pending(doc, pending)?;
+            judge(doc, pending, known_again)
+        }
+        judged => judged,
+    };
+    Ok(match judged {
+        Ok(Judged { facts, writes }) => Ok(Passed {
+            other,
+            facts,
+            writes,
+        }),
+        Err(Stop::Refuse(reason)) => Err(Hold::Refuse(reason)),
+        Err(Stop::ApplyPending) => unreachable!("nothing is pending once applied"),
+    })
+}
+
+/// Applies the pending changes to `doc` in one call ([`crate::pending`]).
+fn apply_pending(doc: &mut AutoCommit, pending: &mut Pending) -> Result<(), Again> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let changes = pending.take();
+    match contain("applying a message's changes", || {
+        doc.apply_changes(changes)
+    }) {
+        Ok(Ok(())) => Ok(()),
+        // The message is taken again one change at a time, where the engine's failure is
+        // settled on the change it failed on.
+        Ok(Err(_)) | Err(_) => Err(Again::OneAtATime),
+    }
 }
 
 /// Orders `changes` so that each comes after those of its dependencies that are in the
@@ -336,6 +386,11 @@ pub const MAX_HELD_BACK: usize = 4096;
 /// document as the store holds it: the document is replaced by it if the message has to be
 /// abandoned (a contained engine failure) or must not be kept (outside this office's or the
 /// sender's scope).
+///
+/// Changes that saw everything before them are applied together, after their checks
+/// ([`crate::pending`]). The outcome is exactly [`receive_one_at_a_time`]'s: builds with
+/// debug assertions (every test) take each message both ways and panic if the two differ
+/// in anything, and the `sync_message` fuzz target compares them.
 pub fn receive(
     doc: &mut AutoCommit,
     state: &mut sync::State,
@@ -344,6 +399,120 @@ pub fn receive(
     refused_before: &HashSet<ChangeHash>,
     held_back: &mut Vec<HeldBack>,
     reload: &mut dyn FnMut() -> AutoCommit,
+) -> Admission {
+    #[cfg(debug_assertions)]
+    let reference = {
+        let (mut doc, mut state, mut held_back) = (doc.clone(), state.clone(), held_back.clone());
+        let admission = receive_one_at_a_time(
+            &mut doc,
+            &mut state,
+            bytes,
+            cx,
+            refused_before,
+            &mut held_back,
+            reload,
+        );
+        Taken::of(&admission, &mut doc, &state, &held_back)
+    };
+    let how = How {
+        vouching: true,
+        together: true,
+    };
+    let admission = receive_as(
+        doc,
+        state,
+        bytes,
+        cx,
+        refused_before,
+        held_back,
+        reload,
+        how,
+    );
+    #[cfg(debug_assertions)]
+    assert_eq!(
+        Taken::of(&admission, doc, state, held_back),
+        reference,
+        "taking a message's changes together ended otherwise than one at a time"
+    );
+    admission
+}
+
+/// [`receive`] with each change applied on its own as soon as it passed: the reference
+/// [`receive`] is held to (slower: automerge splices every change into the document's
+/// columns by itself).
+pub fn receive_one_at_a_time(
+    doc: &mut AutoCommit,
+    state: &mut sync::State,
+    bytes: &[u8],
+    cx: &Inbound<'_>,
+    refused_before: &HashSet<ChangeHash>,
+    held_back: &mut Vec<HeldBack>,
+    reload: &mut dyn FnMut() -> AutoCommit,
+) -> Admission {
+    let how = How {
+        vouching: true,
+        together: false,
+    };
+    receive_as(
+        doc,
+        state,
+        bytes,
+        cx,
+        refused_before,
+        held_back,
+        reload,
+        how,
+    )
+}
+
+/// [`receive`] or [`receive_one_at_a_time`], to take a message either way.
+pub type Receive = fn(
+    &mut AutoCommit,
+    &mut sync::State,
+    &[u8],
+    &Inbound<'_>,
+    &HashSet<ChangeHash>,
+    &mut Vec<HeldBack>,
+    &mut dyn FnMut() -> AutoCommit,
+) -> Admission;
+
+/// How many times [`receive`] takes each message: twice in builds with debug assertions
+/// (one at a time first, as the reference), once otherwise. What an [`Authenticator`] is
+/// asked is asked that many times.
+pub const TAKES_PER_MESSAGE: usize = if cfg!(debug_assertions) { 2 } else { 1 };
+
+/// Everything receiving a message did, to compare two ways of taking it.
+#[cfg(debug_assertions)]
+#[derive(Debug, PartialEq, Eq)]
+struct Taken {
+    admission: String,
+    heads: Vec<ChangeHash>,
+    state: String,
+    held_back: String,
+}
+
+#[cfg(debug_assertions)]
+impl Taken {
+    fn of(a: &Admission, doc: &mut AutoCommit, state: &sync::State, held: &[HeldBack]) -> Taken {
+        Taken {
+            admission: format!("{a:?}"),
+            heads: doc.get_heads(),
+            state: format!("{state:?}"),
+            held_back: format!("{held:?}"),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn receive_as(
+    doc: &mut AutoCommit,
+    state: &mut sync::State,
+    bytes: &[u8],
+    cx: &Inbound<'_>,
+    refused_before: &HashSet<ChangeHash>,
+    held_back: &mut Vec<HeldBack>,
+    reload: &mut dyn FnMut() -> AutoCommit,
+    mut how: How,
 ) -> Admission {
     let message = match SyncMessage::decode(bytes) {
         Ok(m) => m,
@@ -354,27 +523,42 @@ pub fn receive(
         Err(e) => return Admission::refused_whole(Refusal::Malformed(e.to_string())),
     };
     let held_before = held_back.clone();
-    let admission = match admit(doc, &message, cx, refused_before, held_back, reload, true) {
-        Ok(admission) => admission,
-        Err(CheckEverySignature) => {
-            // A change taken on a voucher's word that is not applied here fails its own
-            // signature: the message is taken again as if there were no vouching.
-            *doc = reload();
-            *held_back = held_before;
-            admit(doc, &message, cx, refused_before, held_back, reload, false)
-                .unwrap_or_else(|_| unreachable!("without vouching nothing is rechecked"))
+    let admission = loop {
+        match admit(doc, &message, cx, refused_before, held_back, reload, how) {
+            Ok(admission) => break admission,
+            Err(Again::CheckEverySignature) if how.vouching => how.vouching = false,
+            Err(Again::OneAtATime) if how.together => how.together = false,
+            Err(_) => unreachable!("taken one at a time without vouching, nothing is retried"),
         }
+        // Taken again from the start: the document as stored, what waited as it waited.
+        *doc = reload();
+        *held_back = held_before.clone();
     };
     finish(doc, state, bookkeeping, &admission, held_back);
     admission
 }
 
-/// Vouching left a change whose own signature fails: take the message again checking every
-/// signature.
-struct CheckEverySignature;
+/// How a message is taken.
+#[derive(Debug, Clone, Copy)]
+struct How {
+    /// One signature check per actor, vouching for the rest ([`crate::vouch`]).
+    vouching: bool,
+    /// Changes that saw everything before them wait and are applied together
+    /// ([`crate::pending`]).
+    together: bool,
+}
+
+/// Why a message must be taken again, and how.
+#[derive(Debug, Clone, Copy)]
+enum Again {
+    /// Vouching left a change whose own signature fails: check every signature.
+    CheckEverySignature,
+    /// The engine failed on changes applied together: apply them one at a time.
+    OneAtATime,
+}
 
 /// The changes of `message` (and those held back) through the checks, in causal order,
-/// with signatures vouched for ([`crate::vouch`]) when `vouching`.
+/// as `how` says.
 fn admit(
     doc: &mut AutoCommit,
     message: &SyncMessage,
@@ -382,8 +566,8 @@ fn admit(
     refused_before: &HashSet<ChangeHash>,
     held_back: &mut Vec<HeldBack>,
     reload: &mut dyn FnMut() -> AutoCommit,
-    vouching: bool,
-) -> Result<Admission, CheckEverySignature> {
+    how: How,
+) -> Result<Admission, Again> {
     let mut admission = Admission::default();
     // A held-back change keeps the signature it came with: judged again with a later
     // message's signatures only, it was refused as unsigned for good, and one applied then
@@ -416,7 +600,7 @@ fn admit(
     let mut history = History::of(doc);
     let was_empty = doc.get_heads().is_empty();
     changes.retain(|c| !history.contains(&c.hash()) && !refused_before.contains(&c.hash()));
-    let mut vouchers = if vouching {
+    let mut vouchers = if how.vouching {
         Vouchers::plan(&changes, &signatures)
     } else {
         Vouchers::off()
@@ -427,6 +611,7 @@ fn admit(
     // them: exactly the facts a change sees that depends on it and otherwise only on its
     // history.
     let mut carried: Option<(ChangeHash, FactsAt)> = None;
+    let mut pending = Pending::over(doc);
     for change in causal_order(changes) {
         let hash = change.hash();
         if change.deps().iter().any(|d| refused.contains(d)) {
@@ -446,16 +631,27 @@ fn admit(
             .take()
             .filter(|(after, _)| history.sees_as_after(*after, change.deps()))
             .map(|(_, facts)| facts);
+        // A change that saw everything before it may wait to be applied with the next ones;
+        // any other is judged against the document, with what was pending applied first.
+        let together = how.together && pending.seen_whole_by(change.deps());
+        if !together {
+            apply_pending(doc, &mut pending)?;
+        }
         let checked = check(
             doc,
+            &mut pending,
             &mut history,
             &change,
             signatures.get(&hash),
             &mut vouchers,
             cx,
             known,
-        );
-        let Passed { other, facts } = match checked {
+        )?;
+        let Passed {
+            other,
+            facts,
+            writes,
+        } = match checked {
             Ok(passed) => passed,
             Err(Hold::Defer(why)) => {
                 deferred.insert(hash);
@@ -469,6 +665,10 @@ fn admit(
                 continue;
             }
         };
+        if other.is_some() {
+            // An equivocation is settled on the document itself.
+            apply_pending(doc, &mut pending)?;
+        }
         if let Some(held) = other {
             // An equivocation: both changes are authentic and valid. The lower hash stays.
             if held < hash {
@@ -507,28 +707,35 @@ fn admit(
                 Err(fault) => return Ok(abandon(doc, reload, &change, fault, admission)),
             }
         }
-        match contain("applying a change", || doc.apply_changes([change.clone()])) {
-            Ok(Ok(())) => {
-                history.add(&change);
-                carried = facts.filter(|_| other.is_none()).map(|f| (hash, f));
-                admission.applied.push(hash);
-                admission.signatures.extend(signatures.get(&hash).cloned());
-            }
-            Ok(Err(e)) => {
-                let fault = crate::contain::EngineFault {
-                    what: "applying a change",
-                    message: e.to_string(),
-                };
-                return Ok(abandon(doc, reload, &change, fault, admission));
-            }
-            Err(fault) => {
-                admission.faults += 1;
-                return Ok(abandon(doc, reload, &change, fault, admission));
+        if together && other.is_none() {
+            history.add(&change);
+            pending.add(change, writes);
+        } else {
+            match contain("applying a change", || doc.apply_changes([change.clone()])) {
+                Ok(Ok(())) => {
+                    history.add(&change);
+                    pending.restart(doc);
+                }
+                Ok(Err(e)) => {
+                    let fault = crate::contain::EngineFault {
+                        what: "applying a change",
+                        message: e.to_string(),
+                    };
+                    return Ok(abandon(doc, reload, &change, fault, admission));
+                }
+                Err(fault) => {
+                    admission.faults += 1;
+                    return Ok(abandon(doc, reload, &change, fault, admission));
+                }
             }
         }
+        carried = facts.filter(|_| other.is_none()).map(|f| (hash, f));
+        admission.applied.push(hash);
+        admission.signatures.extend(signatures.get(&hash).cloned());
     }
+    apply_pending(doc, &mut pending)?;
     if !vouchers.settle(&admission.applied, cx.auth) {
-        return Err(CheckEverySignature);
+        return Err(Again::CheckEverySignature);
     }
     if was_empty && !admission.applied.is_empty() {
         // A document new to this office: both ends must be in its scope, or nothing stays.

@@ -21,6 +21,7 @@
 //! through the same function as a peer's.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 use automerge::legacy::{ElementId, Key, ObjectId, OpType};
@@ -33,6 +34,7 @@ use crate::contain::contain;
 use crate::history::View;
 use crate::ids::{DocId, DocKind};
 use crate::org::OrgPath;
+use crate::pending::{Pending, Writes};
 use crate::reader::Reader;
 use crate::refusal::Refusal;
 use crate::roster;
@@ -89,7 +91,7 @@ enum Seg {
 
 /// An op id as (counter, actor). (A node's actor is 24 bytes, past the 16 automerge keeps
 /// inline, so a key still allocates; the judge avoids cloning keys and paths it only reads.)
-type OpKey = (u64, ActorId);
+pub(crate) type OpKey = (u64, ActorId);
 
 fn op_key(id: &automerge::legacy::OpId) -> OpKey {
     (id.counter(), id.actor().clone())
@@ -97,13 +99,45 @@ fn op_key(id: &automerge::legacy::OpId) -> OpKey {
 
 /// An object an op writes into.
 #[derive(Debug, Clone)]
-struct Obj {
+pub(crate) struct Obj {
     path: Vec<Seg>,
     kind: ObjType,
     /// Made by this change.
     new: bool,
-    /// Its id in the document (None for objects made by this change).
+    /// Its id in the document (None for objects made by this change or a pending one).
     exid: Option<automerge::ObjId>,
+}
+
+impl Obj {
+    /// The object as a later change sees it: made before that change.
+    pub(crate) fn made_before(self) -> Obj {
+        Obj { new: false, ..self }
+    }
+}
+
+/// Why the judge stopped short of admitting a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The change may not be applied.
+    Refuse(Refusal),
+    /// Judging it reads more of the document than the pending changes answer for: apply them,
+    /// then judge it again.
+    ApplyPending,
+}
+
+impl From<Refusal> for Stop {
+    fn from(r: Refusal) -> Stop {
+        Stop::Refuse(r)
+    }
+}
+
+/// An admitted change: the facts it carries to a next change, and what it wrote.
+#[derive(Debug)]
+pub struct Judged {
+    /// The case file's facts after the change, when it left them as they were.
+    pub facts: Option<FactsAt>,
+    /// What it wrote, for [`Pending::add`].
+    pub writes: Writes,
 }
 
 /// What the kind of entry a new object of this change is, for the completeness check.
@@ -150,6 +184,10 @@ struct Seen<'a> {
     transfers: Vec<Entry>,
     open: Option<String>,
     auth: &'a dyn Authenticator,
+    /// Changes are pending: the document does not yet show what the author saw.
+    pending: bool,
+    /// A read the pending changes could not answer was asked for.
+    needs_document: Cell<bool>,
 }
 
 /// A case file's facts as some heads show them: what [`transfer::resolve_doc`] derives from
@@ -247,12 +285,21 @@ impl Seen<'_> {
         }
     }
 
+    /// The document as the author saw it, if the pending changes do not stand in the way.
+    fn reader(&self) -> Option<Reader<'_>> {
+        if self.pending {
+            self.needs_document.set(true);
+            return None;
+        }
+        Some(Reader::at(self.doc, &self.deps))
+    }
+
     fn recorder(&self, activity: &str) -> Option<String> {
-        casefile::activity_recorder(&Reader::at(self.doc, &self.deps), activity)
+        casefile::activity_recorder(&self.reader()?, activity)
     }
 
     fn transfer(&self, id: &str) -> Option<TransferFacts> {
-        let (_, affiliation) = transfer::resolve_doc(&Reader::at(self.doc, &self.deps));
+        let (_, affiliation) = transfer::resolve_doc(&self.reader()?);
         self.transfers
             .iter()
             .find(|e| e.id == id)
@@ -653,12 +700,13 @@ fn flat_field(
 /// dependencies), or, for the change that creates a case file, as it creates it.
 fn seen<'a>(
     doc: &'a AutoCommit,
+    pending: &Pending,
     id: &'a DocId,
     change: &Change,
     ops: &[automerge::legacy::Op],
     auth: &'a dyn Authenticator,
     known: Option<FactsAt>,
-) -> Result<Seen<'a>, Refusal> {
+) -> Result<Seen<'a>, Stop> {
     let author = author_of(change).ok_or(Refusal::UnknownAuthor)?;
     let deps = change.deps().to_vec();
     let creating = id.kind() == DocKind::Member && deps.is_empty();
@@ -673,13 +721,15 @@ fn seen<'a>(
         transfers: Vec::new(),
         open: None,
         auth,
+        pending: !pending.is_empty(),
+        needs_document: Cell::new(false),
     };
     match id.kind() {
         DocKind::Member if creating => {
             if DocId::member_created_by(&change.hash()) != *id {
-                return Err(bad(
+                return Err(Stop::Refuse(bad(
                     "this change did not create this case file (its hash is not the case file's id)",
-                ));
+                )));
             }
             let home = ops
                 .iter()
@@ -688,7 +738,7 @@ fn seen<'a>(
                     OpType::Put(v) => text_of(v).and_then(|s| OrgPath::parse(s).ok()),
                     _ => None,
                 })
-                .ok_or_else(|| bad("a new case file must name its home org"))?;
+                .ok_or_else(|| Stop::Refuse(bad("a new case file must name its home org")))?;
             seen.facts = Facts {
                 scope: vec![home.clone()],
                 home_org: Some(home),
@@ -701,13 +751,13 @@ fn seen<'a>(
             seen.open = known.open;
         }
         DocKind::Member => {
-            let reader = Reader::at(doc, &seen.deps);
+            let reader = seen.reader().ok_or(Stop::ApplyPending)?;
             let (entries, affiliation) = transfer::resolve_doc(&reader);
             let facts = MemberFacts::from_affiliation(&entries, &affiliation);
             if facts.home_org.is_none() {
-                return Err(bad(
+                return Err(Stop::Refuse(bad(
                     "the case file does not exist at the change's dependencies",
-                ));
+                )));
             }
             seen.open = affiliation.open_transfer(&entries).map(|e| e.id.clone());
             seen.facts = Facts {
@@ -730,6 +780,7 @@ fn object<'a>(
     doc: &AutoCommit,
     obj: &ObjectId,
     made: &'a HashMap<OpKey, Obj>,
+    pending: &'a Pending,
     view: &View<'_>,
 ) -> Result<Cow<'a, Obj>, Refusal> {
     let id = match obj {
@@ -752,6 +803,9 @@ fn object<'a>(
             id.counter(),
             id.actor()
         )));
+    }
+    if let Some(o) = pending.object(&op_key(id)) {
+        return Ok(Cow::Borrowed(o));
     }
     let exid = automerge::ObjId::Id(id.counter(), id.actor().clone(), usize::MAX);
     let kind = doc
@@ -785,34 +839,74 @@ pub fn judge(
     view: &View<'_>,
     auth: &dyn Authenticator,
 ) -> Result<(), Refusal> {
-    judge_carrying(doc, id, change, view, auth, None).map(|_| ())
+    match judge_carrying(doc, &Pending::default(), id, change, view, auth, None) {
+        Ok(_) => Ok(()),
+        Err(Stop::Refuse(r)) => Err(r),
+        Err(Stop::ApplyPending) => unreachable!("nothing is pending"),
+    }
 }
 
 /// [`judge`], given the case file's facts at the change's dependencies if they are known
-/// (`known`: the caller's duty that they are exactly those). `Ok` carries the facts after
-/// the change when it left them as they were, for a next change that sees exactly it and its
-/// history.
+/// (`known`: the caller's duty that they are exactly those), and the changes judged before
+/// it and not yet applied to `doc` (`pending`: the caller's duty that, if any, the change
+/// saw exactly them and the document, [`Pending::seen_whole_by`]). `Ok` carries the facts
+/// after the change when it left them as they were, for a next change that sees exactly it
+/// and its history, and what the change wrote.
 pub fn judge_carrying(
     doc: &AutoCommit,
+    pending: &Pending,
     id: &DocId,
     change: &Change,
     view: &View<'_>,
     auth: &dyn Authenticator,
     known: Option<FactsAt>,
-) -> Result<Option<FactsAt>, Refusal> {
+) -> Result<Judged, Stop> {
     if change.len() > MAX_OPS {
-        return Err(bad(format!(
+        return Err(Stop::Refuse(bad(format!(
             "{} ops in one change (at most {MAX_OPS})",
             change.len()
-        )));
+        ))));
     }
     if change.is_empty() {
-        return Err(bad("a change with no ops"));
+        return Err(Stop::Refuse(bad("a change with no ops")));
     }
     let expanded = contain("decoding a change's ops", || change.decode())
         .map_err(|f| Refusal::EngineFault(f.to_string()))?;
     let ops = &expanded.operations;
-    let seen = seen(doc, id, change, ops, auth, known)?;
+    let seen = seen(doc, pending, id, change, ops, auth, known)?;
+    let judged = judge_ops(&seen, pending, change, ops, view);
+    if seen.needs_document.get() {
+        // What it was judged on without the document does not count.
+        return Err(Stop::ApplyPending);
+    }
+    let (carried, writes) = judged?;
+    Ok(Judged {
+        facts: carried.then_some(FactsAt {
+            facts: seen.facts,
+            transfers: seen.transfers,
+            open: seen.open,
+        }),
+        writes,
+    })
+}
+
+/// Judges every op of `change` as [`seen`] by its author: the body of [`judge_carrying`].
+/// `Ok` says whether the change left the case file's facts as they were, and what it wrote.
+fn judge_ops(
+    seen: &Seen<'_>,
+    pending: &Pending,
+    change: &Change,
+    ops: &[automerge::legacy::Op],
+    view: &View<'_>,
+) -> Result<(bool, Writes), Refusal> {
+    let (doc, id) = (seen.doc, seen.id);
+    // Where the document is read: at the change's dependencies, or, with changes pending
+    // (which the change saw, and the document does not hold), as it is.
+    let read_at: &[automerge::ChangeHash] = if seen.pending {
+        pending.base()
+    } else {
+        &seen.deps
+    };
     let mut keeps_facts = true;
     let actor: &ActorId = change.actor_id();
     let start = change.start_op().get();
@@ -828,7 +922,7 @@ pub fn judge_carrying(
             ObjectId::Root => (0, ActorId::from(&[][..])),
             ObjectId::Id(o) => op_key(o),
         };
-        let obj = object(doc, &op.obj, &made, view)?;
+        let obj = object(doc, &op.obj, &made, pending, view)?;
         for p in op.pred.iter() {
             let in_change = p.actor() == actor && p.counter() >= start && p.counter() < own.0;
             if !in_change && !view.covers(p.counter(), p.actor()) {
@@ -849,10 +943,11 @@ pub fn judge_carrying(
                     return Err(bad(format!("a key of {} bytes", k.len())));
                 }
                 let slot = (obj_key.clone(), k.to_string());
-                let mut expected: Vec<OpKey> = match (visible.get(&slot), &obj.exid) {
+                let written = visible.get(&slot).or_else(|| pending.slot(&slot));
+                let mut expected: Vec<OpKey> = match (written, &obj.exid) {
                     (Some(v), _) => v.clone(),
                     (None, Some(exid)) => doc
-                        .get_all_at(exid, k.as_str(), &seen.deps)
+                        .get_all_at(exid, k.as_str(), read_at)
                         .map_err(|e| bad(format!("cannot read {k}: {e}")))?
                         .into_iter()
                         .filter_map(|(_, id)| match id {
@@ -888,15 +983,18 @@ pub fn judge_carrying(
                 }
                 if let ElementId::Id(e) = elem {
                     let ek = op_key(e);
-                    let known = match inserted.get(&ek) {
+                    let known = match inserted.get(&ek).or_else(|| pending.list_of(&ek)) {
                         Some(list) => *list == obj_key,
+                        // A list a pending change made holds only what pending changes
+                        // inserted.
+                        None if !obj.new && obj.exid.is_none() => false,
                         None => {
                             let exid = obj
                                 .exid
                                 .as_ref()
                                 .ok_or_else(|| bad("an insert after an unknown element"))?;
                             view.covers(e.counter(), e.actor())
-                                && doc.list_range_at(exid, .., &seen.deps).any(|item| {
+                                && doc.list_range_at(exid, .., read_at).any(|item| {
                                     matches!(item.id(), automerge::ObjId::Id(c, a, _) if c == e.counter() && &a == e.actor())
                                 })
                         }
@@ -927,8 +1025,8 @@ pub fn judge_carrying(
         path.push(seg.clone());
         keeps_facts &= !shapes_facts(&path);
         let (field, entry) = match id.kind() {
-            DocKind::Member => member_field(&seen, &path, act, made_here, overwrites)?,
-            _ => (flat_field(&seen, &path, act, overwrites)?, None),
+            DocKind::Member => member_field(seen, &path, act, made_here, overwrites)?,
+            _ => (flat_field(seen, &path, act, overwrites)?, None),
         };
         if let Act::Make(kind) = act {
             if !matches!(kind, ObjType::Map | ObjType::List) {
@@ -994,9 +1092,10 @@ pub fn judge_carrying(
         authorise(&seen.author, field, &seen.facts)?;
     }
     let carried = keeps_facts && id.kind() == DocKind::Member && !seen.creating;
-    Ok(carried.then_some(FactsAt {
-        facts: seen.facts,
-        transfers: seen.transfers,
-        open: seen.open,
-    }))
+    let writes = Writes {
+        made,
+        inserted,
+        slots: visible,
+    };
+    Ok((carried, writes))
 }

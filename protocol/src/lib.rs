@@ -35,6 +35,7 @@ pub mod judge;
 pub mod layout;
 pub mod office;
 pub mod org;
+pub mod pending;
 pub mod reader;
 pub mod reconcile;
 pub mod refusal;

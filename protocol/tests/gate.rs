@@ -337,6 +337,48 @@ fn many_changes_in_one_message_end_as_the_same_changes_each_in_its_own() {
     assert_eq!(together.case(&id).activities.len(), 6);
 }
 
+/// Changes that each build on the one before, sent in one message: the gate judges each
+/// against what the earlier ones wrote before automerge applies any of them together (and,
+/// in this test build, also one at a time, and compares).
+#[test]
+fn changes_building_on_each_other_in_one_message_are_judged_on_what_the_earlier_wrote() {
+    let (id, mut village, mut community) = two_dwelling_pair();
+    let before = village.doc.get_heads();
+    let a = aid(30);
+    community
+        .write(|d, _| casefile::add_activity(d, &a, &activity("first"), &org(COMMUNITY)).unwrap());
+    // Into the list the first change made, then after the element the second inserted.
+    for text in ["one", "two"] {
+        community.write(|d, _| {
+            casefile::comment_activity(d, &a, &org(COMMUNITY), "2026-11-03", text)
+                .unwrap()
+                .unwrap()
+        });
+    }
+    // A key written twice: the second write overwrites what the first left.
+    for date in ["2026-11-03", "2026-11-04"] {
+        community.write(|d, _| casefile::record_contact(d, &org(COMMUNITY), date).unwrap());
+    }
+    // An edit its recorder may make: judging it reads the document itself.
+    community.write(|d, _| {
+        let activities = d.get(automerge::ROOT, casefile::keys::ACTIVITIES).unwrap();
+        let activities = activities.unwrap().1;
+        let entry = d.get(&activities, a.as_str()).unwrap().unwrap().1;
+        d.put(&entry, "description", "first, corrected").unwrap();
+    });
+    let bytes = community.changes_since(&before);
+    assert_eq!(bytes.len(), 6);
+    let admission = village.receive(&id, &org(COMMUNITY), &message_with(&bytes));
+    assert!(admission.refused.is_empty(), "{:?}", admission.refused);
+    assert_eq!(admission.applied.len(), 6);
+    assert_eq!(village.doc.get_heads(), community.doc.get_heads());
+    let case = village.case(&id);
+    let activity = case.activities.iter().find(|x| x.id == a).unwrap();
+    assert_eq!(activity.description, "first, corrected");
+    assert_eq!(activity.comments.len(), 2);
+    assert_eq!(case, community.case(&id));
+}
+
 #[test]
 fn a_refused_change_after_an_applied_one_in_the_same_message_leaves_it_applied() {
     let (id, mut village, mut community) = two_dwelling_pair();

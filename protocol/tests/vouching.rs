@@ -140,10 +140,13 @@ fn one_signature_check_per_actor_admits_a_whole_run_of_its_changes() {
     assert_eq!(admission.applied, changes);
     assert_eq!(
         auth.full.load(Ordering::Relaxed),
-        1,
+        gate::TAKES_PER_MESSAGE,
         "only the latest change"
     );
-    assert_eq!(auth.vouched.load(Ordering::Relaxed), 5);
+    assert_eq!(
+        auth.vouched.load(Ordering::Relaxed),
+        5 * gate::TAKES_PER_MESSAGE
+    );
     assert_eq!(admission.signatures, attestations, "each keeps its own");
 }
 
