@@ -253,7 +253,7 @@ pub fn cost_model(
             .map(|a| (a.change, a.clone()))
             .collect();
         let t = Instant::now();
-        let mut vouchers = amphi_protocol::vouch::Vouchers::plan(&all, &signatures);
+        let mut vouchers = amphi_protocol::vouch::Vouchers::plan(&all, &signatures, false);
         for c in &all {
             let author = gate::author_of(c).context("a change without author")?;
             vouchers

@@ -159,7 +159,8 @@ pub fn certificate(data: &[u8]) {
 
 /// `store_records`: every record the store reads back from disk, from the same bytes.
 ///
-/// An attestation ([`Attestation::decode`]), a quarantine record and a document summary
+/// An attestation ([`Attestation::decode`]), a proof (`vouch::Proof::decode`, which must
+/// also chain), a quarantine record and a document summary
 /// (JSON), a peer's sync state (`automerge::sync::State::decode`), a stored document (the
 /// concatenated chunks `Store::load` decodes with `store::decode_document`, which contains
 /// automerge's panics: counted, not findings), and the keys the store
@@ -169,6 +170,14 @@ pub fn store_records(data: &[u8]) {
     let_contained_panics_unwind();
     if let Some(attestation) = Attestation::decode(data) {
         assert_eq!(attestation.encode(), data, "attestations are canonical");
+    }
+    // A stored proof: the change it proves (32 bytes), then its encoding.
+    if let Some((proves, encoded)) = data.split_first_chunk::<32>()
+        && let Some(proof) = amphi_protocol::vouch::Proof::decode(ChangeHash(*proves), encoded)
+    {
+        assert!(proof.chains(), "a decoded proof chains");
+        let again = amphi_protocol::vouch::Proof::decode(proof.proves, &proof.encode());
+        assert_eq!(again.as_ref(), Some(&proof), "a written proof reads back");
     }
     if let Ok(record) = serde_json::from_slice::<QuarantineRecord>(data) {
         let json = serde_json::to_vec(&record).expect("a record serialises");

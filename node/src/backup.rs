@@ -5,9 +5,10 @@
 //!   ([`Store::back_up_to`]: one read snapshot, written to a new file that appears whole or
 //!   not at all). It is itself a store: it can be verified and restored as it is.
 //! - **Verify** reads everything and changes nothing: every document loads, every change in
-//!   it has its attestation and that attestation verifies against the county CA (the same
-//!   check as for a change from a peer), and every stored summary names the document's
-//!   heads.
+//!   it has its attestation, or is proved by the signature above it in its office's run or
+//!   by its proof (`amphi_protocol::vouch`), and every signature verifies against the county
+//!   CA (the same check as for a change from a peer), and every stored summary names the
+//!   document's heads.
 //! - **Restore** puts a verified backup in place of the store (the old file is kept aside)
 //!   and gives it a new incarnation: the node writes with an automerge actor it never used,
 //!   so it never re-issues an (actor, seq) its peers already hold from before the backup
@@ -17,9 +18,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use amphi_protocol::attest::Authenticator;
-use amphi_protocol::gate::author_of;
 use amphi_protocol::inventory::heads_digest;
+use amphi_protocol::vouch::check_held;
+use automerge::ChangeHash;
 use serde::Serialize;
 
 use crate::config::Config;
@@ -139,22 +140,19 @@ pub fn verify(repo: &Repo, inventory: Inventory) -> Result<Verified, StoreError>
             });
         }
         let changes = doc.get_changes(&[]);
+        found.changes += changes.len() as u64;
         let signed: HashMap<_, _> = attestations.into_iter().map(|a| (a.change, a)).collect();
-        for change in &changes {
-            found.changes += 1;
-            let hash = change.hash();
-            let Some(author) = author_of(change) else {
-                found.problem(name, format!("change {hash} names no author"));
-                continue;
-            };
-            if let Err(refusal) = repo
-                .trust()
-                .authenticate(change, &author, signed.get(&hash))
-            {
-                found.problem(
+        // A change may be held without its own signature, proved by the one above it in its
+        // office's run or by a proof (`amphi_protocol::vouch`).
+        let mut proof_of = |h: &ChangeHash| repo.store().proof(&id, h).ok().flatten();
+        let failed = check_held(&changes, &signed, &mut proof_of, &**repo.trust());
+        for (hash, author, refusal) in failed {
+            match author {
+                None => found.problem(name, format!("change {hash} names no author")),
+                Some(author) => found.problem(
                     name,
                     format!("change {hash} by {author}: {refusal} ({})", refusal.code()),
-                );
+                ),
             }
         }
     }

@@ -154,7 +154,9 @@ impl Node {
             sync_folder(parent).map_err(data_err)?;
         }
         let status = Arc::new(Status::default());
-        let repo = Arc::new(open_repo(&identity, store)?);
+        let repo = Arc::new(
+            open_repo(&identity, store)?.with_chained_signatures(config.chained_signatures),
+        );
         repo.ensure_own_roster()?;
 
         let endpoint = transport::endpoint(&identity, config.listen)?;

@@ -71,6 +71,15 @@ impl Repo {
         }
     }
 
+    /// Sends only the signature at the top of each run of an office's changes when `on`
+    /// (the config's `chained_signatures`).
+    pub fn with_chained_signatures(self, on: bool) -> Repo {
+        Repo {
+            office: self.office.with_chained_signatures(on),
+            ..self
+        }
+    }
+
     /// The office core.
     pub fn office(&self) -> &Office<Store> {
         &self.office

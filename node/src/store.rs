@@ -25,6 +25,7 @@ pub use amphi_protocol::office::{
     DocSummary, DocWrite, Evidence, Exit, Placement, QuarantineRecord, TransferLine,
 };
 use amphi_protocol::office::{Storage, StorageError};
+use amphi_protocol::vouch::Proof;
 
 use crate::trust::INCARNATION_BYTES;
 use automerge::{AutoCommit, ChangeHash};
@@ -41,6 +42,9 @@ const DOC_INDEX: TableDefinition<&str, &[u8]> = TableDefinition::new("doc_index"
 const SYNC_STATES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sync_states");
 /// (document id, change hash) → encoded attestation (signature beside the change).
 const ATTESTATIONS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("attestations");
+/// (document id, change hash) → encoded [`Proof`] of a change held without its own signature
+/// whose voucher is not applied here (see `amphi_protocol::vouch`).
+const PROOFS: TableDefinition<(&str, &[u8]), &[u8]> = TableDefinition::new("proofs");
 /// certificate id → certificate DER, for every author whose changes this node holds.
 const CERTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("certs");
 /// sequence number → JSON [`QuarantineRecord`].
@@ -287,6 +291,7 @@ impl Store {
             txn.open_table(DOC_INDEX)?;
             txn.open_table(SYNC_STATES)?;
             txn.open_table(ATTESTATIONS)?;
+            txn.open_table(PROOFS)?;
             txn.open_table(CERTS)?;
             txn.open_table(QUARANTINE)?;
             txn.open_table(QUARANTINE_INDEX)?;
@@ -520,19 +525,27 @@ impl Store {
         attestations: &[Attestation],
         sync_state: Option<(&str, &[u8])>,
     ) -> Result<(), StoreError> {
+        let write = DocWrite {
+            id,
+            doc,
+            heads_before,
+            summary,
+            attestations,
+            proofs: &[],
+        };
+        self.save_write(write, sync_state)
+    }
+
+    /// [`Store::save`], with the proofs of changes that came without their own signature.
+    pub fn save_write(
+        &self,
+        write: DocWrite<'_>,
+        sync_state: Option<(&str, &[u8])>,
+    ) -> Result<(), StoreError> {
+        let id = write.id;
         let txn = self.db.begin_write()?;
         let mut changes = SummaryChanges::default();
-        save_in(
-            &txn,
-            DocWrite {
-                id,
-                doc,
-                heads_before,
-                summary,
-                attestations,
-            },
-            &mut changes,
-        )?;
+        save_in(&txn, write, &mut changes)?;
         if let Some((peer, state)) = sync_state {
             txn.open_table(SYNC_STATES)?
                 .insert((id.as_str(), peer), state)?;
@@ -542,14 +555,15 @@ impl Store {
 
     /// Durably replaces a document that was rebuilt without some of its changes (an
     /// equivocation settled against them): its chunks become one compact save, the
-    /// attestations of `removed` go (their evidence is in quarantine), `added` ones come,
-    /// and every peer's sync state for it is dropped (it may name removed changes).
+    /// attestations and proofs of `removed` go (their evidence is in quarantine), `added`
+    /// ones come, and every peer's sync state for it is dropped (it may name removed
+    /// changes).
     pub fn replace(
         &self,
         id: &DocId,
         doc: &mut AutoCommit,
         summary: &DocSummary,
-        added: &[Attestation],
+        (added, proofs): (&[Attestation], &[Proof]),
         removed: &[ChangeHash],
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
@@ -574,6 +588,13 @@ impl Store {
             for a in added {
                 table.insert((key, &a.change.0[..]), a.encode().as_slice())?;
             }
+            let mut table = txn.open_table(PROOFS)?;
+            for h in removed {
+                table.remove((key, &h.0[..]))?;
+            }
+            for p in proofs {
+                table.insert((key, &p.proves.0[..]), p.encode().as_slice())?;
+            }
         }
         self.commit(txn, changes)
     }
@@ -587,8 +608,23 @@ impl Store {
         attestations_in(&self.db.begin_read()?, id, changes)
     }
 
-    /// Deletes a document that left this office's scope: its body, summary, sync states and
-    /// attestations. Its quarantine records stay (evidence).
+    /// The proof held for a change of a document, if any ([`Proof`]).
+    pub fn proof(&self, id: &DocId, change: &ChangeHash) -> Result<Option<Proof>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PROOFS)?;
+        let Some(v) = table.get((id.as_str(), &change.0[..]))? else {
+            return Ok(None);
+        };
+        Proof::decode(*change, v.value()).map(Some).ok_or_else(|| {
+            StoreError::Corrupt(
+                id.to_string(),
+                format!("the proof of change {change} does not read"),
+            )
+        })
+    }
+
+    /// Deletes a document that left this office's scope: its body, summary, sync states,
+    /// attestations and proofs. Its quarantine records stay (evidence).
     pub fn purge(&self, id: &DocId) -> Result<(), StoreError> {
         self.purge_with(id, None)
     }
@@ -611,6 +647,8 @@ impl Store {
                 .retain_in((key, "")..=(key, "\u{10ffff}"), |_, _| false)?;
             let all: &[u8] = &[0xff; 33];
             txn.open_table(ATTESTATIONS)?
+                .retain_in((key, &[][..])..=(key, all), |_, _| false)?;
+            txn.open_table(PROOFS)?
                 .retain_in((key, &[][..])..=(key, all), |_, _| false)?;
         }
         if let Some(write) = also {
@@ -865,6 +903,7 @@ fn save_in(
         heads_before,
         summary,
         attestations,
+        proofs,
     } = write;
     let mut chunks = txn.open_table(DOC_CHUNKS)?;
     let last = chunks
@@ -896,6 +935,10 @@ fn save_in(
     let mut table = txn.open_table(ATTESTATIONS)?;
     for a in attestations {
         table.insert((id.as_str(), &a.change.0[..]), a.encode().as_slice())?;
+    }
+    let mut table = txn.open_table(PROOFS)?;
+    for p in proofs {
+        table.insert((id.as_str(), &p.proves.0[..]), p.encode().as_slice())?;
     }
     Ok(())
 }
@@ -930,15 +973,7 @@ impl Storage for Store {
         Store::for_each_placement(self, f)
     }
     fn save(&self, w: DocWrite<'_>, sync: Option<(&str, &[u8])>) -> Result<(), StorageError> {
-        Ok(Store::save(
-            self,
-            w.id,
-            w.doc,
-            w.heads_before,
-            w.summary,
-            w.attestations,
-            sync,
-        )?)
+        Ok(Store::save_write(self, w, sync)?)
     }
     fn replace(&self, w: DocWrite<'_>, dropped: &[ChangeHash]) -> Result<(), StorageError> {
         Ok(Store::replace(
@@ -946,7 +981,7 @@ impl Storage for Store {
             w.id,
             w.doc,
             w.summary,
-            w.attestations,
+            (w.attestations, w.proofs),
             dropped,
         )?)
     }
@@ -962,6 +997,9 @@ impl Storage for Store {
         hashes: &[ChangeHash],
     ) -> Result<Vec<Attestation>, StorageError> {
         Ok(Store::attestations(self, id, hashes)?)
+    }
+    fn proof(&self, id: &DocId, change: &ChangeHash) -> Result<Option<Proof>, StorageError> {
+        Ok(Store::proof(self, id, change)?)
     }
     fn save_sync_state(&self, id: &DocId, peer: &str, state: &[u8]) -> Result<(), StorageError> {
         Ok(Store::save_sync_state(self, id, peer, state)?)
@@ -1220,7 +1258,7 @@ mod tests {
         moved.scope = vec![OrgPath::parse("hoboksar/t1").unwrap()];
         moved.digest = [0x11; 16];
         store
-            .replace(&a, &mut AutoCommit::new(), &moved, &[], &[])
+            .replace(&a, &mut AutoCommit::new(), &moved, (&[], &[]), &[])
             .unwrap();
         assert_eq!(store.placement(&a), Some(Placement::of(&moved)));
         assert_eq!(store.placement(&d), None, "purged");

@@ -683,6 +683,58 @@ mod tests {
         }
     }
 
+    /// A run of two changes by `actor`, the first claiming `first_author`, the second
+    /// `bayin`: (first, second).
+    fn run_of_two(actor: &[u8], first_author: &OrgPath, bayin: &OrgPath) -> (Change, Change) {
+        let mut d = AutoCommit::new().with_actor(ActorId::from(actor));
+        let stamp = |ms| amphi_protocol::stamp::Stamp::at(ms);
+        d.put(ROOT, "a", "1").unwrap();
+        let first = commit_as(&mut d, first_author, &stamp(now_ms() - 2000)).unwrap();
+        d.put(ROOT, "b", "2").unwrap();
+        let second = commit_as(&mut d, bayin, &stamp(now_ms() - 1000)).unwrap();
+        let mut change = |h| d.get_change_by_hash(&h).unwrap().clone();
+        (change(first), change(second))
+    }
+
+    #[test]
+    fn a_change_sent_without_a_signature_is_taken_only_on_its_own_office_signature_above_it() {
+        use amphi_protocol::vouch::Vouchers;
+        let c = county();
+        let (bayin_id, other_id) = (
+            identity(&c.node("bayin", "hoboksar/bayin")),
+            identity(&c.node("other", "hoboksar/other")),
+        );
+        c.trust.admit(&bayin_id.cert_der).unwrap();
+        c.trust.admit(&other_id.cert_der).unwrap();
+        let bayin = org("hoboksar/bayin");
+        let first_unsigned = |first: &Change, top: &Change, signer: &Signer| {
+            let signatures = [(top.hash(), signer.sign(&top.hash()))]
+                .into_iter()
+                .collect();
+            let run = [first.clone(), top.clone()];
+            let mut vouchers = Vouchers::plan(&run, &signatures, false);
+            let claimed = amphi_protocol::gate::author_of(first).unwrap();
+            vouchers.authenticate(first, &claimed, None, &c.trust)
+        };
+        let (first, top) = run_of_two(&bayin_id.actor_id(), &bayin, &bayin);
+        let bayin_signer = Signer::new(&bayin_id).unwrap();
+        assert_eq!(first_unsigned(&first, &top, &bayin_signer), Ok(()));
+        // The top signed with another office's valid certificate vouches for nothing: the
+        // run's actor is not that certificate's.
+        let other_signer = Signer::new(&other_id).unwrap();
+        assert_eq!(
+            first_unsigned(&first, &top, &other_signer),
+            Err(Refusal::Unsigned)
+        );
+        // A change of Bayin's run that claims another office as its author is refused,
+        // though Bayin's signature above it is good.
+        let (forged, top) = run_of_two(&bayin_id.actor_id(), &org("hoboksar/other"), &bayin);
+        assert!(matches!(
+            first_unsigned(&forged, &top, &bayin_signer),
+            Err(Refusal::AuthorMismatch { .. })
+        ));
+    }
+
     #[test]
     fn signed_changes_authenticate_for_their_org_and_actor_only() {
         let c = county();

@@ -37,7 +37,7 @@ use crate::refusal::Refusal;
 use crate::stamp::{self, MAX_FUTURE_MS, Stamp};
 use crate::syncmsg::{self, SyncMessage};
 use crate::visibility::{may_hold, scope};
-use crate::vouch::Vouchers;
+use crate::vouch::{Proof, Vouchers};
 
 pub use crate::judge::{AUTHOR_PREFIX, author_of};
 
@@ -128,8 +128,12 @@ pub struct Admission {
     /// Contained panics of the CRDT engine.
     pub faults: usize,
     /// The signatures of the applied changes (from this message or the one that brought a
-    /// held-back change), to store beside them.
+    /// held-back change), to store beside them. A change taken on its voucher's word without
+    /// a signature of its own has none ([`crate::vouch`]).
     pub signatures: Vec<Attestation>,
+    /// What proves the applied changes that came without a signature and whose voucher is
+    /// not applied, to store and send on with them ([`Proof`]).
+    pub proofs: Vec<Proof>,
 }
 
 /// A change waiting for a later message (a dependency missing, or dated in the future), with
@@ -415,7 +419,7 @@ pub fn receive(
         Taken::of(&admission, &mut doc, &state, &held_back)
     };
     let how = How {
-        vouching: true,
+        every_signature: false,
         together: true,
     };
     let admission = receive_as(
@@ -450,7 +454,7 @@ pub fn receive_one_at_a_time(
     reload: &mut dyn FnMut() -> AutoCommit,
 ) -> Admission {
     let how = How {
-        vouching: true,
+        every_signature: false,
         together: false,
     };
     receive_as(
@@ -526,9 +530,9 @@ fn receive_as(
     let admission = loop {
         match admit(doc, &message, cx, refused_before, held_back, reload, how) {
             Ok(admission) => break admission,
-            Err(Again::CheckEverySignature) if how.vouching => how.vouching = false,
+            Err(Again::CheckEverySignature) if !how.every_signature => how.every_signature = true,
             Err(Again::OneAtATime) if how.together => how.together = false,
-            Err(_) => unreachable!("taken one at a time without vouching, nothing is retried"),
+            Err(_) => unreachable!("taken one at a time with every signature, nothing is retried"),
         }
         // Taken again from the start: the document as stored, what waited as it waited.
         *doc = reload();
@@ -541,8 +545,9 @@ fn receive_as(
 /// How a message is taken.
 #[derive(Debug, Clone, Copy)]
 struct How {
-    /// One signature check per actor, vouching for the rest ([`crate::vouch`]).
-    vouching: bool,
+    /// Every signature that came is checked on its own; only changes that came without one
+    /// are taken on their voucher's word ([`crate::vouch`]).
+    every_signature: bool,
     /// Changes that saw everything before them wait and are applied together
     /// ([`crate::pending`]).
     together: bool,
@@ -551,7 +556,7 @@ struct How {
 /// Why a message must be taken again, and how.
 #[derive(Debug, Clone, Copy)]
 enum Again {
-    /// Vouching left a change whose own signature fails: check every signature.
+    /// Vouching left a change whose own signature fails: check every signature that came.
     CheckEverySignature,
     /// The engine failed on changes applied together: apply them one at a time.
     OneAtATime,
@@ -599,12 +604,11 @@ fn admit(
     }
     let mut history = History::of(doc);
     let was_empty = doc.get_heads().is_empty();
-    changes.retain(|c| !history.contains(&c.hash()) && !refused_before.contains(&c.hash()));
-    let mut vouchers = if how.vouching {
-        Vouchers::plan(&changes, &signatures)
-    } else {
-        Vouchers::off()
-    };
+    changes.retain(|c| !history.contains(&c.hash()));
+    // A change refused before is never judged again, but its signature may still vouch for
+    // the changes below it (it is how a relay that refused it proves them: [`Proof`]).
+    let mut vouchers = Vouchers::plan(&changes, &signatures, how.every_signature);
+    changes.retain(|c| !refused_before.contains(&c.hash()));
     let mut refused: HashSet<ChangeHash> = refused_before.clone();
     let mut deferred: HashSet<ChangeHash> = HashSet::new();
     // The case file's facts as the last applied change left them, when it did not change
@@ -734,9 +738,9 @@ fn admit(
         admission.signatures.extend(signatures.get(&hash).cloned());
     }
     apply_pending(doc, &mut pending)?;
-    if !vouchers.settle(&admission.applied, cx.auth) {
-        return Err(Again::CheckEverySignature);
-    }
+    admission.proofs = vouchers
+        .settle(&admission.applied, cx.auth)
+        .map_err(|_| Again::CheckEverySignature)?;
     if was_empty && !admission.applied.is_empty() {
         // A document new to this office: both ends must be in its scope, or nothing stays.
         let scope = scope(cx.id, doc);
@@ -749,6 +753,7 @@ fn admit(
         };
         if let Some(reason) = reason {
             let applied = std::mem::take(&mut admission.applied);
+            admission.proofs.clear();
             let mut all = doc.get_changes(&[]);
             all.retain(|c| applied.contains(&c.hash()));
             admission

@@ -43,8 +43,10 @@ use amphi_protocol::office::{MemStore, Office, Received, Sign, Storage, StorageE
 use amphi_protocol::reader::Reader;
 use amphi_protocol::refusal::Refusal;
 use amphi_protocol::stamp::Stamp;
+use amphi_protocol::syncmsg::{SyncMessage, decode_change};
 use amphi_protocol::transfer::{self, Decision};
 use amphi_protocol::visibility::{may_hold, scope};
+use amphi_protocol::vouch::check_held;
 use amphi_protocol::wire::Frame;
 use amphi_protocol::{DocId, DocKind, OrgPath};
 use automerge::transaction::Transactable;
@@ -186,8 +188,9 @@ impl Sign for SimSigner {
     }
 }
 
-/// The office core of office `i` over `store`.
-fn office_core(i: usize, store: Arc<MemStore>, keys: &Arc<Keys>) -> SimOffice {
+/// The office core of office `i` over `store`, sending only the signature at the top of
+/// each run of an office's changes if `chained`.
+fn office_core(i: usize, store: Arc<MemStore>, keys: &Arc<Keys>, chained: bool) -> SimOffice {
     Office::new(
         org(OFFICES[i]),
         actor_for(i),
@@ -195,6 +198,7 @@ fn office_core(i: usize, store: Arc<MemStore>, keys: &Arc<Keys>) -> SimOffice {
         Arc::new(SimAuth(keys.clone())),
         Arc::new(SimSigner(i)),
     )
+    .with_chained_signatures(chained)
 }
 
 /// A new member named `name`, at home in `home`.
@@ -296,6 +300,10 @@ struct Stats {
     frames: usize,
     docs: usize,
     settled_at_h: f64,
+    /// Changes held without a signature of their own, over all offices (chained seeds).
+    unsigned_held: usize,
+    /// Proofs held, over all offices.
+    proofs_held: usize,
 }
 
 struct County {
@@ -317,6 +325,8 @@ struct County {
     errors: Vec<String>,
     /// Trace every frame (AMPHI_SIM_DEBUG).
     verbose: bool,
+    /// Offices send only the signature at the top of each run (odd seeds).
+    chained: bool,
 }
 
 impl County {
@@ -353,6 +363,7 @@ impl County {
             stats: Stats::default(),
             errors: Vec::new(),
             verbose: std::env::var("AMPHI_SIM_DEBUG").is_ok(),
+            chained: seed % 2 == 1,
         };
         for i in 0..OFFICES.len() {
             let store = Arc::new(MemStore::new());
@@ -380,7 +391,7 @@ impl County {
     }
 
     fn start_office(&mut self, i: usize) {
-        let core = office_core(i, self.nodes[i].store.clone(), &self.keys);
+        let core = office_core(i, self.nodes[i].store.clone(), &self.keys, self.chained);
         let notices = core.ensure_own_roster(self.now).unwrap();
         self.nodes[i].core = Some(core);
         self.notify(i, notices.into_iter().map(|n| (n, None)).collect());
@@ -1162,6 +1173,21 @@ impl County {
                                 OFFICES[i]
                             ));
                         }
+                        // Every change it holds, it can prove onward: by its own signature,
+                        // the one above it in its office's run, or its proof.
+                        let changes = d.get_changes(&[]);
+                        let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+                        let signed = n.store.attestations(id, &hashes).unwrap();
+                        let signed = signed.into_iter().map(|a| (a.change, a)).collect();
+                        let mut proof_of = |h: &ChangeHash| n.store.proof(id, h).unwrap();
+                        let auth = SimAuth(self.keys.clone());
+                        let unproved = check_held(&changes, &signed, &mut proof_of, &auth);
+                        if let Some((hash, _, why)) = unproved.first() {
+                            return Err(format!(
+                                "{} holds change {hash} of {id} and cannot prove it: {why}",
+                                OFFICES[i]
+                            ));
+                        }
                         if let Some(f) = self
                             .forged
                             .iter()
@@ -1227,6 +1253,13 @@ fn run(seed: u64) -> (Result<Stats, String>, Vec<String>) {
         eprintln!("after reconnecting every link: {:?}", county.check());
     }
     county.stats.docs = county.nodes[0].store.ids().len();
+    for n in &county.nodes {
+        for id in n.store.ids() {
+            let held = n.store.load(&id).unwrap().unwrap().get_changes(&[]).len();
+            county.stats.unsigned_held += held.saturating_sub(n.store.attested(&id).len());
+        }
+        county.stats.proofs_held += n.store.proofs_held();
+    }
     for (a, b) in county.edges.iter().filter_map(|e| e.links.as_ref()) {
         county.stats.unanswered += a.unanswered_requests() + b.unanswered_requests();
     }
@@ -1305,6 +1338,15 @@ fn a_county_converges_under_partitions_crashes_and_a_hostile_office() {
         ok.iter().map(|s| s.unanswered).sum::<u64>(),
         sum(|s| s.docs),
         ok.iter().map(|s| s.settled_at_h).fold(0.0, f64::max),
+    );
+    println!(
+        "chained signatures (odd seeds): {} changes held without their own signature, {} proofs held",
+        sum(|s| s.unsigned_held),
+        sum(|s| s.proofs_held),
+    );
+    assert!(
+        seeds < 50 || ok.iter().any(|s| s.unsigned_held > 0),
+        "no office ever held a change signed only above it: chained signatures are not exercised"
     );
     assert!(
         seeds < 50 || ok.iter().any(|s| s.held > 0),
@@ -1424,11 +1466,7 @@ fn listing_agrees_with_the_case_file(
 fn an_office_over_its_cap_of_unknown_files_still_takes_every_one() {
     let keys = Arc::new(Keys::new());
     let (village, township) = (4, 1);
-    let office = |i: usize| {
-        let core = office_core(i, Arc::new(MemStore::new()), &keys);
-        core.ensure_own_roster(T0).unwrap();
-        core
-    };
+    let office = |i: usize| fresh_office(i, &keys);
     let (v, t) = (office(village), office(township));
     let files: Vec<DocId> = (0..40)
         .map(|n| {
@@ -1456,6 +1494,180 @@ fn an_office_over_its_cap_of_unknown_files_still_takes_every_one() {
         missing.len(),
         files.len()
     );
+}
+
+/// Office `i`'s core over a new store, sending chained signatures, with its roster.
+fn fresh_office(i: usize, keys: &Arc<Keys>) -> SimOffice {
+    let core = office_core(i, Arc::new(MemStore::new()), keys, true);
+    core.ensure_own_roster(T0).unwrap();
+    core
+}
+
+/// A case file that `village` (org `here`) created and recorded two activities on: its id,
+/// and the two activities' changes.
+fn file_with_two_activities(village: &SimOffice, here: &OrgPath) -> (DocId, [ChangeHash; 2]) {
+    let id = village.create_member(&new_member("M", here), T0).unwrap().0;
+    let mut activities = [ChangeHash([0; 32]); 2];
+    for (n, made) in activities.iter_mut().enumerate() {
+        let activity = ActivityInput {
+            date: "2026-11-23".into(),
+            kind: "study".into(),
+            description: format!("study {n}"),
+            points: Some(1),
+        };
+        village
+            .write(&id, false, T0 + 1000 * (n as i64 + 1), |d, _| {
+                casefile::add_activity(d, &format!("a-{n:016x}"), &activity, here).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        *made = village.load(&id).unwrap().unwrap().get_heads()[0];
+    }
+    (id, activities)
+}
+
+/// A relay that took a run of a village's changes on the word of the signed change at its
+/// top, and refused that change, keeps it as their proof: over a link it sends the run on
+/// with the proof, the county takes it exactly as the relay did, and both can prove every
+/// change they hold.
+#[test]
+fn a_run_whose_signed_top_is_refused_travels_on_with_its_proof() {
+    let keys = Arc::new(Keys::new());
+    let (village, township, county) = (4, 1, 0);
+    let office = |i: usize| fresh_office(i, &keys);
+    let (v, t, c) = (office(village), office(township), office(county));
+    let here = org(OFFICES[village]);
+    let (id, honest) = file_with_two_activities(&v, &here);
+    // On top, signed: a field that is nobody's (the gate refuses it).
+    let mut doc = v.load(&id).unwrap().unwrap();
+    doc.put(ROOT, "owner", here.as_str()).unwrap();
+    let opts = automerge::transaction::CommitOptions::default()
+        .with_message(author_message(&here))
+        .with_time(T0 + 5000);
+    let top = doc.commit_with(opts).unwrap();
+    let run: Vec<Vec<u8>> = doc
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let signed_top = [SimSigner(village).sign(&top)];
+    let mut sync = t.resume_sync(&id, &here);
+    let got = t
+        .receive(
+            &id,
+            &here,
+            &message_with(&run),
+            &signed_top,
+            &mut sync,
+            T0 + 10_000,
+        )
+        .unwrap();
+    assert_eq!(got.applied, run.len() - 1, "all but the top");
+    assert_eq!(got.refused, ["immutable_field"]);
+    let proof = t.store().proof(&id, &honest[1]).unwrap().expect("a proof");
+    assert_eq!(proof.changes.last().map(|c| c.hash()), Some(top));
+
+    let mut links = [
+        Link::new(org(OFFICES[county]), true),
+        Link::new(org(OFFICES[township]), false),
+    ];
+    let mut carried = false;
+    run_link(&mut links, [&t, &c], T0 + 20_000, &mut |side, frame| {
+        if let Frame::Sync { attestations, .. } = frame
+            && side == 0
+        {
+            carried |= attestations.iter().any(|a| a.change == top);
+        }
+    });
+    assert!(carried, "the township sent the proof's signature");
+    let mut held = c.load(&id).unwrap().expect("the county holds the file");
+    let changes = held.get_changes(&[]);
+    for h in &honest {
+        assert!(
+            changes.iter().any(|c| c.hash() == *h),
+            "the county lacks {h}"
+        );
+    }
+    assert!(
+        !changes.iter().any(|c| c.hash() == top),
+        "the forged top stays out"
+    );
+    let auth = SimAuth(keys.clone());
+    for office in [&t, &c] {
+        let changes = office.load(&id).unwrap().unwrap().get_changes(&[]);
+        let hashes: Vec<ChangeHash> = changes.iter().map(|c| c.hash()).collect();
+        let signed = office.store().attestations(&id, &hashes).unwrap();
+        let signed = signed.into_iter().map(|a| (a.change, a)).collect();
+        let mut proof_of = |h: &ChangeHash| office.store().proof(&id, h).unwrap();
+        let unproved = check_held(&changes, &signed, &mut proof_of, &auth);
+        assert!(unproved.is_empty(), "{}: {unproved:?}", office.me());
+    }
+    assert_eq!(c.store().proof(&id, &honest[1]).unwrap(), Some(proof));
+}
+
+/// A relay that holds a run signed only at its top, asked by a peer for one change below
+/// the top alone, sends the changes above it up to the signed one with it: the peer can
+/// take what it asked for.
+#[test]
+fn a_change_asked_for_alone_goes_with_the_changes_above_it_up_to_a_signature() {
+    let keys = Arc::new(Keys::new());
+    let (village, township, county) = (4, 1, 0);
+    let office = |i: usize| fresh_office(i, &keys);
+    let (v, t) = (office(village), office(township));
+    let here = org(OFFICES[village]);
+    let (id, [first, top]) = file_with_two_activities(&v, &here);
+    let mut doc = v.load(&id).unwrap().unwrap();
+    let bytes: Vec<Vec<u8>> = doc
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let top_signature = v.store().attestations(&id, &[top]).unwrap();
+    let mut sync = t.resume_sync(&id, &here);
+    let got = t
+        .receive(
+            &id,
+            &here,
+            &message_with(&bytes),
+            &top_signature,
+            &mut sync,
+            T0 + 10_000,
+        )
+        .unwrap();
+    assert_eq!(got.applied, bytes.len());
+    assert!(t.store().attestations(&id, &[first]).unwrap().is_empty());
+
+    // The county says it holds up to the top, and asks for the first activity alone.
+    let ask = automerge::sync::Message {
+        heads: vec![top],
+        need: vec![first],
+        have: vec![automerge::sync::Have {
+            last_sync: vec![top],
+            bloom: automerge::sync::BloomFilter::default(),
+        }],
+        changes: automerge::sync::ChunkList::empty(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let parent = org(OFFICES[county]);
+    let mut sync = t.resume_sync(&id, &parent);
+    let reply = t
+        .receive(&id, &parent, &ask.encode(), &[], &mut sync, T0 + 11_000)
+        .unwrap()
+        .reply
+        .expect("an answer");
+    let sent = SyncMessage::decode(&reply.message).unwrap();
+    let hashes: Vec<ChangeHash> = sent
+        .changes
+        .iter()
+        .map(|c| decode_change(c).unwrap().hash())
+        .collect();
+    assert_eq!(
+        hashes,
+        [first, top],
+        "the one asked for, and the signed one above it"
+    );
+    assert_eq!(reply.attestations, top_signature);
 }
 
 /// Runs a link between two offices from `now` until nothing is in flight and nothing waits
@@ -1503,11 +1715,7 @@ fn run_link(
 /// village and synced to the township.
 fn village_and_township(files: usize) -> (SimOffice, SimOffice, Vec<DocId>, i64) {
     let keys = Arc::new(Keys::new());
-    let office = |i: usize| {
-        let core = office_core(i, Arc::new(MemStore::new()), &keys);
-        core.ensure_own_roster(T0).unwrap();
-        core
-    };
+    let office = |i: usize| fresh_office(i, &keys);
     let (v, t) = (office(4), office(1));
     let ids: Vec<DocId> = (0..files)
         .map(|n| {
@@ -1651,7 +1859,7 @@ fn a_link_back_to_an_office_that_lost_its_copies_still_brings_it_everything() {
     // The township's disk died: it comes back empty, while the village still believes it
     // holds what they shared, and has changed three files since.
     let keys = Arc::new(Keys::new());
-    let t = office_core(1, Arc::new(MemStore::new()), &keys);
+    let t = office_core(1, Arc::new(MemStore::new()), &keys, true);
     t.ensure_own_roster(now).unwrap();
     record_activities(&v, &ids[..3], now + 1_000);
     let mut sent_first = 0;

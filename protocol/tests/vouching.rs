@@ -1,6 +1,8 @@
 //! One signature check per actor per message ([`amphi_protocol::vouch`]): a valid signature
 //! on an actor's latest change vouches for its earlier ones, and nothing is admitted that
-//! checking every signature would refuse unless its voucher is admitted with it.
+//! checking every signature would refuse unless its voucher is admitted with it. With
+//! chained signatures, the earlier ones come with no signature at all: they are taken on
+//! the voucher's word or refused, and a voucher that is not applied becomes their proof.
 
 mod common;
 
@@ -11,6 +13,7 @@ use amphi_protocol::casefile::{self, ActivityInput, IdentityPatch};
 use amphi_protocol::gate::{self, Admission, Inbound};
 use amphi_protocol::ids::entry_id;
 use amphi_protocol::refusal::Refusal;
+use amphi_protocol::vouch::Proof;
 use amphi_protocol::{DocId, OrgPath};
 use automerge::sync;
 use automerge::{Change, ChangeHash};
@@ -93,19 +96,31 @@ fn village_receives(
             c.raw_bytes().to_vec()
         })
         .collect();
+    receives_bytes(village, id, &bytes, attestations, auth)
+}
+
+/// `office` receives the change `bytes` in one message from the community, with
+/// `attestations`, through the gate.
+fn receives_bytes(
+    office: &mut Office,
+    id: &DocId,
+    bytes: &[Vec<u8>],
+    attestations: &[Attestation],
+    auth: &Counting,
+) -> Admission {
     let cx = Inbound {
         id,
         peer: &org(COMMUNITY),
-        me: &org(VILLAGE),
+        me: &office.org.clone(),
         now_ms: NOW,
         auth,
         attestations,
     };
-    let mut stored = village.doc.fork();
+    let mut stored = office.doc.fork();
     gate::receive(
-        &mut village.doc,
+        &mut office.doc,
         &mut sync::State::new(),
-        &message_with(&bytes),
+        &message_with(bytes),
         &cx,
         &Default::default(),
         &mut Vec::new(),
@@ -231,6 +246,55 @@ fn a_change_vouched_for_by_a_refused_change_needs_its_own_signature() {
             .is_empty()
     );
 
+    // Sent without a signature of its own (chained signatures), the activity is taken on
+    // the edit's word, and the edit is kept as its proof, so that the village can prove the
+    // activity to the next office though it refused the edit.
+    let mut county = Office::copy_of(COUNTY, &mut village);
+    let mut relay = Office::copy_of(VILLAGE, &mut village);
+    let chained = [signed(edit, b"good", CERT)];
+    let admission = village_receives(&mut relay, &mut community, &id, &changes, &chained, &auth);
+    assert_eq!(admission.applied, [good_activity]);
+    assert_eq!(codes(&admission), ["not_home_authority"]);
+    assert!(
+        admission.signatures.is_empty(),
+        "the activity has none of its own"
+    );
+    let edit_change = community.doc.get_change_by_hash(&edit).unwrap();
+    assert_eq!(
+        admission.proofs,
+        [Proof {
+            proves: good_activity,
+            changes: vec![edit_change.clone()],
+            attestation: chained[0].clone(),
+        }]
+    );
+    // The next office, sent the activity with its proof, takes it the same way.
+    let proof = &admission.proofs[0];
+    let relayed = [
+        community
+            .doc
+            .get_change_by_hash(&good_activity)
+            .unwrap()
+            .raw_bytes()
+            .to_vec(),
+        proof.changes[0].raw_bytes().to_vec(),
+    ];
+    let admission = receives_bytes(&mut county, &id, &relayed, &chained, &auth);
+    assert_eq!(admission.applied, [good_activity]);
+    assert_eq!(codes(&admission), ["not_home_authority"]);
+    assert_eq!(admission.proofs, std::slice::from_ref(proof));
+    // A proof that does not decode back to the same chain is not one.
+    let encoded = proof.encode();
+    assert_eq!(Proof::decode(good_activity, &encoded), Some(proof.clone()));
+    assert_eq!(
+        Proof::decode(edit, &encoded),
+        None,
+        "it proves the activity only"
+    );
+    for cut in 0..encoded.len() {
+        assert_eq!(Proof::decode(good_activity, &encoded[..cut]), None);
+    }
+
     // With its own signature good, the activity is admitted and the edit alone refused.
     let honest = [
         signed(good_activity, b"good", CERT),
@@ -239,4 +303,58 @@ fn a_change_vouched_for_by_a_refused_change_needs_its_own_signature() {
     let admission = village_receives(&mut village, &mut community, &id, &changes, &honest, &auth);
     assert_eq!(admission.applied, [good_activity]);
     assert_eq!(codes(&admission), ["not_home_authority"]);
+}
+
+#[test]
+fn a_run_sent_with_only_its_latest_signature_is_admitted_whole() {
+    let (id, mut village, mut community) = two_dwelling_pair();
+    let (changes, attestations) = run_of(&mut community, 6);
+    let auth = Counting::default();
+    let latest = &attestations[5..];
+    let admission = village_receives(&mut village, &mut community, &id, &changes, latest, &auth);
+    assert_eq!(admission.applied, changes);
+    assert_eq!(admission.signatures, latest, "the others came without");
+    assert!(
+        admission.proofs.is_empty(),
+        "the voucher is applied: no proof"
+    );
+    assert_eq!(auth.full.load(Ordering::Relaxed), gate::TAKES_PER_MESSAGE);
+    assert_eq!(
+        auth.vouched.load(Ordering::Relaxed),
+        5 * gate::TAKES_PER_MESSAGE
+    );
+}
+
+#[test]
+fn a_change_with_no_signature_and_no_signed_change_above_it_is_refused_as_unsigned() {
+    let (id, mut village, mut community) = two_dwelling_pair();
+    let (changes, attestations) = run_of(&mut community, 3);
+    let auth = Counting::default();
+    let first_only = &attestations[..1];
+    let admission = village_receives(
+        &mut village,
+        &mut community,
+        &id,
+        &changes,
+        first_only,
+        &auth,
+    );
+    assert_eq!(admission.applied, changes[..1]);
+    assert_eq!(codes(&admission), ["unsigned", "depends_on_refused"]);
+}
+
+#[test]
+fn a_forged_signature_at_the_top_of_a_run_vouches_for_nothing_below_it() {
+    let (id, mut village, mut community) = two_dwelling_pair();
+    let (changes, mut attestations) = run_of(&mut community, 3);
+    attestations[2].signature = b"forged".to_vec();
+    let auth = Counting::default();
+    let top_only = &attestations[2..];
+    let admission = village_receives(&mut village, &mut community, &id, &changes, top_only, &auth);
+    assert!(admission.applied.is_empty());
+    assert_eq!(
+        codes(&admission),
+        ["unsigned", "depends_on_refused", "depends_on_refused"]
+    );
+    assert_eq!(auth.vouched.load(Ordering::Relaxed), 0);
 }

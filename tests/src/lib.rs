@@ -199,6 +199,8 @@ pub struct County {
     pub root: tempfile::TempDir,
     /// Fleet report interval given to offices started from now on (0: no reports).
     pub status_interval_ms: u64,
+    /// `chained_signatures` of offices started from now on.
+    pub chained_signatures: bool,
     ca: PathBuf,
     offices: BTreeMap<String, Office>,
 }
@@ -219,6 +221,7 @@ impl County {
             ca,
             offices: BTreeMap::new(),
             status_interval_ms: 300,
+            chained_signatures: false,
         }
     }
 
@@ -271,6 +274,7 @@ impl County {
                 // Fleet reports every 300 ms, stale after 2 s: fast enough for tests.
                 config.status_interval_ms = self.status_interval_ms;
                 config.fleet_stale_after_ms = 2_000;
+                config.chained_signatures = self.chained_signatures;
                 config
             }
         };

@@ -51,7 +51,9 @@ impl<S: Storage> Office<S> {
         let mut syncs = Vec::new();
         let mut certs = BTreeSet::new();
         for id in self.inventory_for(peer).into_keys() {
-            let mut doc = match summary::view_of(&id, self.store.placement(&id).as_ref(), peer) {
+            let view = summary::view_of(&id, self.store.placement(&id).as_ref(), peer);
+            let proofs = matches!(view, View::Holds);
+            let mut doc = match view {
                 View::Holds => match self.load(&id)? {
                     Some(doc) => doc,
                     None => continue,
@@ -79,22 +81,23 @@ impl<S: Storage> Office<S> {
             packed.documents += 1;
             packed.changes += changes.len();
             let heads = doc.get_heads();
-            let hashes: Vec<_> = changes.iter().map(|c| c.hash()).collect();
-            let signed = self.store.attestations(&id, &hashes)?;
-            certs.extend(signed.iter().map(|a| a.cert));
+            // Each frame is received as a message on its own, so each carries what proves
+            // its changes ([`super::signatures`]).
+            let mut frame = |group: Vec<Vec<u8>>, hashes: &[automerge::ChangeHash]| {
+                let beside = self.beside(&id, &mut doc, hashes, proofs)?;
+                certs.extend(beside.attestations.iter().map(|a| a.cert));
+                let mut group = group;
+                group.extend(beside.extra.iter().map(|c| c.raw_bytes().to_vec()));
+                syncs.push(sync_frame(&id, &heads, group, beside.attestations));
+                Ok::<_, StorageError>(())
+            };
             let mut group: Vec<Vec<u8>> = Vec::new();
             let mut group_hashes = Vec::new();
             let mut bytes = 0;
             for change in changes {
                 let raw = change.raw_bytes().to_vec();
                 if !group.is_empty() && bytes + raw.len() > PACK_FRAME_BYTES {
-                    syncs.push(sync_frame(
-                        &id,
-                        &heads,
-                        std::mem::take(&mut group),
-                        &group_hashes,
-                        &signed,
-                    ));
+                    frame(std::mem::take(&mut group), &group_hashes)?;
                     group_hashes.clear();
                     bytes = 0;
                 }
@@ -102,7 +105,7 @@ impl<S: Storage> Office<S> {
                 group_hashes.push(change.hash());
                 group.push(raw);
             }
-            syncs.push(sync_frame(&id, &heads, group, &group_hashes, &signed));
+            frame(group, &group_hashes)?;
         }
         packed.frames = certs
             .iter()
@@ -133,16 +136,13 @@ impl<S: Storage> Office<S> {
     }
 }
 
-/// A sync frame carrying `changes` of `doc` (whose heads are `heads`) with their
-/// attestations.
+/// A sync frame carrying `changes` of `doc` (whose heads are `heads`) with `attestations`.
 fn sync_frame(
     doc: &DocId,
     heads: &[automerge::ChangeHash],
     changes: Vec<Vec<u8>>,
-    hashes: &[automerge::ChangeHash],
-    signed: &[Attestation],
+    attestations: Vec<Attestation>,
 ) -> Frame {
-    let carried: std::collections::HashSet<_> = hashes.iter().collect();
     let message = sync::Message {
         heads: heads.to_vec(),
         need: Vec::new(),
@@ -154,10 +154,6 @@ fn sync_frame(
     Frame::Sync {
         doc: doc.clone(),
         message: message.encode(),
-        attestations: signed
-            .iter()
-            .filter(|a| carried.contains(&a.change))
-            .cloned()
-            .collect(),
+        attestations,
     }
 }

@@ -65,6 +65,7 @@ impl<S: Storage> Office<S> {
                     heads_before: &h.heads_before,
                     summary: &h.summary,
                     attestations: std::slice::from_ref(&h.attestation),
+                    proofs: &[],
                 }),
             )?,
             None => self.store.purge_with(id, None)?,

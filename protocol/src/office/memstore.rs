@@ -14,6 +14,7 @@ use super::summary::{DocSummary, Placement};
 use super::{DocWrite, QuarantineRecord, Storage, StorageError};
 use crate::DocId;
 use crate::attest::Attestation;
+use crate::vouch::Proof;
 
 #[derive(Default, Clone)]
 struct Inner {
@@ -21,6 +22,8 @@ struct Inner {
     summaries: BTreeMap<DocId, DocSummary>,
     placements: BTreeMap<DocId, Placement>,
     attestations: BTreeMap<(DocId, ChangeHash), Attestation>,
+    /// Kept encoded, as on disk.
+    proofs: BTreeMap<(DocId, ChangeHash), Vec<u8>>,
     sync_states: BTreeMap<(DocId, String), Vec<u8>>,
     quarantine: BTreeMap<(String, String, String), QuarantineRecord>,
 }
@@ -64,6 +67,11 @@ impl MemStore {
             .collect()
     }
 
+    /// How many proofs are held, over all documents.
+    pub fn proofs_held(&self) -> usize {
+        guard(&self.durable).proofs.len()
+    }
+
     /// Quarantine records, in key order.
     pub fn quarantined(&self) -> Vec<QuarantineRecord> {
         guard(&self.durable).quarantine.values().cloned().collect()
@@ -84,6 +92,9 @@ impl MemStore {
         for a in write.attestations {
             inner.attestations.insert((id.clone(), a.change), a.clone());
         }
+        for p in write.proofs {
+            inner.proofs.insert((id.clone(), p.proves), p.encode());
+        }
     }
 
     fn remove_doc(&self, inner: &mut Inner, id: &DocId) {
@@ -91,6 +102,7 @@ impl MemStore {
         inner.summaries.remove(id);
         inner.placements.remove(id);
         inner.attestations.retain(|(d, _), _| d != id);
+        inner.proofs.retain(|(d, _), _| d != id);
         inner.sync_states.retain(|(d, _), _| d != id);
         guard(&self.unsynced).retain(|(d, _), _| d != id);
     }
@@ -140,6 +152,7 @@ impl Storage for MemStore {
         let id = write.id.clone();
         for h in dropped {
             inner.attestations.remove(&(id.clone(), *h));
+            inner.proofs.remove(&(id.clone(), *h));
         }
         inner.sync_states.retain(|(d, _), _| *d != id);
         MemStore::write_doc(&mut inner, write);
@@ -174,6 +187,14 @@ impl Storage for MemStore {
             .iter()
             .filter_map(|h| inner.attestations.get(&(id.clone(), *h)).cloned())
             .collect())
+    }
+
+    fn proof(&self, id: &DocId, change: &ChangeHash) -> Result<Option<Proof>, StorageError> {
+        let inner = guard(&self.durable);
+        Ok(inner
+            .proofs
+            .get(&(id.clone(), *change))
+            .and_then(|b| Proof::decode(*change, b)))
     }
 
     fn save_sync_state(&self, id: &DocId, peer: &str, state: &[u8]) -> Result<(), StorageError> {

@@ -31,6 +31,7 @@ pub mod catchup;
 pub mod link;
 pub mod memstore;
 pub mod requests;
+pub mod signatures;
 pub mod storage;
 pub mod summary;
 
@@ -145,6 +146,14 @@ pub struct Received {
     pub notices: Vec<Notice>,
 }
 
+/// Whether a message may carry the changes of a proof held here ([`signatures`]): not to a
+/// peer that may only see a document as it was when it left, since they are not in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proofs {
+    Held,
+    None,
+}
+
 /// One office: its documents, its rules, and how it treats each peer.
 pub struct Office<S> {
     me: OrgPath,
@@ -153,6 +162,9 @@ pub struct Office<S> {
     auth: Auth,
     signer: Arc<dyn Sign>,
     locks: Vec<Mutex<()>>,
+    /// Send only the signature at the top of each run of an office's changes
+    /// ([`signatures`]).
+    chained_signatures: bool,
 }
 
 impl<S: Storage> Office<S> {
@@ -166,7 +178,15 @@ impl<S: Storage> Office<S> {
             auth,
             signer,
             locks: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
+            chained_signatures: false,
         }
+    }
+
+    /// Sends only the signature at the top of each run of an office's changes when `on`
+    /// (every office of the county must read them: [`signatures`]).
+    pub fn with_chained_signatures(mut self, on: bool) -> Self {
+        self.chained_signatures = on;
+        self
     }
 
     /// This office.
@@ -281,6 +301,7 @@ impl<S: Storage> Office<S> {
                 heads_before,
                 summary: &summary,
                 attestations: &[attestation],
+                proofs: &[],
             },
             None,
         )?;
@@ -302,6 +323,10 @@ impl<S: Storage> Office<S> {
     ) -> Result<(Option<Outbound>, bool), StorageError> {
         let view = summary::view_of(id, self.store.placement(id).as_ref(), peer);
         let view = self.widened(id, view, sync.their_heads())?;
+        let proofs = match view {
+            View::Exited(_) => Proofs::None,
+            _ => Proofs::Held,
+        };
         let mut doc = match view {
             View::Holds => self.load(id)?.unwrap_or_default(),
             View::Exited(heads) => match self.load(id)?.map(|mut d| d.fork_at(&heads)) {
@@ -312,23 +337,26 @@ impl<S: Storage> Office<S> {
             // not hold: whether it is held here cannot be probed.
             View::Nothing | View::Unknown => AutoCommit::new(),
         };
-        let message = self.outgoing(id, &mut doc, sync)?;
+        let message = self.outgoing(id, &mut doc, sync, proofs)?;
         Ok((message, sync.in_sync(&doc.get_heads())))
     }
 
+    /// The next message of `sync` from `doc` (the document, or the part of it the peer may
+    /// be sent), with what goes beside its changes ([`signatures`]).
     fn outgoing(
         &self,
         id: &DocId,
         doc: &mut AutoCommit,
         sync: &mut DocSync,
+        proofs: Proofs,
     ) -> Result<Option<Outbound>, StorageError> {
         let Some(out) = sync.generate(doc) else {
             return Ok(None);
         };
-        let attestations = self.store.attestations(id, &out.changes)?;
+        let beside = self.beside(id, doc, &out.changes, proofs == Proofs::Held)?;
         Ok(Some(Outbound {
-            message: out.message,
-            attestations,
+            message: signatures::with_changes(out.message, &beside.extra),
+            attestations: beside.attestations,
         }))
     }
 
@@ -385,7 +413,7 @@ impl<S: Storage> Office<S> {
             let mut sandbox = self.fresh();
             let admission = sync.receive(&mut sandbox, bytes, &cx, &mut || self.fresh());
             let refused = vec![Refusal::OutsideSenderScope.code(); admission.applied.len()];
-            let reply = self.outgoing(id, &mut sandbox, sync)?;
+            let reply = self.outgoing(id, &mut sandbox, sync, Proofs::Held)?;
             let in_sync = sync.in_sync(&sandbox.get_heads());
             let received = Received {
                 reply,
@@ -430,7 +458,7 @@ impl<S: Storage> Office<S> {
             // simulator).
             let mut empty = self.fresh();
             sync.repeat_next();
-            let reply = self.outgoing(id, &mut empty, sync)?;
+            let reply = self.outgoing(id, &mut empty, sync, Proofs::Held)?;
             let received = Received {
                 reply,
                 in_sync: sync.in_sync(&[]),
@@ -456,6 +484,7 @@ impl<S: Storage> Office<S> {
                     heads_before: &heads_before,
                     summary,
                     attestations: &applied,
+                    proofs: &admission.proofs,
                 };
                 if admission.rebuilt() {
                     let dropped: Vec<ChangeHash> =
@@ -480,13 +509,13 @@ impl<S: Storage> Office<S> {
             // An office that left gets at most the document as it was when it left.
             View::Exited(heads) => match doc.fork_at(&heads) {
                 Ok(mut fork) => (
-                    self.outgoing(id, &mut fork, sync)?,
+                    self.outgoing(id, &mut fork, sync, Proofs::None)?,
                     sync.in_sync(&fork.get_heads()),
                 ),
                 Err(_) => (None, true),
             },
             _ => (
-                self.outgoing(id, &mut doc, sync)?,
+                self.outgoing(id, &mut doc, sync, Proofs::Held)?,
                 sync.in_sync(&doc.get_heads()),
             ),
         };

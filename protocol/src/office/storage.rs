@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::summary::{DocSummary, Placement};
 use crate::DocId;
 use crate::attest::Attestation;
+use crate::vouch::Proof;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,9 @@ pub trait Storage: Send + Sync {
         id: &DocId,
         hashes: &[ChangeHash],
     ) -> Result<Vec<Attestation>, StorageError>;
+    /// The proof held for a change of a document that this store holds without a signature
+    /// of its own ([`crate::vouch::Proof`]), if any.
+    fn proof(&self, id: &DocId, change: &ChangeHash) -> Result<Option<Proof>, StorageError>;
     /// Stores a peer's sync state for a document (need not be durable at once).
     fn save_sync_state(&self, id: &DocId, peer: &str, state: &[u8]) -> Result<(), StorageError>;
     /// A peer's stored sync state for a document.
@@ -128,6 +132,8 @@ pub struct DocWrite<'a> {
     pub summary: &'a DocSummary,
     /// The attestations of the new changes.
     pub attestations: &'a [Attestation],
+    /// The proofs of new changes that came without a signature of their own.
+    pub proofs: &'a [Proof],
 }
 
 /// A shared store is a store (the simulator keeps an office's store across its restarts).
@@ -162,6 +168,9 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
         hashes: &[ChangeHash],
     ) -> Result<Vec<Attestation>, StorageError> {
         (**self).attestations(id, hashes)
+    }
+    fn proof(&self, id: &DocId, change: &ChangeHash) -> Result<Option<Proof>, StorageError> {
+        (**self).proof(id, change)
     }
     fn save_sync_state(&self, id: &DocId, peer: &str, state: &[u8]) -> Result<(), StorageError> {
         (**self).save_sync_state(id, peer, state)
