@@ -81,6 +81,10 @@ struct Cli {
     /// executable's built-in copy of the same node (`amphi-bench serve`).
     #[arg(long)]
     amphi: Option<PathBuf>,
+    /// Offices send every signature they hold, as before chained signatures (the county node
+    /// must then be this build or one that knows `chained_signatures`).
+    #[arg(long)]
+    every_signature: bool,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +103,7 @@ fn main() -> anyhow::Result<()> {
     // mirror and the chain's nodes.
     amphi_node::memory::return_freed_memory();
     let cli = Cli::parse();
+    phases::EVERY_SIGNATURE.store(cli.every_signature, std::sync::atomic::Ordering::Relaxed);
     if let Some(Cmd::Serve { config }) = &cli.command {
         return serve(config);
     }
@@ -534,6 +539,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         disk_flush,
         members: n,
         seed: cli.seed,
+        chained_signatures: !cli.every_signature,
         generation,
         b0,
         cost_model: cost,

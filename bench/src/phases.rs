@@ -30,6 +30,12 @@ pub fn any_port() -> SocketAddr {
     ([127, 0, 0, 1], 0).into()
 }
 
+/// Whether the offices send every signature (`--every-signature`) instead of only the one
+/// at the top of each run of an office's changes (`chained_signatures`, the bench's
+/// default: every office here runs this build).
+pub static EVERY_SIGNATURE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Writes an office's config (its certificate is already in `dir`) and loads it.
 pub fn office_config(
     ca: &Path,
@@ -39,7 +45,15 @@ pub fn office_config(
     admin: SocketAddr,
     peers: &[PeerConfig],
 ) -> anyhow::Result<Config> {
-    prepare_office(ca, dir, org, listen, admin, peers, 500)
+    let config = prepare_office(ca, dir, org, listen, admin, peers, 500)?;
+    if EVERY_SIGNATURE.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(config);
+    }
+    // A top-level key goes before the `[[peers]]` tables.
+    let path = dir.join("amphi.toml");
+    let text = std::fs::read_to_string(&path)?;
+    std::fs::write(&path, format!("chained_signatures = true\n{text}"))?;
+    Ok(Config::load(&path)?)
 }
 
 /// A node started in this process, with its API.

@@ -116,6 +116,8 @@ pub struct Report {
     pub members: usize,
     /// Seed of the synthetic county.
     pub seed: u64,
+    /// Offices sent only the signature at the top of each run of an office's changes.
+    pub chained_signatures: bool,
     /// The synthetic county.
     pub generation: Generation,
     /// B0.
@@ -189,6 +191,11 @@ impl Report {
         };
         let target = |id: &str, nth: usize| self.targets.iter().filter(|t| t.id == id).nth(nth);
         row("disk", "4 KiB write + fsync", pct(&self.disk_flush), None);
+        let signatures = match self.chained_signatures {
+            true => "chained: only the top of each office's run",
+            false => "every signature (--every-signature)",
+        };
+        row("sig", "signatures sent", signatures.into(), None);
         let g = &self.generation;
         row(
             "gen",
@@ -330,9 +337,13 @@ impl Report {
             "B1",
             "wire bytes per doc explained",
             format!(
-                "{:.1} changes/doc, each with an attestation: {} B/doc of signatures",
+                "{:.1} changes/doc; {} B/doc of signatures if each went with its own{}",
                 c.changes_per_doc,
-                n0(c.attestation_bytes_per_doc)
+                n0(c.attestation_bytes_per_doc),
+                match self.chained_signatures {
+                    true => " (chained: only the top of each office's run goes)",
+                    false => "",
+                }
             ),
             None,
         );
