@@ -180,6 +180,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_deploy_examples_parse_also_with_chained_signatures_turned_on() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+        for name in ["county.toml", "township.toml", "village.toml"] {
+            let text = std::fs::read_to_string(examples.join(name)).unwrap();
+            let base = Path::new("/etc/amphi");
+            let as_is = Config::parse(&text, base).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(!as_is.chained_signatures, "{name}: off unless set");
+            let on = text.replace("# chained_signatures = false", "chained_signatures = true");
+            assert_ne!(on, text, "{name} shows the setting");
+            let on = Config::parse(&on, base).unwrap_or_else(|e| panic!("{name} with it on: {e}"));
+            assert!(on.chained_signatures, "{name}");
+            assert_eq!(
+                on.peers.len(),
+                as_is.peers.len(),
+                "{name}: still a top-level key"
+            );
+        }
+    }
+
+    #[test]
     fn paths_resolve_against_the_config_folder() {
         let text = Config::render(
             "127.0.0.1:7401".parse().unwrap(),
