@@ -493,6 +493,13 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
     let targets = vec![
         Target::at_least("B1", "B1 docs/s over B0 docs/s".into(), b1_over_b0, 0.5),
         Target::below(
+            "B1",
+            "B1 bytes per doc over B0's".into(),
+            b1.bytes_per_doc
+                .map_or(f64::INFINITY, |b| b / b0.bytes_per_doc.max(1.0)),
+            1.5,
+        ),
+        Target::below(
             "B2",
             "p99 village -> county, ms".into(),
             p99(&b2.county, b2.missing[0]),

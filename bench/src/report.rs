@@ -302,7 +302,7 @@ impl Report {
                     n0(b1.receiver.messages_out as f64)
                 )
             },
-            None,
+            target("B1", 1),
         );
         row(
             "B1",
