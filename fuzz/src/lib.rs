@@ -232,6 +232,62 @@ impl amphi_protocol::attest::Authenticator for AnySignature {
     }
 }
 
+/// Signatures are the byte 1; vouching checks everything else (nothing else here).
+struct OneGoodSignature;
+
+impl amphi_protocol::attest::Authenticator for OneGoodSignature {
+    fn authenticate(
+        &self,
+        change: &automerge::Change,
+        _: &OrgPath,
+        attestation: Option<&Attestation>,
+    ) -> Result<(), amphi_protocol::refusal::Refusal> {
+        let offered = amphi_protocol::attest::offered_for(change, attestation)?;
+        match offered.signature.as_slice() {
+            [1] => Ok(()),
+            _ => Err(amphi_protocol::refusal::Refusal::BadSignature),
+        }
+    }
+    fn authenticate_vouched(
+        &self,
+        change: &automerge::Change,
+        _: &OrgPath,
+        attestation: Option<&Attestation>,
+    ) -> Result<(), amphi_protocol::refusal::Refusal> {
+        amphi_protocol::attest::offered_for(change, attestation).map(|_| ())
+    }
+    fn check_revocation(&self, _: &str, _: &str) -> Result<(), amphi_protocol::refusal::Refusal> {
+        Ok(())
+    }
+}
+
+/// For each change a sync message carries: a good signature, a forged one or none, by the
+/// first byte of its hash.
+fn signatures_by_hash(message: &[u8]) -> Vec<Attestation> {
+    use amphi_protocol::syncmsg::{SyncMessage, decode_change};
+    let Ok(decoded) = SyncMessage::decode(message) else {
+        return Vec::new();
+    };
+    decoded
+        .changes
+        .iter()
+        .filter_map(|chunk| decode_change(chunk).ok())
+        .filter_map(|c| {
+            let hash = c.hash();
+            let signature = match hash.0[0] % 3 {
+                0 => vec![1],
+                1 => vec![2],
+                _ => return None,
+            };
+            Some(Attestation {
+                change: hash,
+                cert: [0; 32],
+                signature,
+            })
+        })
+        .collect()
+}
+
 /// A real two-dwelling case file as the township holds it, and the messages an honest
 /// county would send it after more work at both offices (the `sync_message` seeds).
 pub struct GateFixture {
@@ -381,7 +437,8 @@ fn let_contained_panics_unwind() {
 /// see [`CONTAINED`]). Afterwards the document still saves and loads to the same heads,
 /// everything applied is in it, and the same message again applies nothing. And the gate's
 /// way of applying the changes that pass together ends exactly as applying each on its own
-/// (`gate::receive` against `gate::receive_one_at_a_time`).
+/// (`gate::receive` against `gate::receive_one_at_a_time`), with every signature good and
+/// again with each change signed well, forged or not at all (chained signatures, `vouch`).
 pub fn sync_message(data: &[u8]) {
     use amphi_protocol::docsync::DocSync;
     use amphi_protocol::gate::Inbound;
@@ -401,25 +458,37 @@ pub fn sync_message(data: &[u8]) {
         auth: &AnySignature,
         attestations: &[],
     };
-    let taken = |receive: amphi_protocol::gate::Receive| {
+    let taken = |receive: amphi_protocol::gate::Receive, cx: &Inbound<'_>| {
         let mut doc = AutoCommit::load(&f.saved).unwrap();
         let (mut state, mut held) = (sync::State::new(), Vec::new());
         let admission = receive(
             &mut doc,
             &mut state,
             data,
-            &cx,
+            cx,
             &Default::default(),
             &mut held,
             &mut || AutoCommit::load(&f.saved).unwrap(),
         );
         format!("{admission:?} {:?} {state:?} {held:?}", doc.get_heads())
     };
-    assert_eq!(
-        taken(amphi_protocol::gate::receive),
-        taken(amphi_protocol::gate::receive_one_at_a_time),
-        "taking the changes together ended otherwise than one at a time"
-    );
+    // With every signature good, and again with signatures that matter: each change of the
+    // message gets a good signature, a forged one or none, by its hash, so runs signed only
+    // at their top, forged tops, unsigned changes with nothing above them and proofs are
+    // all reached. Both ways of taking a message must agree.
+    let signatures = signatures_by_hash(data);
+    let checked = Inbound {
+        auth: &OneGoodSignature,
+        attestations: &signatures,
+        ..cx
+    };
+    for cx in [&cx, &checked] {
+        assert_eq!(
+            taken(amphi_protocol::gate::receive, cx),
+            taken(amphi_protocol::gate::receive_one_at_a_time, cx),
+            "taking the changes together ended otherwise than one at a time"
+        );
+    }
     let admission = sync.receive(&mut doc, data, &cx, &mut || {
         AutoCommit::load(&f.saved).unwrap()
     });
