@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::node::{STORE_FILE, StartError, open_repo, sync_folder};
 use crate::pki::NodeIdentity;
 use crate::repo::Repo;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Whole};
 
 /// What [`verify`] found.
 #[derive(Debug, Default, Serialize)]
@@ -108,9 +108,14 @@ pub fn verify(repo: &Repo, inventory: Inventory) -> Result<Verified, StoreError>
     };
     for (id, _) in repo.store().summaries()? {
         let name = id.as_str();
-        // Body, summary and attestations from one snapshot: a running node may write the
+        // Body, summary, attestations and proofs from one snapshot: a running node may write the
         // document (or purge it) between the list and the read.
-        let (mut doc, summary, attestations) = match repo.store().load_whole(&id) {
+        let Whole {
+            mut doc,
+            summary,
+            attestations,
+            proofs,
+        } = match repo.store().load_whole(&id) {
             Ok(Some(whole)) => whole,
             Ok(None) if repo.store().summary(&id)?.is_none() => continue, // purged meanwhile
             Ok(None) => {
@@ -144,7 +149,7 @@ pub fn verify(repo: &Repo, inventory: Inventory) -> Result<Verified, StoreError>
         let signed: HashMap<_, _> = attestations.into_iter().map(|a| (a.change, a)).collect();
         // A change may be held without its own signature, proved by the one above it in its
         // office's run or by a proof (`amphi_protocol::vouch`).
-        let mut proof_of = |h: &ChangeHash| repo.store().proof(&id, h).ok().flatten();
+        let mut proof_of = |h: &ChangeHash| proofs.get(h).cloned();
         let failed = check_held(&changes, &signed, &mut proof_of, &**repo.trust());
         for (hash, author, refusal) in failed {
             match author {

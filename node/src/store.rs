@@ -15,7 +15,7 @@
 //! per-reason totals live in a table of their own. Document counts by kind and the
 //! quarantine totals are also kept in memory, so `/metrics` never scans the store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError, RwLock};
 
@@ -492,13 +492,10 @@ impl Store {
         load_in(&self.db.begin_read()?, id)
     }
 
-    /// A document as one read snapshot holds it: its body, its summary and the attestations
-    /// of all its changes, none of them newer than the others (`None`: not held). What
+    /// A document as one read snapshot holds it: its body, its summary, and the attestations
+    /// and proofs of its changes, none of them newer than the others (`None`: not held). What
     /// `amphi verify` checks while the node keeps writing.
-    pub fn load_whole(
-        &self,
-        id: &DocId,
-    ) -> Result<Option<(AutoCommit, DocSummary, Vec<Attestation>)>, StoreError> {
+    pub fn load_whole(&self, id: &DocId) -> Result<Option<Whole>, StoreError> {
         let txn = self.db.begin_read()?;
         let Some(mut doc) = load_in(&txn, id)? else {
             return Ok(None);
@@ -511,7 +508,25 @@ impl Store {
         };
         let hashes: Vec<ChangeHash> = doc.get_changes(&[]).iter().map(|c| c.hash()).collect();
         let attestations = attestations_in(&txn, id, &hashes)?;
-        Ok(Some((doc, summary, attestations)))
+        let table = txn.open_table(PROOFS)?;
+        let mut proofs = HashMap::new();
+        for h in &hashes {
+            if let Some(v) = table.get((id.as_str(), &h.0[..]))? {
+                let proof = Proof::decode(*h, v.value()).ok_or_else(|| {
+                    StoreError::Corrupt(
+                        id.to_string(),
+                        format!("the proof of change {h} does not read"),
+                    )
+                })?;
+                proofs.insert(*h, proof);
+            }
+        }
+        Ok(Some(Whole {
+            doc,
+            summary,
+            attestations,
+            proofs,
+        }))
     }
 
     /// Durably stores the changes `doc` has beyond `heads_before` (what the store held), with
@@ -889,6 +904,18 @@ pub fn decode_document(bytes: &[u8]) -> Result<AutoCommit, String> {
     amphi_protocol::contain::contain("loading a stored document", || AutoCommit::load(bytes))
         .map_err(|fault| fault.to_string())?
         .map_err(|e| e.to_string())
+}
+
+/// A document as one read snapshot holds it ([`Store::load_whole`]).
+pub struct Whole {
+    /// Its body.
+    pub doc: AutoCommit,
+    /// Its summary.
+    pub summary: DocSummary,
+    /// The attestations of its changes (those it has).
+    pub attestations: Vec<Attestation>,
+    /// The proofs held for its changes, by the change they prove.
+    pub proofs: HashMap<ChangeHash, Proof>,
 }
 
 /// Writes a document's new changes, summary and attestations inside `txn`.

@@ -52,7 +52,7 @@ impl<S: Storage> Office<S> {
         let mut certs = BTreeSet::new();
         for id in self.inventory_for(peer).into_keys() {
             let view = summary::view_of(&id, self.store.placement(&id).as_ref(), peer);
-            let proofs = matches!(view, View::Holds);
+            let proofs = super::signatures::Proofs::for_view(&view);
             let mut doc = match view {
                 View::Holds => match self.load(&id)? {
                     Some(doc) => doc,

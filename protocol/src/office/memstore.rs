@@ -191,10 +191,15 @@ impl Storage for MemStore {
 
     fn proof(&self, id: &DocId, change: &ChangeHash) -> Result<Option<Proof>, StorageError> {
         let inner = guard(&self.durable);
-        Ok(inner
-            .proofs
-            .get(&(id.clone(), *change))
-            .and_then(|b| Proof::decode(*change, b)))
+        let Some(bytes) = inner.proofs.get(&(id.clone(), *change)) else {
+            return Ok(None);
+        };
+        Proof::decode(*change, bytes).map(Some).ok_or_else(|| {
+            StorageError::Corrupt(
+                id.to_string(),
+                format!("the proof of change {change} does not read"),
+            )
+        })
     }
 
     fn save_sync_state(&self, id: &DocId, peer: &str, state: &[u8]) -> Result<(), StorageError> {

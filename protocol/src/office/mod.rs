@@ -35,6 +35,8 @@ pub mod signatures;
 pub mod storage;
 pub mod summary;
 
+use signatures::Proofs;
+
 mod leaving;
 mod quarantine;
 
@@ -144,14 +146,6 @@ pub struct Received {
     pub in_sync: bool,
     /// What the other sessions must hear of.
     pub notices: Vec<Notice>,
-}
-
-/// Whether a message may carry the changes of a proof held here ([`signatures`]): not to a
-/// peer that may only see a document as it was when it left, since they are not in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Proofs {
-    Held,
-    None,
 }
 
 /// One office: its documents, its rules, and how it treats each peer.
@@ -323,10 +317,7 @@ impl<S: Storage> Office<S> {
     ) -> Result<(Option<Outbound>, bool), StorageError> {
         let view = summary::view_of(id, self.store.placement(id).as_ref(), peer);
         let view = self.widened(id, view, sync.their_heads())?;
-        let proofs = match view {
-            View::Exited(_) => Proofs::None,
-            _ => Proofs::Held,
-        };
+        let proofs = Proofs::for_view(&view);
         let mut doc = match view {
             View::Holds => self.load(id)?.unwrap_or_default(),
             View::Exited(heads) => match self.load(id)?.map(|mut d| d.fork_at(&heads)) {
@@ -353,7 +344,7 @@ impl<S: Storage> Office<S> {
         let Some(out) = sync.generate(doc) else {
             return Ok(None);
         };
-        let beside = self.beside(id, doc, &out.changes, proofs == Proofs::Held)?;
+        let beside = self.beside(id, doc, &out.changes, proofs)?;
         Ok(Some(Outbound {
             message: signatures::with_changes(out.message, &beside.extra),
             attestations: beside.attestations,

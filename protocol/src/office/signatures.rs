@@ -20,10 +20,30 @@ use std::collections::{BTreeMap, HashMap};
 
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 
-use super::{Office, Storage, StorageError};
+use super::{Office, Storage, StorageError, View};
 use crate::DocId;
 use crate::attest::{Attestation, CertId};
 use crate::vouch::Proof;
+
+/// Whether a message may carry the changes of a proof held here: not to a peer that may only
+/// see a document as it was when it left, since they are not in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proofs {
+    /// The proofs held here may go.
+    Held,
+    /// None may.
+    None,
+}
+
+impl Proofs {
+    /// What a peer with `view` of a document may be sent.
+    pub fn for_view(view: &View) -> Proofs {
+        match view {
+            View::Exited(_) => Proofs::None,
+            _ => Proofs::Held,
+        }
+    }
+}
 
 /// What goes beside a message's changes.
 #[derive(Debug, Default)]
@@ -98,14 +118,13 @@ impl Chains {
 
 impl<S: Storage> Office<S> {
     /// The signatures (and added changes) for a message carrying `sent` of `id`, taken
-    /// from `doc`. `proofs`: whether proofs may add changes not in `doc` (not for a peer
-    /// that may only see the document as it was when it left).
+    /// from `doc`; `proofs` says whether a proof may add changes that are not in `doc`.
     pub(super) fn beside(
         &self,
         id: &DocId,
         doc: &mut AutoCommit,
         sent: &[ChangeHash],
-        proofs: bool,
+        proofs: Proofs,
     ) -> Result<Beside, StorageError> {
         let mut held: HashMap<ChangeHash, Attestation> = self
             .store
@@ -164,7 +183,7 @@ impl<S: Storage> Office<S> {
         doc: &mut AutoCommit,
         top: &Link,
         later: &[Link],
-        proofs: bool,
+        proofs: Proofs,
         beside: &mut Beside,
     ) -> Result<Option<CertId>, StorageError> {
         let mut below = top.hash;
@@ -187,8 +206,8 @@ impl<S: Storage> Office<S> {
             last = link;
         }
         let proof = match proofs {
-            true => self.store.proof(id, &below)?,
-            false => None,
+            Proofs::Held => self.store.proof(id, &below)?,
+            Proofs::None => None,
         };
         let Some(Proof {
             changes,
