@@ -7,10 +7,11 @@
 //! messages between offices reorder across the many links. Over 72 virtual hours faults
 //! come at random: links cut for up to half a day, asymmetric partitions (one direction
 //! blackholed until the connection times out), and office crashes that lose what the store
-//! had not made durable (sync states), followed by a restart. Offices redial with backoff.
-//! Offices receive as a node does, several case files at once: at random, a case file's
-//! message is received while another's outcome is still out, and the outcomes come back to
-//! the link in the other order.
+//! had not made durable (sync states, unflushed writes), followed by a restart. Offices
+//! redial with backoff. Offices receive as a node does, several case files at once: at
+//! random, a case file's message is received while another's outcome is still out, its
+//! write unflushed (group commit), and the outcomes come back to the link, flushed, in the
+//! other order; one in sixteen of those times, the office loses power before the flush.
 //!
 //! The workload is the seeds' workflows from random offices, each from that office's own
 //! (possibly stale) view: new members, two-dwelling residences assigned and ended,
@@ -273,6 +274,8 @@ enum Event {
     Act,
     Forge,
     Fault,
+    /// Office `i` loses power.
+    PowerCut(usize),
     Restart(usize),
     Heal,
 }
@@ -304,6 +307,8 @@ struct Stats {
     unsigned_held: usize,
     /// Proofs held, over all offices.
     proofs_held: usize,
+    /// Deliveries out, their writes not yet flushed, when their office lost power.
+    unflushed_lost: usize,
 }
 
 struct County {
@@ -450,6 +455,10 @@ impl County {
                     }
                 }
                 Event::Fault => self.fault(),
+                Event::PowerCut(i) => {
+                    let down_for = HOURS / 24 + (self.rng.next() % HOURS as u64) as i64;
+                    self.lose_power(i, down_for);
+                }
                 Event::Restart(i) => {
                     self.log(format!("{} restarts", OFFICES[i]));
                     self.start_office(i);
@@ -524,8 +533,21 @@ impl County {
             self.stats.unanswered += a.unanswered_requests() + b.unanswered_requests();
         }
         edge.links = None;
-        edge.out = [None, None];
+        // A delivery out is not answered, but, as when a node's session ends, its write is
+        // flushed and the office's other links hear what it changed.
+        let ends = [edge.parent, edge.child];
+        let outs = std::mem::take(&mut edge.out);
         edge.epoch += 1;
+        for (side, out) in outs.into_iter().enumerate() {
+            let (Some((_, received)), Some(core)) = (out, &self.nodes[ends[side]].core) else {
+                continue;
+            };
+            core.store().flush().expect("the simulator's store flushes");
+            if let Ok(received) = received {
+                let notices = received.notices.into_iter().map(|n| (n, Some(e))).collect();
+                self.notify(ends[side], notices);
+            }
+        }
         self.redial(e);
     }
 
@@ -595,11 +617,17 @@ impl County {
         let taken = match self.link_at(to, e).take_frame(&core, frame, now) {
             Ok(Handled::Done(fx)) => Ok(Some(fx)),
             Ok(Handled::Deliver(mut delivery)) => {
-                let received = delivery.receive(&core);
                 if beside.is_some() && !paired && self.rng.below(2) == 0 {
-                    // Out for a while: back at the link's next input, or soon.
+                    // Out for a while, its write unflushed (as a node's session does): back,
+                    // flushed, at the link's next input, or soon. A crash before loses it.
+                    let received = delivery.receive_unflushed(&core);
+                    self.trace_received("held out, unflushed", &received);
                     self.edges[e].out[side] = Some((delivery, received));
                     let back = now + 1 + (self.rng.next() % 400) as i64;
+                    if self.rng.below(16) == 0 {
+                        // The power goes before its flush.
+                        self.at(now, Event::PowerCut(to));
+                    }
                     self.at(
                         back,
                         Event::Back {
@@ -610,6 +638,8 @@ impl County {
                     );
                     Ok(None)
                 } else {
+                    let received = delivery.receive(&core);
+                    self.trace_received("received", &received);
                     self.link_at(to, e)
                         .delivered(&core, delivery, received)
                         .map(Some)
@@ -634,6 +664,16 @@ impl County {
                 }
             }
             Err(err) => self.link_failed(e, to, from, &err.to_string()),
+        }
+    }
+
+    /// Traces what receiving a message did (changes applied, refusals, in sync).
+    fn trace_received(&mut self, how: &str, received: &Result<Received, StorageError>) {
+        if self.verbose {
+            let r = received
+                .as_ref()
+                .map(|r| (r.applied, r.refused.clone(), r.in_sync));
+            self.trace.push(format!("      {how}: {r:?}"));
         }
     }
 
@@ -665,6 +705,7 @@ impl County {
         let Some(core) = self.nodes[to].core.take() else {
             return;
         };
+        let received = core.store().flush().and(received);
         let result = self.link_at(to, e).delivered(&core, delivery, received);
         self.nodes[to].core = Some(core);
         match result {
@@ -799,23 +840,37 @@ impl County {
             }
             _ => {
                 let i = self.rng.below(OFFICES.len());
-                if self.nodes[i].core.is_none() {
-                    return;
-                }
-                self.stats.crashes += 1;
-                self.log(format!("{} loses power", OFFICES[i]));
-                self.nodes[i].core = None;
-                self.nodes[i].store.crash();
-                for e in 0..self.edges.len() {
-                    if (self.edges[e].parent == i || self.edges[e].child == i)
-                        && self.edges[e].links.is_some()
-                    {
-                        self.disconnect(e);
-                    }
-                }
-                self.at(self.now + lasting / 4, Event::Restart(i));
+                self.lose_power(i, lasting / 4);
             }
         }
+    }
+
+    /// Office `i` loses power (what its store had not made durable is gone, its links
+    /// drop) and restarts `down_for` later.
+    fn lose_power(&mut self, i: usize, down_for: i64) {
+        if self.nodes[i].core.is_none() {
+            return;
+        }
+        self.stats.crashes += 1;
+        self.log(format!("{} loses power", OFFICES[i]));
+        self.nodes[i].core = None;
+        for e in 0..self.edges.len() {
+            let touches = self.edges[e].parent == i || self.edges[e].child == i;
+            if let (true, Some((delivery, _))) = (touches, &self.edges[e].out[self.side(i, e)]) {
+                self.stats.unflushed_lost += 1;
+                let what = format!("  its write of {} was not flushed", delivery.doc());
+                self.log(what);
+            }
+        }
+        self.nodes[i].store.crash();
+        for e in 0..self.edges.len() {
+            if (self.edges[e].parent == i || self.edges[e].child == i)
+                && self.edges[e].links.is_some()
+            {
+                self.disconnect(e);
+            }
+        }
+        self.at(self.now + down_for, Event::Restart(i));
     }
 
     /// A random office does a piece of its work, from its own view.
@@ -1340,9 +1395,14 @@ fn a_county_converges_under_partitions_crashes_and_a_hostile_office() {
         ok.iter().map(|s| s.settled_at_h).fold(0.0, f64::max),
     );
     println!(
-        "chained signatures (odd seeds): {} changes held without their own signature, {} proofs held",
+        "chained signatures (odd seeds): {} changes held without their own signature, {} proofs held; {} deliveries out and not flushed when their office lost power",
         sum(|s| s.unsigned_held),
         sum(|s| s.proofs_held),
+        sum(|s| s.unflushed_lost),
+    );
+    assert!(
+        seeds < 50 || ok.iter().any(|s| s.unflushed_lost > 0),
+        "no office lost power with a delivery's write unflushed: the group commit goes untested"
     );
     assert!(
         seeds < 50 || ok.iter().any(|s| s.unsigned_held > 0),

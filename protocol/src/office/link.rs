@@ -111,6 +111,23 @@ impl Delivery {
             self.now_ms,
         )
     }
+
+    /// [`Delivery::receive`], leaving what it admitted for the caller to make durable with
+    /// [`Storage::flush`] before it hands the outcome to [`Link::delivered`]
+    /// ([`Office::receive_unflushed`]).
+    pub fn receive_unflushed<S: Storage>(
+        &mut self,
+        office: &Office<S>,
+    ) -> Result<Received, StorageError> {
+        office.receive_unflushed(
+            &self.doc,
+            &self.peer,
+            &self.message,
+            &self.attestations,
+            &mut self.sync,
+            self.now_ms,
+        )
+    }
 }
 
 /// One peer's link.

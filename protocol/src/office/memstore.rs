@@ -2,8 +2,10 @@
 //! store must do.
 //!
 //! Documents are kept as saved bytes and loaded from them, as from disk. Everything but
-//! sync states is durable when written; sync states, like the redb store's, ride along with
-//! the next durable write, so [`MemStore::crash`] loses those written since.
+//! sync states and unflushed writes is durable when written; sync states, like the redb
+//! store's, ride along with the next durable write, and unflushed writes
+//! ([`Storage::save_unflushed`]) become durable with the next flush or durable write, so
+//! [`MemStore::crash`] loses those written since.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -35,6 +37,9 @@ pub struct MemStore {
     durable: Mutex<Inner>,
     /// Sync states written since the last durable write.
     unsynced: Mutex<BTreeMap<(DocId, String), Vec<u8>>>,
+    /// While unflushed writes wait: what was durable before the first of them (a crash
+    /// brings it back).
+    before_unflushed: Mutex<Option<Inner>>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -49,6 +54,10 @@ impl MemStore {
 
     /// Power cut: what was not durable is gone.
     pub fn crash(&self) {
+        let mut inner = guard(&self.durable);
+        if let Some(before) = guard(&self.before_unflushed).take() {
+            *inner = before;
+        }
         guard(&self.unsynced).clear();
     }
 
@@ -77,9 +86,11 @@ impl MemStore {
         guard(&self.durable).quarantine.values().cloned().collect()
     }
 
-    /// Makes the pending sync states durable (a durable write commits them with it).
-    fn flush(&self, inner: &mut Inner) {
+    /// Makes the pending sync states and unflushed writes durable (a durable write commits
+    /// them with it).
+    fn settle(&self, inner: &mut Inner) {
         inner.sync_states.append(&mut guard(&self.unsynced));
+        guard(&self.before_unflushed).take();
     }
 
     fn write_doc(inner: &mut Inner, write: DocWrite<'_>) {
@@ -136,7 +147,7 @@ impl Storage for MemStore {
 
     fn save(&self, write: DocWrite<'_>, sync: Option<(&str, &[u8])>) -> Result<(), StorageError> {
         let mut inner = guard(&self.durable);
-        self.flush(&mut inner);
+        self.settle(&mut inner);
         if let Some((peer, state)) = sync {
             inner
                 .sync_states
@@ -146,9 +157,28 @@ impl Storage for MemStore {
         Ok(())
     }
 
+    fn save_unflushed(
+        &self,
+        write: DocWrite<'_>,
+        sync: Option<(&str, &[u8])>,
+    ) -> Result<(), StorageError> {
+        let mut inner = guard(&self.durable);
+        guard(&self.before_unflushed).get_or_insert_with(|| inner.clone());
+        if let Some((peer, state)) = sync {
+            guard(&self.unsynced).insert((write.id.clone(), peer.to_owned()), state.to_vec());
+        }
+        MemStore::write_doc(&mut inner, write);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.settle(&mut guard(&self.durable));
+        Ok(())
+    }
+
     fn replace(&self, write: DocWrite<'_>, dropped: &[ChangeHash]) -> Result<(), StorageError> {
         let mut inner = guard(&self.durable);
-        self.flush(&mut inner);
+        self.settle(&mut inner);
         let id = write.id.clone();
         for h in dropped {
             inner.attestations.remove(&(id.clone(), *h));
@@ -161,7 +191,7 @@ impl Storage for MemStore {
 
     fn set_summary(&self, id: &DocId, summary: &DocSummary) -> Result<(), StorageError> {
         let mut inner = guard(&self.durable);
-        self.flush(&mut inner);
+        self.settle(&mut inner);
         inner.placements.insert(id.clone(), Placement::of(summary));
         inner.summaries.insert(id.clone(), summary.clone());
         Ok(())
@@ -169,7 +199,7 @@ impl Storage for MemStore {
 
     fn purge_with(&self, id: &DocId, also: Option<DocWrite<'_>>) -> Result<(), StorageError> {
         let mut inner = guard(&self.durable);
-        self.flush(&mut inner);
+        self.settle(&mut inner);
         self.remove_doc(&mut inner, id);
         if let Some(write) = also {
             MemStore::write_doc(&mut inner, write);
@@ -217,7 +247,7 @@ impl Storage for MemStore {
 
     fn quarantine(&self, records: &[QuarantineRecord]) -> Result<usize, StorageError> {
         let mut inner = guard(&self.durable);
-        self.flush(&mut inner);
+        self.settle(&mut inner);
         let mut added = 0;
         for r in records {
             let key = match &r.change {

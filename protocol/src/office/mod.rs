@@ -148,6 +148,15 @@ pub struct Received {
     pub notices: Vec<Notice>,
 }
 
+/// How [`Office::receive_as`] stores what a message admitted.
+#[derive(Debug, Clone, Copy)]
+enum Commit {
+    /// Durable before it returns ([`Storage::save`]).
+    Durable,
+    /// Durable once the caller flushes ([`Storage::save_unflushed`]).
+    Unflushed,
+}
+
 /// One office: its documents, its rules, and how it treats each peer.
 pub struct Office<S> {
     me: OrgPath,
@@ -377,6 +386,34 @@ impl<S: Storage> Office<S> {
         sync: &mut DocSync,
         now_ms: i64,
     ) -> Result<Received, StorageError> {
+        let message = (id, peer, bytes, attestations);
+        self.receive_as(Commit::Durable, message, sync, now_ms)
+    }
+
+    /// [`Office::receive`], but what the message admitted may not be durable yet when it
+    /// returns ([`Storage::save_unflushed`]): the caller calls [`Storage::flush`] before it
+    /// sends the reply or hands on the notices. Several messages' writes then share one
+    /// durable commit.
+    pub fn receive_unflushed(
+        &self,
+        id: &DocId,
+        peer: &OrgPath,
+        bytes: &[u8],
+        attestations: &[Attestation],
+        sync: &mut DocSync,
+        now_ms: i64,
+    ) -> Result<Received, StorageError> {
+        let message = (id, peer, bytes, attestations);
+        self.receive_as(Commit::Unflushed, message, sync, now_ms)
+    }
+
+    fn receive_as(
+        &self,
+        commit: Commit,
+        (id, peer, bytes, attestations): (&DocId, &OrgPath, &[u8], &[Attestation]),
+        sync: &mut DocSync,
+        now_ms: i64,
+    ) -> Result<Received, StorageError> {
         let _guard = self.lock(id);
         let before = self.store.summary(id)?;
         let view = summary::view_of(id, before.as_ref().map(Placement::of).as_ref(), peer);
@@ -484,7 +521,11 @@ impl<S: Storage> Office<S> {
                     self.store.replace(write, &dropped)?;
                 } else {
                     let state = sync.persisted();
-                    self.store.save(write, Some((peer.as_str(), &state)))?;
+                    let sync_state = Some((peer.as_str(), state.as_slice()));
+                    match commit {
+                        Commit::Durable => self.store.save(write, sync_state)?,
+                        Commit::Unflushed => self.store.save_unflushed(write, sync_state)?,
+                    }
                 }
             }
             notices.push(Notice {

@@ -3,7 +3,8 @@
 //! memory for the county simulator.
 //!
 //! Every method that writes is durable when it returns `Ok` (the office acknowledges
-//! nothing before); a store that fails returns [`StorageError`] and the office stops what it
+//! nothing before), but for [`Storage::save_unflushed`], whose caller flushes before it
+//! acknowledges; a store that fails returns [`StorageError`] and the office stops what it
 //! was doing, leaving the document as it was.
 
 use automerge::{AutoCommit, ChangeHash};
@@ -38,6 +39,21 @@ pub trait Storage: Send + Sync {
     /// Durably stores the changes `write.doc` has beyond `write.heads_before`, with their
     /// attestations and the new summary, and optionally a peer's sync state (peer, state).
     fn save(&self, write: DocWrite<'_>, sync: Option<(&str, &[u8])>) -> Result<(), StorageError>;
+    /// Stores what a peer's message admitted, as [`Storage::save`] does, but need not make it
+    /// durable before it returns: the caller calls [`Storage::flush`] before it acknowledges
+    /// the message (its reply, its notices), so that the writes of several messages share one
+    /// durable commit (group commit). By default, [`Storage::save`].
+    fn save_unflushed(
+        &self,
+        write: DocWrite<'_>,
+        sync: Option<(&str, &[u8])>,
+    ) -> Result<(), StorageError> {
+        self.save(write, sync)
+    }
+    /// Makes every write that returned before this call durable.
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Durably replaces a document whole (after an equivocation rebuilt it), dropping the
     /// attestations of `dropped` and every sync state of the document.
     fn replace(&self, write: DocWrite<'_>, dropped: &[ChangeHash]) -> Result<(), StorageError>;
@@ -152,6 +168,16 @@ impl<T: Storage + ?Sized> Storage for std::sync::Arc<T> {
     }
     fn save(&self, write: DocWrite<'_>, sync: Option<(&str, &[u8])>) -> Result<(), StorageError> {
         (**self).save(write, sync)
+    }
+    fn save_unflushed(
+        &self,
+        write: DocWrite<'_>,
+        sync: Option<(&str, &[u8])>,
+    ) -> Result<(), StorageError> {
+        (**self).save_unflushed(write, sync)
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        (**self).flush()
     }
     fn replace(&self, write: DocWrite<'_>, dropped: &[ChangeHash]) -> Result<(), StorageError> {
         (**self).replace(write, dropped)
