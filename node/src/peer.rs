@@ -6,10 +6,16 @@
 //! feeds frames and local change notifications to the office core's [`Link`].
 //!
 //! Sync messages for different case files are received on the blocking pool, up to
-//! [`RECEIVING_AT_ONCE`] at a time (the gate, automerge and the durable write are most of a
+//! [`RECEIVING_AT_ONCE`] at a time (the gate, automerge and the write are most of a
 //! session's work, and one session can then use every core). Order is kept where it
 //! matters: a document's next message waits for its last; every other input (a certificate,
 //! a roster or the revocation list, reconciliation, a notice) waits until nothing is out.
+//!
+//! Their writes are committed without waiting for the disk, and made durable together
+//! (group commit: up to [`GROUP_COMMIT`] case files share one durable commit, on the
+//! blocking pool while the next ones are received). Nothing of a message — its reply, its
+//! notices to the other sessions — goes out before the flush that made it durable: a peer
+//! is never told this node holds what a power cut could take from it.
 //!
 //! Memory per session is bounded: the reader reads ahead at most [`READ_AHEAD_BYTES`] of
 //! frames not yet handled (a deflated frame counts at its inflated size); the send queue
@@ -42,8 +48,11 @@ const READ_AHEAD_FRAMES: usize = 256;
 /// [`amphi_protocol::wire::MAX_FRAME`], so one always fits).
 pub const READ_AHEAD_BYTES: usize = 16 * 1024 * 1024;
 /// Sync messages of different case files received at once in one session, at most: enough
-/// to keep every core busy while one of them waits for its fsync.
+/// to keep every core busy.
 const RECEIVING_AT_ONCE: usize = 4;
+/// Received case files whose writes wait for one durable commit together, at most: a flush
+/// starts when this many wait, or when nothing else is being received.
+pub const GROUP_COMMIT: usize = 16;
 /// Bytes queued for a peer that is not reading them, at most: beyond, the session ends.
 pub const SEND_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -289,23 +298,39 @@ pub async fn run(
     // notice waits only for a delivery of its own document, every other input until those
     // out have come back (see `Link::take_frame`).
     let mut receiving: JoinSet<Receipt> = JoinSet::new();
+    // Received, written, not yet durable; and the flush under way (at most one).
+    let mut unflushed: Vec<Receipt> = Vec::new();
+    let mut flushing: JoinSet<(Result<(), StorageError>, Vec<Receipt>)> = JoinSet::new();
     let mut out_docs: HashSet<DocId> = HashSet::new();
     // An input read but not yet handled: it waits for deliveries to come back.
     let mut waiting: Option<Input> = None;
     let result = async {
         loop {
+            if flushing.is_empty()
+                && !unflushed.is_empty()
+                && (receiving.is_empty() || unflushed.len() >= GROUP_COMMIT)
+            {
+                let batch = std::mem::take(&mut unflushed);
+                let repo = repo.clone();
+                flushing.spawn_blocking(move || (repo.store().flush().map_err(Into::into), batch));
+            }
+            let nothing_out = out_docs.is_empty();
             let ready = match &waiting {
                 None => false,
                 Some(Input::Frame(frame, _)) => match Link::runs_beside_others(frame) {
-                    Some(doc) => !out_docs.contains(doc) && receiving.len() < RECEIVING_AT_ONCE,
-                    None => receiving.is_empty(),
+                    Some(doc) => {
+                        !out_docs.contains(doc)
+                            && receiving.len() < RECEIVING_AT_ONCE
+                            && unflushed.len() < GROUP_COMMIT
+                    }
+                    None => nothing_out,
                 },
                 // A notice about a document not out is handled beside the deliveries (most
                 // are the deliveries' own, a no-op here): waiting for every delivery to come
                 // back for each one made the receive serial and let notices overflow, and
                 // each overflow costs a whole reconciliation.
                 Some(Input::Notice(Ok(notice))) => !out_docs.contains(&notice.doc),
-                Some(Input::Notice(Err(_))) => receiving.is_empty(),
+                Some(Input::Notice(Err(_))) => nothing_out,
             };
             if ready {
                 match waiting.take().expect("checked") {
@@ -317,14 +342,14 @@ pub async fn run(
                                 out_docs.insert(delivery.doc().clone());
                                 let repo = repo.clone();
                                 receiving.spawn_blocking(move || {
-                                    let receipt = receive(delivery, repo.office());
+                                    let receipt = receive(delivery, repo.office(), Commit::Later);
                                     drop(permit);
                                     receipt
                                 });
                             }
                             // Rosters and the revocation list: received alone, here.
                             Handled::Deliver(delivery) => {
-                                finish(&mut session, receive(delivery, office))?
+                                finish(&mut session, receive(delivery, office, Commit::Now))?
                             }
                         }
                     }
@@ -345,7 +370,7 @@ pub async fn run(
                     }
                 }
             } else {
-                let idle = waiting.is_none() && receiving.is_empty();
+                let idle = waiting.is_none() && nothing_out;
                 // In this order: deliveries back, notices, frames, then offers (which wait
                 // until no frame is unread) and the wake-up. Notices come before frames so
                 // that the loop reads them as fast as deliveries make them (one each): picked
@@ -359,8 +384,18 @@ pub async fn run(
                             Ok(panic) => std::panic::resume_unwind(panic),
                             Err(e) => panic!("a delivery was cancelled: {e}"),
                         });
-                        out_docs.remove(receipt.0.doc());
-                        finish(&mut session, receipt)?;
+                        unflushed.push(receipt);
+                    }
+                    Some(done) = flushing.join_next(), if !flushing.is_empty() => {
+                        let (flushed, batch) = done.unwrap_or_else(|e| match e.try_into_panic() {
+                            Ok(panic) => std::panic::resume_unwind(panic),
+                            Err(e) => panic!("a flush was cancelled: {e}"),
+                        });
+                        flushed?;
+                        for receipt in batch {
+                            out_docs.remove(receipt.0.doc());
+                            finish(&mut session, receipt)?;
+                        }
                     }
                     changed = changes.recv(), if waiting.is_none() => match changed {
                         Ok(notice) => waiting = Some(Input::Notice(Ok(notice))),
@@ -404,9 +439,29 @@ pub async fn run(
         Ok(())
     }
     .await;
-    // Deliveries still out finish their (durable) work before the session lets go of the
-    // store; their replies are not sent.
-    while receiving.join_next().await.is_some() {}
+    // Deliveries still out finish their work and are made durable before the session lets go
+    // of the store. Their replies are not sent, but the other sessions hear what they
+    // changed: dropped, those notices left a change taken just as its link went down
+    // waiting at this office for the next reconciliation (found by the county simulator).
+    let mut taken = unflushed;
+    while let Some(done) = receiving.join_next().await {
+        taken.extend(done.ok());
+    }
+    while let Some(done) = flushing.join_next().await {
+        taken.extend(done.into_iter().flat_map(|(_, batch)| batch));
+    }
+    let store = repo.clone();
+    match tokio::task::spawn_blocking(move || store.store().flush()).await {
+        Ok(Ok(())) => {
+            for (_, received, _) in taken {
+                repo.announce(received.map(|r| r.notices).unwrap_or_default());
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!("the last received case files could not be made durable: {e}")
+        }
+        Err(e) => tracing::error!("the last flush did not run: {e}"),
+    }
     result
 }
 
@@ -421,9 +476,21 @@ enum Input {
 /// A delivery back from receiving: what it did, and how long that took.
 type Receipt = (Box<Delivery>, Result<Received, StorageError>, Duration);
 
-fn receive(mut delivery: Box<Delivery>, office: &Office<Store>) -> Receipt {
+/// When a delivery's write becomes durable.
+#[derive(Clone, Copy)]
+enum Commit {
+    /// Before [`receive`] returns.
+    Now,
+    /// At the session's next flush ([`Store::flush`]), before anything of it goes out.
+    Later,
+}
+
+fn receive(mut delivery: Box<Delivery>, office: &Office<Store>, commit: Commit) -> Receipt {
     let started = Instant::now();
-    let received = delivery.receive(office);
+    let received = match commit {
+        Commit::Now => delivery.receive(office),
+        Commit::Later => delivery.receive_unflushed(office),
+    };
     (delivery, received, started.elapsed())
 }
 

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use amphi_protocol::DocId;
@@ -231,6 +232,10 @@ pub struct Store {
     counts: Mutex<DocCounts>,
     placements: RwLock<BTreeMap<DocId, Placement>>,
     totals: Mutex<BTreeMap<String, u64>>,
+    /// Group commit: how many unflushed writes were committed, and how many of them a durable
+    /// commit since covers ([`Store::flush`]).
+    unflushed: AtomicU64,
+    flushed: Mutex<u64>,
 }
 
 impl Store {
@@ -369,6 +374,8 @@ impl Store {
             counts: Mutex::new(counts),
             placements: RwLock::new(placements),
             totals: Mutex::new(totals),
+            unflushed: AtomicU64::new(0),
+            flushed: Mutex::new(0),
         })
     }
 
@@ -557,8 +564,48 @@ impl Store {
         write: DocWrite<'_>,
         sync_state: Option<(&str, &[u8])>,
     ) -> Result<(), StoreError> {
+        self.save_with(Durability::Immediate, write, sync_state)
+    }
+
+    /// [`Store::save_write`], committed without waiting for the disk: readers see it at once,
+    /// but a power cut before the next [`Store::flush`] (or any other durable commit) loses it.
+    /// The caller flushes before it acknowledges the write to anyone.
+    pub fn save_unflushed(
+        &self,
+        write: DocWrite<'_>,
+        sync_state: Option<(&str, &[u8])>,
+    ) -> Result<(), StoreError> {
+        self.save_with(Durability::None, write, sync_state)?;
+        self.unflushed.fetch_add(1, AtomicOrdering::SeqCst);
+        Ok(())
+    }
+
+    /// Makes every write committed before this call durable: one durable commit for all the
+    /// unflushed writes made so far by every thread (group commit). Returns at once when a
+    /// durable commit since has covered them; several callers at once wait for one commit.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let wanted = self.unflushed.load(AtomicOrdering::SeqCst);
+        let mut flushed = self.flushed.lock().unwrap_or_else(PoisonError::into_inner);
+        if *flushed >= wanted {
+            return Ok(());
+        }
+        // Read before the commit begins: every write counted here committed before it, so
+        // the durable commit covers them (later ones may ride along uncounted).
+        let covers = self.unflushed.load(AtomicOrdering::SeqCst);
+        self.db.begin_write()?.commit()?;
+        *flushed = covers;
+        Ok(())
+    }
+
+    fn save_with(
+        &self,
+        durability: Durability,
+        write: DocWrite<'_>,
+        sync_state: Option<(&str, &[u8])>,
+    ) -> Result<(), StoreError> {
         let id = write.id;
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)?;
         let mut changes = SummaryChanges::default();
         save_in(&txn, write, &mut changes)?;
         if let Some((peer, state)) = sync_state {
@@ -1001,6 +1048,16 @@ impl Storage for Store {
     }
     fn save(&self, w: DocWrite<'_>, sync: Option<(&str, &[u8])>) -> Result<(), StorageError> {
         Ok(Store::save_write(self, w, sync)?)
+    }
+    fn save_unflushed(
+        &self,
+        w: DocWrite<'_>,
+        sync: Option<(&str, &[u8])>,
+    ) -> Result<(), StorageError> {
+        Ok(Store::save_unflushed(self, w, sync)?)
+    }
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(Store::flush(self)?)
     }
     fn replace(&self, w: DocWrite<'_>, dropped: &[ChangeHash]) -> Result<(), StorageError> {
         Ok(Store::replace(

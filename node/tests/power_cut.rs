@@ -38,7 +38,7 @@ use amphi_node::pki::{
     CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE, NodeIdentity, ca_init, ca_issue,
 };
 use amphi_node::repo::Repo;
-use amphi_node::store::{COMPACT_AFTER, Store};
+use amphi_node::store::{COMPACT_AFTER, DocWrite, Store};
 use amphi_node::trust::{Signer, Trust};
 use amphi_protocol::casefile::{ActivityInput, IdentityPatch, NewMember};
 use amphi_protocol::{DocId, DocKind, OrgPath};
@@ -922,4 +922,174 @@ fn a_store_cut_before_its_first_sync_opens_empty_or_fails_cleanly() {
     println!(
         "200 cuts before a new store's first sync: {opened} opened empty, refused: {refused:?}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Group commit
+
+/// Case files received from a peer, written unflushed a few at a time and then flushed
+/// together (as a session does), on a disk whose power goes at a random point, photographed
+/// at [`PHOTOS`] random points before. Returns, per cut, what it showed.
+fn group_commit_run(seed: u64, ops_budget: u64) -> Vec<(String, Vec<String>, usize)> {
+    let mut rng = Rng::seeded(seed);
+    let disk = PowerCutDisk::default();
+    let fails_after = rng.below(ops_budget as usize + 1) as u64;
+    let photos_at: Vec<u64> = (0..PHOTOS)
+        .map(|_| rng.below(fails_after as usize + 1) as u64)
+        .collect();
+    let (written, flushed_at) = group_commit_workload(&disk, || {
+        disk.fail_after(fails_after);
+        disk.photograph_before(photos_at);
+    });
+    let photos = std::mem::take(&mut disk.platter().photos);
+    let mut cuts = vec![(
+        format!("the disk failing after {fails_after} operations"),
+        disk.now(),
+    )];
+    cuts.extend(
+        photos
+            .into_iter()
+            .map(|p| (format!("a cut before operation {}", p.ops), p)),
+    );
+    cuts.into_iter()
+        .map(|(what, photo)| {
+            // Acknowledged: the writes of every flush that returned before the cut.
+            let acknowledged: Vec<&(DocId, i64)> = flushed_at
+                .iter()
+                .filter(|(_, ops)| *ops <= photo.ops)
+                .flat_map(|(batch, _)| &written[batch.clone()])
+                .collect();
+            let cut = cut(&photo, &mut rng);
+            (
+                what,
+                check_group_commit(&cut.image, &written, &acknowledged),
+                acknowledged.len(),
+            )
+        })
+        .collect()
+}
+
+/// Writes batches of 1 to 4 new case files unflushed, each batch then flushed, until the disk
+/// fails. Returns every write attempted (id, value) and, per flush that returned, the range
+/// of writes it made durable and the disk's operation count when it returned.
+#[allow(clippy::type_complexity)]
+fn group_commit_workload(
+    disk: &PowerCutDisk,
+    prepare: impl FnOnce(),
+) -> (Vec<(DocId, i64)>, Vec<(std::ops::Range<usize>, u64)>) {
+    let store = Store::open_with_backend(disk.clone(), BAYIN).expect("a new store opens");
+    prepare();
+    let (mut written, mut flushed_at) = (Vec::new(), Vec::new());
+    for batch in 0..30u8 {
+        let from = written.len();
+        for n in 0..1 + batch % 4 {
+            let id = DocId::new_member([batch, n, 0, 0, 0, 0, 0, 7]);
+            let value = i64::from(batch) * 10 + i64::from(n);
+            let mut doc = automerge::AutoCommit::new();
+            automerge::transaction::Transactable::put(&mut doc, automerge::ROOT, "value", value)
+                .unwrap();
+            doc.commit();
+            let summary = amphi_protocol::office::summarise(&id, &mut doc);
+            written.push((id.clone(), value));
+            let write = DocWrite {
+                id: &id,
+                doc: &mut doc,
+                heads_before: &[],
+                summary: &summary,
+                attestations: &[],
+                proofs: &[],
+            };
+            if store
+                .save_unflushed(write, Some(("hoboksar", b"state")))
+                .is_err()
+            {
+                return (written, flushed_at);
+            }
+        }
+        if store.flush().is_err() {
+            return (written, flushed_at);
+        }
+        flushed_at.push((from..written.len(), disk.ops()));
+    }
+    (written, flushed_at)
+}
+
+/// Opens what a cut left: redb's check passes, the store opens, every acknowledged case
+/// file is there with its value, nothing is there that was never written, and the counts
+/// match the index. Returns the problems found.
+fn check_group_commit(
+    image: &[u8],
+    written: &[(DocId, i64)],
+    acknowledged: &[&(DocId, i64)],
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    match redb::Database::builder().create_with_backend(PowerCutDisk::holding(image.to_vec())) {
+        Ok(mut db) => {
+            if !db.check_integrity().unwrap_or(false) {
+                problems.push("redb's integrity check failed or repaired the store".into());
+            }
+        }
+        Err(e) => problems.push(format!("redb does not open the image: {e}")),
+    }
+    let store = match Store::open_with_backend(PowerCutDisk::holding(image.to_vec()), BAYIN) {
+        Ok(store) => store,
+        // Only a store cut before its first durable commit may not open: then nothing was
+        // acknowledged.
+        Err(_) if acknowledged.is_empty() => return problems,
+        Err(e) => {
+            problems.push(format!("the store does not open: {e}"));
+            return problems;
+        }
+    };
+    let value_of = |id: &DocId| -> Option<i64> {
+        let doc = store.load(id).ok()??;
+        match automerge::ReadDoc::get(&doc, automerge::ROOT, "value").ok()?? {
+            (automerge::Value::Scalar(s), _) => s.as_i64(),
+            _ => None,
+        }
+    };
+    for (id, value) in acknowledged {
+        if value_of(id) != Some(*value) {
+            problems.push(format!("acknowledged case file {id} is lost"));
+        }
+    }
+    let summaries = store.summaries().unwrap_or_default();
+    for (id, _) in &summaries {
+        match written.iter().find(|(w, _)| w == id) {
+            Some((_, value)) if value_of(id) == Some(*value) => {}
+            _ => problems.push(format!("case file {id} is there but was never written so")),
+        }
+    }
+    let counted: u64 = store.doc_counts().by_kind.values().sum();
+    if counted != summaries.len() as u64 {
+        problems.push(format!(
+            "doc counts say {counted} documents, the index lists {}",
+            summaries.len()
+        ));
+    }
+    problems
+}
+
+#[test]
+fn received_case_files_written_unflushed_survive_a_power_cut_once_flushed() {
+    let ops_budget = {
+        let disk = PowerCutDisk::default();
+        let (written, flushed_at) = group_commit_workload(&disk, || {});
+        assert_eq!(flushed_at.len(), 30, "a flush failed without a power cut");
+        assert_eq!(flushed_at.last().unwrap().0.end, written.len());
+        disk.ops()
+    };
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for seed in 1..=60u64 {
+        for (what, problems, acknowledged) in group_commit_run(seed, ops_budget) {
+            checked += acknowledged;
+            if !problems.is_empty() {
+                failures.push(format!("seed {seed}, {what}: {}", problems.join("; ")));
+            }
+        }
+    }
+    println!("group commit: {checked} acknowledged case files checked after power cuts");
+    assert!(checked > 0, "no cut came after a flush");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
