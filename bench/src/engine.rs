@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use amphi_node::peer::GROUP_COMMIT;
 use amphi_node::repo::summarise;
-use amphi_node::store::Store;
+use amphi_node::store::{DocSummary, DocWrite, Store};
 use amphi_node::trust::Trust;
+use amphi_protocol::attest::Attestation;
 use amphi_protocol::docsync::DocSync;
 use amphi_protocol::gate::Inbound;
 use amphi_protocol::{DocId, OrgPath, gate};
@@ -143,8 +145,11 @@ pub struct CostModel {
     pub attestations_ms: f64,
     /// Summarising the received document (scope, names, digest), ms per doc.
     pub summarise_ms: f64,
-    /// One durable store write of the received document with its attestations, ms per doc.
+    /// Storing the received document with its attestations as a session does (group
+    /// commit), ms per doc.
     pub store_save_ms: f64,
+    /// The store's writes, alone and grouped, on this disk and on a slower one.
+    pub store_writes: StoreWrites,
     /// The sum: a single-threaded ceiling for cold replication, docs/s.
     pub ceiling_docs_per_s: f64,
     /// Encoded attestations (signature beside each change) per doc, bytes.
@@ -177,14 +182,13 @@ pub fn cost_model(
     me: &OrgPath,
     scratch: &Path,
 ) -> anyhow::Result<CostModel> {
-    let scratch = Store::open(&scratch.join("scratch.redb"), me.as_str())?;
+    let mut received_docs = Vec::new();
     let mut t_load = Duration::ZERO;
     let mut t_engine = Duration::ZERO;
     let mut t_gate = Duration::ZERO;
     let mut t_auth = Duration::ZERO;
     let mut t_atts = Duration::ZERO;
     let mut t_summary = Duration::ZERO;
-    let mut t_save = Duration::ZERO;
     let mut changes = 0usize;
     let mut attestation_bytes = 0usize;
     for id in ids {
@@ -265,13 +269,12 @@ pub fn cost_model(
         let t = Instant::now();
         let summary = summarise(id, &mut received);
         t_summary += t.elapsed();
-        let t = Instant::now();
-        scratch.save(id, &mut received, &[], &summary, &all_attestations, None)?;
-        t_save += t.elapsed();
+        received_docs.push((id.clone(), received, summary, all_attestations));
     }
+    let store_writes = store_writes(me, scratch, &mut received_docs)?;
     let n = ids.len().max(1) as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0 / n;
-    let per_doc = ms(t_load) + ms(t_gate) + ms(t_atts) + ms(t_summary) + ms(t_save);
+    let per_doc = ms(t_load) + ms(t_gate) + ms(t_atts) + ms(t_summary) + store_writes.grouped_ms;
     Ok(CostModel {
         sample: ids.len(),
         changes_per_doc: changes as f64 / n,
@@ -281,8 +284,103 @@ pub fn cost_model(
         authenticate_ms: ms(t_auth),
         attestations_ms: ms(t_atts),
         summarise_ms: ms(t_summary),
-        store_save_ms: ms(t_save),
+        store_save_ms: store_writes.grouped_ms,
+        store_writes,
         ceiling_docs_per_s: 1000.0 / per_doc.max(1e-9),
         attestation_bytes_per_doc: attestation_bytes as f64 / n,
+    })
+}
+
+/// How much longer each flush takes on the emulated slower disk: a consumer hard disk's or
+/// SD card's fsync, where this machine's takes a fraction of a millisecond.
+pub const SLOW_FLUSH: Duration = Duration::from_millis(4);
+
+/// What storing a received document costs, ms per doc.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreWrites {
+    /// One durable commit per document (as a roster or the API's write is stored).
+    pub alone_ms: f64,
+    /// As a session stores case files: written unflushed, one durable commit per
+    /// [`GROUP_COMMIT`] documents (group commit).
+    pub grouped_ms: f64,
+    /// The two on a disk whose every flush takes [`SLOW_FLUSH`] longer (emulated).
+    pub slow_alone_ms: f64,
+    /// See [`StoreWrites::slow_alone_ms`].
+    pub slow_grouped_ms: f64,
+}
+
+/// A disk whose every flush takes [`SLOW_FLUSH`] longer than this machine's.
+#[derive(Debug)]
+struct SlowFlush(redb::backends::FileBackend);
+
+impl redb::StorageBackend for SlowFlush {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        std::thread::sleep(SLOW_FLUSH);
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.0.write(offset, data)
+    }
+}
+
+/// Stores `docs` into fresh stores under `dir`, alone and grouped, on this disk and on the
+/// emulated slower one.
+fn store_writes(
+    me: &OrgPath,
+    dir: &Path,
+    docs: &mut [(DocId, AutoCommit, DocSummary, Vec<Attestation>)],
+) -> anyhow::Result<StoreWrites> {
+    let n = docs.len().max(1) as f64;
+    let mut timed = |name: &str, slow: bool, grouped: bool| -> anyhow::Result<f64> {
+        let path = dir.join(format!("scratch-{name}.redb"));
+        let store = if slow {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            Store::open_with_backend(
+                SlowFlush(redb::backends::FileBackend::new(file)?),
+                me.as_str(),
+            )?
+        } else {
+            Store::open(&path, me.as_str())?
+        };
+        let t = Instant::now();
+        for (i, (id, doc, summary, attestations)) in docs.iter_mut().enumerate() {
+            let write = DocWrite {
+                id,
+                doc,
+                heads_before: &[],
+                summary,
+                attestations,
+                proofs: &[],
+            };
+            if !grouped {
+                store.save_write(write, None)?;
+                continue;
+            }
+            store.save_unflushed(write, None)?;
+            if (i + 1) % GROUP_COMMIT == 0 {
+                store.flush()?;
+            }
+        }
+        store.flush()?;
+        Ok(t.elapsed().as_secs_f64() * 1000.0 / n)
+    };
+    Ok(StoreWrites {
+        alone_ms: timed("alone", false, false)?,
+        grouped_ms: timed("grouped", false, true)?,
+        slow_alone_ms: timed("slow-alone", true, false)?,
+        slow_grouped_ms: timed("slow-grouped", true, true)?,
     })
 }

@@ -333,6 +333,21 @@ impl Report {
             ),
             None,
         );
+        let w = &c.store_writes;
+        row(
+            "B1",
+            "store write per doc, alone / grouped",
+            format!(
+                "this disk {:.2} / {:.2} ms; a disk whose flush takes {} ms longer (emulated) {:.2} / {:.2} ms (groups of {})",
+                w.alone_ms,
+                w.grouped_ms,
+                crate::engine::SLOW_FLUSH.as_millis(),
+                w.slow_alone_ms,
+                w.slow_grouped_ms,
+                amphi_node::peer::GROUP_COMMIT
+            ),
+            None,
+        );
         row(
             "B1",
             "wire bytes per doc explained",
