@@ -778,25 +778,28 @@ fn cut_and_check(office: &Office, photo: &Photo, made: &[Made], rng: &mut Rng) -
     out
 }
 
+/// What makes `disk` fail after a random number of operations (up to `ops_budget`) and
+/// photograph itself at [`PHOTOS`] random points before: a workload calls it once its store
+/// is open.
+fn power_goes<'d>(disk: &'d PowerCutDisk, ops_budget: u64, rng: &mut Rng) -> impl FnOnce() + 'd {
+    let fails_after = rng.below(ops_budget as usize + 1) as u64;
+    let photos_at: Vec<u64> = (0..PHOTOS)
+        .map(|_| rng.below(fails_after as usize + 1) as u64)
+        .collect();
+    move || {
+        disk.fail_after(fails_after);
+        disk.photograph_before(photos_at);
+    }
+}
+
 /// One seed: the workload on a fresh disk that fails after a random number of operations
 /// (up to `ops_budget`), photographed at [`PHOTOS`] random points before; every photograph
 /// and the failed disk are cut and checked. Returns (cut description, outcome) per cut.
 fn one_run(office: &Office, seed: u64, ops_budget: u64) -> Vec<(String, Outcome)> {
     let mut rng = Rng::seeded(seed);
     let disk = PowerCutDisk::default();
-    let fails_after = rng.below(ops_budget as usize + 1) as u64;
-    let photos_at: Vec<u64> = (0..PHOTOS)
-        .map(|_| rng.below(fails_after as usize + 1) as u64)
-        .collect();
-    let made = workload(
-        office,
-        &disk,
-        || {
-            disk.fail_after(fails_after);
-            disk.photograph_before(photos_at);
-        },
-        &mut rng,
-    );
+    let power_goes = power_goes(&disk, ops_budget, &mut rng);
+    let made = workload(office, &disk, power_goes, &mut rng);
     let mut failed = disk.now();
     if made.last().is_some_and(|m| m.acknowledged.is_none()) {
         failed.in_flight = Some(made.len() - 1);
@@ -933,19 +936,11 @@ fn a_store_cut_before_its_first_sync_opens_empty_or_fails_cleanly() {
 fn group_commit_run(seed: u64, ops_budget: u64) -> Vec<(String, Vec<String>, usize)> {
     let mut rng = Rng::seeded(seed);
     let disk = PowerCutDisk::default();
-    let fails_after = rng.below(ops_budget as usize + 1) as u64;
-    let photos_at: Vec<u64> = (0..PHOTOS)
-        .map(|_| rng.below(fails_after as usize + 1) as u64)
-        .collect();
-    let (written, flushed_at) = group_commit_workload(&disk, || {
-        disk.fail_after(fails_after);
-        disk.photograph_before(photos_at);
-    });
+    let power_goes = power_goes(&disk, ops_budget, &mut rng);
+    let (written, flushed_at) = group_commit_workload(&disk, power_goes);
     let photos = std::mem::take(&mut disk.platter().photos);
-    let mut cuts = vec![(
-        format!("the disk failing after {fails_after} operations"),
-        disk.now(),
-    )];
+    let failed = format!("the disk failing after {} operations", disk.ops());
+    let mut cuts = vec![(failed, disk.now())];
     cuts.extend(
         photos
             .into_iter()

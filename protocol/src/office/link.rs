@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 
 use super::catchup::CatchUp;
 use super::requests::{REQUEST_WINDOW, Requests};
-use super::{Notice, NoticeKind, Office, Outbound, Received, Storage, StorageError};
+use super::{Commit, Notice, NoticeKind, Office, Outbound, Received, Storage, StorageError};
 use crate::attest::Attestation;
 use crate::docsync::DocSync;
 use crate::session::{PeerSession, SessionError, Step};
@@ -102,31 +102,31 @@ impl Delivery {
     /// ([`Office::receive`]). Safe on any thread; one document's deliveries must not run
     /// at the same time (the link hands out one at a time per document).
     pub fn receive<S: Storage>(&mut self, office: &Office<S>) -> Result<Received, StorageError> {
-        office.receive(
-            &self.doc,
-            &self.peer,
-            &self.message,
-            &self.attestations,
-            &mut self.sync,
-            self.now_ms,
-        )
+        self.receive_as(office, Commit::Durable)
     }
 
     /// [`Delivery::receive`], leaving what it admitted for the caller to make durable with
-    /// [`Storage::flush`] before it hands the outcome to [`Link::delivered`]
-    /// ([`Office::receive_unflushed`]).
+    /// [`Storage::flush`] ([`Storage::save_unflushed`]) before it hands the outcome to
+    /// [`Link::delivered`]: several deliveries' writes then share one durable commit.
     pub fn receive_unflushed<S: Storage>(
         &mut self,
         office: &Office<S>,
     ) -> Result<Received, StorageError> {
-        office.receive_unflushed(
+        self.receive_as(office, Commit::Unflushed)
+    }
+
+    fn receive_as<S: Storage>(
+        &mut self,
+        office: &Office<S>,
+        commit: Commit,
+    ) -> Result<Received, StorageError> {
+        let message = (
             &self.doc,
             &self.peer,
-            &self.message,
-            &self.attestations,
-            &mut self.sync,
-            self.now_ms,
-        )
+            &self.message[..],
+            &self.attestations[..],
+        );
+        office.receive_as(commit, message, &mut self.sync, self.now_ms)
     }
 }
 

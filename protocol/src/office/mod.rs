@@ -148,7 +148,7 @@ pub struct Received {
     pub notices: Vec<Notice>,
 }
 
-/// How [`Office::receive_as`] stores what a message admitted.
+/// How a received message's admitted changes are stored.
 #[derive(Debug, Clone, Copy)]
 enum Commit {
     /// Durable before it returns ([`Storage::save`]).
@@ -390,23 +390,8 @@ impl<S: Storage> Office<S> {
         self.receive_as(Commit::Durable, message, sync, now_ms)
     }
 
-    /// [`Office::receive`], but what the message admitted may not be durable yet when it
-    /// returns ([`Storage::save_unflushed`]): the caller calls [`Storage::flush`] before it
-    /// sends the reply or hands on the notices. Several messages' writes then share one
-    /// durable commit.
-    pub fn receive_unflushed(
-        &self,
-        id: &DocId,
-        peer: &OrgPath,
-        bytes: &[u8],
-        attestations: &[Attestation],
-        sync: &mut DocSync,
-        now_ms: i64,
-    ) -> Result<Received, StorageError> {
-        let message = (id, peer, bytes, attestations);
-        self.receive_as(Commit::Unflushed, message, sync, now_ms)
-    }
-
+    /// [`Office::receive`], storing what the message admitted as `commit` says (see
+    /// [`link::Delivery::receive_unflushed`]).
     fn receive_as(
         &self,
         commit: Commit,
