@@ -6,8 +6,10 @@
 //! incremental saves of the changes since. Loading concatenates them (automerge reads such
 //! a concatenation directly). After [`COMPACT_AFTER`] chunks the document is rewritten as
 //! one chunk, so the store does not grow without bound. Every document write commits with
-//! `Durability::Immediate` (fsync) before it returns; sync-state-only writes ride along with
-//! the next durable commit.
+//! `Durability::Immediate` (fsync) before it returns, but for a session's received case
+//! files ([`Store::save_unflushed`]), which are made durable together by one
+//! [`Store::flush`] before anything of them is acknowledged (group commit); sync-state-only
+//! writes ride along with the next durable commit.
 //!
 //! The quarantine is bounded: a refused change is kept once per (document, change hash), or
 //! once per (document, peer, reason) when it has no hash; a repeat only bumps the record's
