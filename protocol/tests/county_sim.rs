@@ -309,6 +309,8 @@ struct Stats {
     proofs_held: usize,
     /// Deliveries out, their writes not yet flushed, when their office lost power.
     unflushed_lost: usize,
+    /// Deliveries out when their link went down whose notices went to the other links.
+    dropped_announced: usize,
 }
 
 struct County {
@@ -544,6 +546,7 @@ impl County {
             };
             core.store().flush().expect("the simulator's store flushes");
             if let Ok(received) = received {
+                self.stats.dropped_announced += usize::from(!received.notices.is_empty());
                 let notices = received.notices.into_iter().map(|n| (n, Some(e))).collect();
                 self.notify(ends[side], notices);
             }
@@ -1425,6 +1428,20 @@ fn a_county_converges_under_partitions_crashes_and_a_hostile_office() {
         "{} of {seeds} seeds failed (replay one with AMPHI_SIM_SEED=S):\n{}",
         failures.len(),
         failures.join("\n")
+    );
+}
+
+/// Seed 367: the county's change reaches a township as a delivery held out, and the county
+/// loses power before it comes back, so the link drops with it out. The township keeps the
+/// change; before the fix its notices were dropped with the delivery, its link to the
+/// residence village never offered the change, and the village lacked it at the end.
+#[test]
+fn a_change_taken_as_its_link_goes_down_still_travels_on() {
+    let (outcome, _) = run(367);
+    let stats = outcome.unwrap_or_else(|e| panic!("seed 367: {e}"));
+    assert!(
+        stats.dropped_announced > 0,
+        "seed 367 no longer drops a delivery with news when a link goes down: pick another"
     );
 }
 
