@@ -28,6 +28,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("certificate", certificate),
     ("store_records", store_records),
     ("sync_message", sync_message),
+    ("change_chunk", change_chunk),
     ("bundle", bundle),
     ("dashboard_input", dashboard_input),
 ];
@@ -429,6 +430,24 @@ fn let_contained_panics_unwind() {
             }
         }));
     });
+}
+
+/// `change_chunk`: one change chunk from a peer, as the gate reads it.
+///
+/// Decoding never panics, and a chunk that decodes has at most `MAX_OPS` ops and
+/// `MAX_PREDS` predecessors in all, as automerge itself counts them: the column counts
+/// (`amphi_protocol::columns`) let nothing bigger reach automerge's parser.
+pub fn change_chunk(data: &[u8]) {
+    use amphi_protocol::columns::{MAX_OPS, MAX_PREDS};
+    use amphi_protocol::syncmsg::decode_change;
+    let_contained_panics_unwind();
+    let Ok(change) = decode_change(data) else {
+        return;
+    };
+    assert!(change.len() <= MAX_OPS, "{} ops", change.len());
+    let ops = change.decode().operations;
+    let preds: usize = ops.iter().map(|op| op.pred.len()).sum();
+    assert!(preds <= MAX_PREDS, "{preds} predecessors");
 }
 
 /// `sync_message`: a peer's sync message through the gate into a real case file, exactly as

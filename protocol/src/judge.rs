@@ -53,8 +53,7 @@ pub fn author_of(change: &Change) -> Option<OrgPath> {
         .and_then(|s| OrgPath::parse(s).ok())
 }
 
-/// Most ops one change may carry (a new case file has about thirty).
-pub const MAX_OPS: usize = 4096;
+pub use crate::columns::MAX_OPS;
 /// Longest map key accepted in any document.
 pub const MAX_KEY: usize = 320;
 

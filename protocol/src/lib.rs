@@ -24,6 +24,7 @@ pub mod attest;
 pub mod authority;
 pub mod bundle;
 pub mod casefile;
+pub mod columns;
 pub mod contain;
 pub mod docsync;
 pub mod gate;

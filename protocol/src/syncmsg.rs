@@ -18,6 +18,7 @@
 use automerge::sync;
 use automerge::{Change, ChangeHash};
 
+use crate::columns::check_counts;
 use crate::contain::contain;
 use crate::inflate::{InflateError, inflate_at_most};
 
@@ -303,9 +304,9 @@ pub fn decode_change(chunk: &[u8]) -> Result<Change, SyncMessageError> {
         return Err(bad("one chunk per change"));
     }
     match kind {
-        CHUNK_CHANGE => {}
+        CHUNK_CHANGE => check_counts(body)?,
         CHUNK_COMPRESSED => match inflate_at_most(body, MAX_CHANGE_BYTES) {
-            Ok(_) => {}
+            Ok(inflated) => check_counts(&inflated)?,
             Err(InflateError::Invalid) => return Err(bad("compressed change does not inflate")),
             Err(InflateError::TooLarge(got)) => {
                 return Err(SyncMessageError::TooMany {

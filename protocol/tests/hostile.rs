@@ -614,3 +614,243 @@ fn a_change_on_top_of_an_ended_residence_is_judged_with_it_ended_in_the_same_mes
     );
     assert!(county.case(&id).activities.is_empty());
 }
+
+/// Bytes of a change chunk, read and written the way automerge lays them out: LEB128 numbers
+/// and length-prefixed runs (for [`stretched`]).
+struct Bytes<'a>(&'a [u8]);
+
+impl<'a> Bytes<'a> {
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        head
+    }
+    fn uleb(&mut self) -> u64 {
+        let (mut v, mut shift) = (0u64, 0);
+        loop {
+            let b = self.take(1)[0];
+            v |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                return v;
+            }
+        }
+    }
+    fn sleb(&mut self) -> i64 {
+        let (mut v, mut shift) = (0i64, 0);
+        loop {
+            let b = self.take(1)[0];
+            v |= i64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                if shift < 64 && b & 0x40 != 0 {
+                    v |= -1 << shift;
+                }
+                return v;
+            }
+        }
+    }
+}
+
+fn sleb(out: &mut Vec<u8>, mut v: i64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if (v == 0 && b & 0x40 == 0) || (v == -1 && b & 0x40 != 0) {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// What [`stretched`] makes longer.
+#[derive(Clone, Copy, PartialEq)]
+enum Stretch {
+    /// Every op column's longest run: `extra` more ops, each as the run's others.
+    Ops,
+    /// The predecessors of the ops in the predecessor-count column's longest run, `extra`
+    /// more each (the predecessor columns' longest runs made longer to match).
+    Predecessors,
+}
+
+/// `change` in the same few bytes, declaring `extra` more ops or predecessors: a
+/// well-formed chunk (checksum included) that automerge's parser would walk entry by entry.
+fn stretched(change: &Change, stretch: Stretch, extra: u64) -> Vec<u8> {
+    let raw = change.raw_bytes();
+    let mut r = Bytes(&raw[9..]);
+    let len = r.uleb() as usize;
+    let body = r.take(len);
+    let mut r = Bytes(body);
+    // The header, up to the column layout, stays as it is.
+    let deps = r.uleb() as usize;
+    r.take(32 * deps);
+    let actor = r.uleb() as usize;
+    r.take(actor);
+    r.uleb();
+    r.uleb();
+    r.sleb();
+    let message = r.uleb() as usize;
+    r.take(message);
+    let others = r.uleb();
+    for _ in 0..others {
+        let n = r.uleb() as usize;
+        r.take(n);
+    }
+    let header = &body[..body.len() - r.0.len()];
+    let layout: Vec<(u64, usize)> = (0..r.uleb())
+        .map(|_| (r.uleb(), r.uleb() as usize))
+        .collect();
+    let mut columns = Vec::new();
+    let mut more_preds = 0; // Stretch::Predecessors: entries the predecessor columns gain
+    for (spec, len) in &layout {
+        let data = r.take(*len);
+        let mut c = Bytes(data);
+        let at = |c: &Bytes| data.len() - c.0.len();
+        // Each run's length (where it is written, how long it is, whether it is signed) and,
+        // for a run of one value, where the value is written.
+        type Run = (std::ops::Range<usize>, u64, bool, std::ops::Range<usize>);
+        let mut runs: Vec<Run> = Vec::new();
+        match spec & 0b111 {
+            7 => {} // raw values: a null takes no bytes
+            4 => {
+                // booleans: alternating run lengths
+                while !c.0.is_empty() {
+                    let start = at(&c);
+                    let n = c.uleb();
+                    runs.push((start..at(&c), n, false, 0..0));
+                }
+            }
+            kind => {
+                // run-length encoded: a count, then one value, a literal list, or a null count
+                let value = |c: &mut Bytes| match kind {
+                    3 => drop(c.sleb()),
+                    5 => {
+                        let n = c.uleb() as usize;
+                        c.take(n);
+                    }
+                    _ => drop(c.uleb()),
+                };
+                while !c.0.is_empty() {
+                    let start = at(&c);
+                    let n = c.sleb();
+                    if n > 0 {
+                        let count = start..at(&c);
+                        value(&mut c);
+                        runs.push((count.clone(), n as u64, true, count.end..at(&c)));
+                    } else if n < 0 {
+                        (0..-n).for_each(|_| value(&mut c));
+                    } else {
+                        let start = at(&c);
+                        let nulls = c.uleb();
+                        runs.push((start..at(&c), nulls, false, 0..0));
+                    }
+                }
+            }
+        }
+        let pred_column = spec >> 4 == 7;
+        let longest = runs.into_iter().max_by_key(|(_, n, _, _)| *n);
+        columns.push(match (stretch, longest) {
+            (_, None) | (Stretch::Predecessors, _) if !pred_column => data.to_vec(),
+            (_, None) => data.to_vec(),
+            (Stretch::Predecessors, Some((_, ops, _, value))) if spec & 0b111 == 0 => {
+                let n = Bytes(&data[value.clone()]).uleb();
+                more_preds = ops * extra;
+                let mut out = data[..value.start].to_vec();
+                leb(&mut out, n + extra);
+                out.extend_from_slice(&data[value.end..]);
+                out
+            }
+            (_, Some((at, n, signed, _))) => {
+                let longer = match stretch {
+                    Stretch::Ops => n + extra,
+                    Stretch::Predecessors => n + more_preds,
+                };
+                let mut out = data[..at.start].to_vec();
+                match signed {
+                    true => sleb(&mut out, longer as i64),
+                    false => leb(&mut out, longer),
+                }
+                out.extend_from_slice(&data[at.end..]);
+                out
+            }
+        });
+    }
+    let mut body = header.to_vec();
+    leb(&mut body, layout.len() as u64);
+    for ((spec, _), data) in layout.iter().zip(&columns) {
+        leb(&mut body, *spec);
+        leb(&mut body, data.len() as u64);
+    }
+    for data in &columns {
+        body.extend_from_slice(data);
+    }
+    body.extend_from_slice(r.0); // extra bytes
+    let mut summed = vec![1u8];
+    leb(&mut summed, body.len() as u64);
+    summed.extend_from_slice(&body);
+    let checksum = &<sha2::Sha256 as sha2::Digest>::digest(&summed)[..4];
+    [&raw[..4], checksum, &summed].concat()
+}
+
+/// A change of `n` list insertions, or `n` overwrites of a value each (one predecessor each).
+fn change_of(n: usize, overwrites: bool) -> Change {
+    let mut doc = automerge::AutoCommit::new();
+    let list = doc.put_object(ROOT, "l", automerge::ObjType::List).unwrap();
+    for i in 0..n {
+        doc.put(ROOT, format!("k{i}"), 1).unwrap();
+    }
+    doc.commit();
+    for i in 0..n {
+        match overwrites {
+            true => doc.put(ROOT, format!("k{i}"), 2).unwrap(),
+            false => doc.insert(&list, i, ScalarValue::Null).unwrap(),
+        }
+    }
+    doc.commit();
+    doc.get_last_local_change().unwrap().clone()
+}
+
+#[test]
+fn stretched_changes_are_what_automerge_would_read() {
+    // The helper below builds real bombs: at a small stretch, automerge parses the chunk and
+    // finds that many more ops, or predecessors.
+    let ops = Change::from_bytes(stretched(&change_of(10, false), Stretch::Ops, 5)).unwrap();
+    assert_eq!(ops.len(), 15);
+    let preds = Change::from_bytes(stretched(&change_of(10, true), Stretch::Predecessors, 5));
+    let preds = preds.unwrap().decode();
+    assert_eq!(preds.operations.len(), 10);
+    assert!(preds.operations.iter().all(|op| op.pred.len() == 6));
+}
+
+#[test]
+fn a_change_declaring_billions_of_ops_or_predecessors_in_a_few_bytes_is_refused_unread() {
+    // automerge's columns are run-length encoded: a change of about a hundred bytes can
+    // declare a trillion ops, or one op a trillion predecessors. automerge would walk every
+    // one, then ask for terabytes to decode them: an abort, which no containment catches.
+    let (id, _village, _, mut county) = county();
+    let trillion = 1u64 << 40;
+    let ops = stretched(&change_of(10, false), Stretch::Ops, trillion);
+    let preds = stretched(&change_of(10, true), Stretch::Predecessors, trillion);
+    assert!(ops.len() < 200 && preds.len() < 200, "a few bytes each");
+    let before = county.doc.get_heads();
+    let panics = panics_on_this_thread();
+    let adm = county.receive(&id, &org(VILLAGE), &message_with(&[ops, preds]));
+    let reasons: Vec<String> = adm.refused.iter().map(|r| r.reason.to_string()).collect();
+    assert_eq!(adm.refused.len(), 2, "{reasons:?}");
+    assert!(
+        adm.refused.iter().all(|r| r.reason.code() == "malformed"),
+        "{reasons:?}"
+    );
+    assert!(reasons[0].contains("more than 4096 ops"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("more than 65536 predecessors"),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        panics_on_this_thread(),
+        panics,
+        "refused before automerge read them"
+    );
+    assert_eq!(county.doc.get_heads(), before);
+}

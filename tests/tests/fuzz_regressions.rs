@@ -249,6 +249,12 @@ mod seeds {
         for (name, bytes) in records {
             out.push(("store_records", name.into(), bytes));
         }
+        for (n, mut change) in doc.get_changes(&[]).into_iter().enumerate() {
+            let raw = change.raw_bytes().to_vec();
+            out.push(("change_chunk", format!("change-{n}"), raw));
+            let stored = change.bytes().to_vec();
+            out.push(("change_chunk", format!("change-{n}-as-stored"), stored));
+        }
         for (n, m) in super::targets::gate_fixture().messages.iter().enumerate() {
             out.push(("sync_message", format!("honest-{n}"), m.clone()));
         }
