@@ -436,10 +436,11 @@ fn let_contained_panics_unwind() {
 ///
 /// Decoding never panics, and a chunk that decodes has at most `MAX_OPS` ops and
 /// `MAX_PREDS` predecessors in all, as automerge itself counts them: the column counts
-/// (`amphi_protocol::columns`) let nothing bigger reach automerge's parser.
+/// (`amphi_protocol::columns`) let nothing bigger reach automerge's parser. The ops the
+/// gate keeps from the canonical-encoding check are exactly a fresh decode's.
 pub fn change_chunk(data: &[u8]) {
     use amphi_protocol::columns::{MAX_OPS, MAX_PREDS};
-    use amphi_protocol::syncmsg::decode_change;
+    use amphi_protocol::syncmsg::{decode_change, decode_change_with_ops};
     let_contained_panics_unwind();
     let Ok(change) = decode_change(data) else {
         return;
@@ -448,6 +449,9 @@ pub fn change_chunk(data: &[u8]) {
     let ops = change.decode().operations;
     let preds: usize = ops.iter().map(|op| op.pred.len()).sum();
     assert!(preds <= MAX_PREDS, "{preds} predecessors");
+    let kept = decode_change_with_ops(data).expect("decodes as decode_change did");
+    assert_eq!(kept.change.hash(), change.hash());
+    assert_eq!(kept.ops, ops);
 }
 
 /// `sync_message`: a peer's sync message through the gate into a real case file, exactly as

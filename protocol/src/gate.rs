@@ -30,7 +30,7 @@ use crate::attest::{Attestation, Authenticator};
 use crate::contain::contain;
 use crate::history::History;
 use crate::ids::DocId;
-use crate::judge::{FactsAt, Judged, Stop};
+use crate::judge::{ChangeOps, FactsAt, Judged, Stop};
 use crate::org::OrgPath;
 use crate::pending::{Pending, Writes};
 use crate::refusal::Refusal;
@@ -253,8 +253,9 @@ struct Passed {
     writes: Writes,
 }
 
-/// Authenticity, structure and authority of one change not yet in `doc`, given the facts at
-/// its dependencies if they are known and the changes judged before it and not yet applied
+/// Authenticity, structure and authority of one change not yet in `doc`, given its ops if
+/// they were decoded with it (else they are decoded here), the facts at its dependencies if
+/// they are known and the changes judged before it and not yet applied
 /// ([`crate::judge::judge_carrying`]; they are applied first if judging it needs more of the
 /// document than they answer for, and `Err` says the engine failed on them).
 #[allow(clippy::too_many_arguments)]
@@ -262,7 +263,7 @@ fn check(
     doc: &mut AutoCommit,
     pending: &mut Pending,
     history: &mut History,
-    change: &Change,
+    (change, ops): (&Change, Option<Vec<automerge::legacy::Op>>),
     attestation: Option<&Attestation>,
     vouchers: &mut Vouchers,
     cx: &Inbound<'_>,
@@ -284,8 +285,16 @@ fn check(
     } else {
         known.clone()
     };
+    let ops = match ops {
+        Some(ops) => ops,
+        None => match crate::judge::decode_ops(change) {
+            Ok(ops) => ops,
+            Err(reason) => return Ok(Err(Hold::Refuse(reason))),
+        },
+    };
+    let change_ops = ChangeOps { change, ops: &ops };
     let judge = |doc: &AutoCommit, pending: &Pending, known| {
-        crate::judge::judge_carrying(doc, pending, cx.id, change, &view, cx.auth, known)
+        crate::judge::judge_carrying(doc, pending, cx.id, change_ops, &view, cx.auth, known)
     };
     let judged = match judge(doc, pending, known) {
         Err(Stop::ApplyPending) => {
@@ -381,6 +390,11 @@ fn rebuild_without(
 /// Most changes held back per document and peer (waiting for a dependency, or dated in the
 /// future); beyond it the oldest are forgotten (the next session brings them again).
 pub const MAX_HELD_BACK: usize = 4096;
+
+/// Most decoded ops a message keeps from its canonical-encoding checks for judging (about
+/// 8 MiB; a cold case file has some 200). Each change is bounded ([`crate::columns`]), but a
+/// message may carry 65,536 of them.
+const KEPT_OPS: usize = 65_536;
 
 /// Receives a sync message (`bytes`) from a peer into `doc`, as described in the module
 /// docs, and advances `state` as automerge's own receive would. `refused_before` are changes
@@ -593,9 +607,23 @@ fn admit(
         change,
     };
     let mut seen: HashSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+    // The ops each change's canonical-encoding check decoded, kept for its judging up to
+    // KEPT_OPS in all; the rest are decoded again when judged.
+    let mut ops: HashMap<ChangeHash, Vec<automerge::legacy::Op>> = HashMap::new();
+    let mut kept = 0;
     for chunk in &message.changes {
-        match syncmsg::decode_change(chunk) {
-            Ok(c) if seen.insert(c.hash()) => changes.push(c),
+        let decoded = match kept < KEPT_OPS {
+            true => syncmsg::decode_change_with_ops(chunk).map(|d| (d.change, Some(d.ops))),
+            false => syncmsg::decode_change(chunk).map(|change| (change, None)),
+        };
+        match decoded {
+            Ok((change, decoded_ops)) if seen.insert(change.hash()) => {
+                if let Some(decoded_ops) = decoded_ops {
+                    kept += decoded_ops.len();
+                    ops.insert(change.hash(), decoded_ops);
+                }
+                changes.push(change);
+            }
             Ok(_) => {}
             Err(e) => admission
                 .refused
@@ -645,7 +673,7 @@ fn admit(
             doc,
             &mut pending,
             &mut history,
-            &change,
+            (&change, ops.remove(&hash)),
             signatures.get(&hash),
             &mut vouchers,
             cx,

@@ -838,6 +838,8 @@ pub fn judge(
     view: &View<'_>,
     auth: &dyn Authenticator,
 ) -> Result<(), Refusal> {
+    let ops = decode_ops(change)?;
+    let change = ChangeOps { change, ops: &ops };
     match judge_carrying(doc, &Pending::default(), id, change, view, auth, None) {
         Ok(_) => Ok(()),
         Err(Stop::Refuse(r)) => Err(r),
@@ -845,8 +847,26 @@ pub fn judge(
     }
 }
 
-/// [`judge`], given the case file's facts at the change's dependencies if they are known
-/// (`known`: the caller's duty that they are exactly those), and the changes judged before
+/// A change and its ops as [`Change::decode`] gives them: what the judge reads.
+#[derive(Clone, Copy)]
+pub struct ChangeOps<'a> {
+    /// The change.
+    pub change: &'a Change,
+    /// Its ops ([`decode_ops`], or kept by [`crate::syncmsg::decode_change_with_ops`]).
+    pub ops: &'a [automerge::legacy::Op],
+}
+
+/// The ops of `change`, decoded (contained: a failure is the engine's), for
+/// [`judge_carrying`] when the caller does not hold them from
+/// [`crate::syncmsg::decode_change_with_ops`].
+pub fn decode_ops(change: &Change) -> Result<Vec<automerge::legacy::Op>, Refusal> {
+    contain("decoding a change's ops", || change.decode().operations)
+        .map_err(|f| Refusal::EngineFault(f.to_string()))
+}
+
+/// [`judge`], given the change's ops decoded, and the case file's facts at the change's
+/// dependencies if they are known (`known`: the caller's duty that they are exactly those),
+/// and the changes judged before
 /// it and not yet applied to `doc` (`pending`: the caller's duty that, if any, the change
 /// saw exactly them and the document, [`Pending::seen_whole_by`]). `Ok` carries the facts
 /// after the change when it left them as they were, for a next change that sees exactly it
@@ -855,7 +875,7 @@ pub fn judge_carrying(
     doc: &AutoCommit,
     pending: &Pending,
     id: &DocId,
-    change: &Change,
+    ChangeOps { change, ops }: ChangeOps<'_>,
     view: &View<'_>,
     auth: &dyn Authenticator,
     known: Option<FactsAt>,
@@ -869,9 +889,6 @@ pub fn judge_carrying(
     if change.is_empty() {
         return Err(Stop::Refuse(bad("a change with no ops")));
     }
-    let expanded = contain("decoding a change's ops", || change.decode())
-        .map_err(|f| Refusal::EngineFault(f.to_string()))?;
-    let ops = &expanded.operations;
     let seen = seen(doc, pending, id, change, ops, auth, known)?;
     let judged = judge_ops(&seen, pending, change, ops, view);
     if seen.needs_document.get() {

@@ -291,6 +291,38 @@ impl SyncMessage {
 /// changes depend on a change it can no longer produce (found by the `sync_message` fuzz
 /// target). So a change must re-encode to its own hash.
 pub fn decode_change(chunk: &[u8]) -> Result<Change, SyncMessageError> {
+    decode(chunk, Ops::Drop).map(|(change, _)| change)
+}
+
+/// A change as [`decode_change`] read it, with the ops its canonical-encoding check
+/// decoded, for the judge to read instead of decoding them a second time.
+pub struct DecodedChange {
+    /// The change.
+    pub change: Change,
+    /// Its ops, as [`Change::decode`] gives them.
+    pub ops: Vec<automerge::legacy::Op>,
+}
+
+/// [`decode_change`], keeping the ops it decoded.
+pub fn decode_change_with_ops(chunk: &[u8]) -> Result<DecodedChange, SyncMessageError> {
+    let (change, ops) = decode(chunk, Ops::Keep)?;
+    Ok(DecodedChange {
+        change,
+        ops: ops.unwrap_or_default(),
+    })
+}
+
+/// Whether [`decode`] keeps the ops it decoded (a copy, made before re-encoding them).
+#[derive(Clone, Copy, PartialEq)]
+enum Ops {
+    Keep,
+    Drop,
+}
+
+fn decode(
+    chunk: &[u8],
+    keep: Ops,
+) -> Result<(Change, Option<Vec<automerge::legacy::Op>>), SyncMessageError> {
     let bad = |why: &str| SyncMessageError::Chunk(why.to_owned());
     let mut r = Cursor { buf: chunk };
     if r.take(4)? != CHUNK_MAGIC {
@@ -326,8 +358,10 @@ pub fn decode_change(chunk: &[u8]) -> Result<Change, SyncMessageError> {
     let change = contain("reading a change", || Change::from_bytes(chunk.to_vec()))
         .map_err(|f| SyncMessageError::Chunk(f.to_string()))?
         .map_err(|e| SyncMessageError::Chunk(format!("unreadable change: {e}")))?;
-    let canonical = contain("re-encoding a change", || {
-        Change::from(change.decode()).hash()
+    let (canonical, ops) = contain("re-encoding a change", || {
+        let expanded = change.decode();
+        let ops = (keep == Ops::Keep).then(|| expanded.operations.clone());
+        (Change::from(expanded).hash(), ops)
     })
     .map_err(|f| SyncMessageError::Chunk(f.to_string()))?;
     if canonical != change.hash() {
@@ -336,7 +370,7 @@ pub fn decode_change(chunk: &[u8]) -> Result<Change, SyncMessageError> {
             change.hash()
         )));
     }
-    Ok(change)
+    Ok((change, ops))
 }
 
 /// Checks the framing of a document as the store saved it — a whole-document chunk followed
