@@ -162,9 +162,10 @@ pub fn certificate(data: &[u8]) {
 ///
 /// An attestation ([`Attestation::decode`]), a proof (`vouch::Proof::decode`, which must
 /// also chain), a quarantine record and a document summary
-/// (JSON), a peer's sync state (`automerge::sync::State::decode`), a stored document (the
-/// concatenated chunks `Store::load` decodes with `store::decode_document`, which contains
-/// automerge's panics: counted, not findings), and the keys the store
+/// (JSON), a peer's sync state (`automerge::sync::State::decode`), a stored document (a
+/// chunk as `store::read_chunk` reads it — inflated if the store deflated it — then decoded
+/// with `store::decode_document`, which contains automerge's panics: counted, not
+/// findings), and the keys the store
 /// parses (document ids, change hashes). None may panic; what decodes survives a
 /// round trip.
 pub fn store_records(data: &[u8]) {
@@ -202,7 +203,10 @@ pub fn store_records(data: &[u8]) {
         let again = sync::State::decode(&bytes).expect("a written sync state reads back");
         assert_eq!(again.encode(), bytes);
     }
-    if let Ok(mut doc) = amphi_node::store::decode_document(data) {
+    // A stored chunk: deflated by the store, or automerge's bytes as they are.
+    if let Ok(plain) = amphi_node::store::read_chunk(data)
+        && let Ok(mut doc) = amphi_node::store::decode_document(&plain)
+    {
         let heads = doc.get_heads();
         let saved = doc.save();
         let mut again = amphi_node::store::decode_document(&saved).expect("a saved document loads");

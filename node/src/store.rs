@@ -2,7 +2,8 @@
 //! changes, their index, sync states, the certificates learned from peers, and the
 //! quarantine of refused changes.
 //!
-//! A document is stored as chunks: chunk 0 is a compact `save()`, later chunks are
+//! A document is stored as chunks: chunk 0 is a compact save (automerge's, deflated in one
+//! stream by the store: [`read_chunk`]), later chunks are
 //! incremental saves of the changes since. Loading concatenates them (automerge reads such
 //! a concatenation directly). After [`COMPACT_AFTER`] chunks the document is rewritten as
 //! one chunk, so the store does not grow without bound. Every document write commits with
@@ -174,7 +175,9 @@ fn load_in(txn: &redb::ReadTransaction, id: &DocId) -> Result<Option<AutoCommit>
     let mut bytes = Vec::new();
     for entry in table.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
         let (_, v) = entry?;
-        bytes.extend_from_slice(v.value());
+        let chunk =
+            read_chunk(v.value()).map_err(|why| StoreError::Corrupt(id.to_string(), why))?;
+        bytes.extend_from_slice(&chunk);
     }
     if bytes.is_empty() {
         return Ok(None);
@@ -636,7 +639,7 @@ impl Store {
             let key = id.as_str();
             let mut chunks = txn.open_table(DOC_CHUNKS)?;
             chunks.retain_in((key, 0)..=(key, u64::MAX), |_, _| false)?;
-            chunks.insert((key, 0), doc.save().as_slice())?;
+            chunks.insert((key, 0), whole_chunk(doc).as_slice())?;
             let json = serde_json::to_vec(summary).expect("summary serialises");
             let old = txn
                 .open_table(DOC_INDEX)?
@@ -955,6 +958,37 @@ pub fn decode_document(bytes: &[u8]) -> Result<AutoCommit, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The first bytes of a document chunk the store deflated itself ([`whole_chunk`]); an
+/// automerge chunk starts with automerge's magic bytes instead.
+const DEFLATED_CHUNK: &[u8; 4] = b"amZ1";
+/// Most bytes a deflated chunk may inflate to.
+const MAX_CHUNK_BYTES: usize = 64 << 20;
+
+/// A whole document as one chunk: automerge's save without its own compression, deflated in
+/// one fast stream. automerge's `save` deflates each large column on its own, starting a new
+/// deflate stream for each: most of a received case file's store write (benchmarks.md,
+/// sixteenth step).
+fn whole_chunk(doc: &mut AutoCommit) -> Vec<u8> {
+    use std::io::Write as _;
+    let plain = doc.save_nocompress();
+    let mut out = DEFLATED_CHUNK.to_vec();
+    let mut deflate = flate2::write::DeflateEncoder::new(&mut out, flate2::Compression::fast());
+    deflate.write_all(&plain).expect("deflating into memory");
+    deflate.finish().expect("deflating into memory");
+    out
+}
+
+/// A stored chunk as automerge reads it: inflated (at most [`MAX_CHUNK_BYTES`]) if the store
+/// deflated it ([`whole_chunk`]), else as stored.
+pub fn read_chunk(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    match stored.strip_prefix(DEFLATED_CHUNK) {
+        None => Ok(std::borrow::Cow::Borrowed(stored)),
+        Some(deflated) => amphi_protocol::inflate::inflate_at_most(deflated, MAX_CHUNK_BYTES)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| format!("a deflated chunk does not inflate: {e:?}")),
+    }
+}
+
 /// A document as one read snapshot holds it ([`Store::load_whole`]).
 pub struct Whole {
     /// Its body.
@@ -996,10 +1030,10 @@ fn save_in(
             for i in 0..=n {
                 chunks.remove((id.as_str(), i))?;
             }
-            chunks.insert((id.as_str(), 0), doc.save().as_slice())?;
+            chunks.insert((id.as_str(), 0), whole_chunk(doc).as_slice())?;
         }
         None => {
-            chunks.insert((id.as_str(), 0), doc.save().as_slice())?;
+            chunks.insert((id.as_str(), 0), whole_chunk(doc).as_slice())?;
         }
     }
     let json = serde_json::to_vec(summary).expect("summary serialises");
@@ -1374,6 +1408,66 @@ mod tests {
             .unwrap();
         txn.commit().unwrap();
         assert!(matches!(store.load(&id), Err(StoreError::Corrupt(..))));
+    }
+
+    #[test]
+    fn a_whole_document_is_stored_deflated_and_earlier_builds_chunks_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), "hoboksar").unwrap();
+        let mut doc = AutoCommit::new();
+        for n in 0..200 {
+            doc.put(automerge::ROOT, format!("activity-{n:04}"), "village study")
+                .unwrap();
+        }
+        doc.commit();
+        let chunk0 = |store: &Store, id: &DocId| -> Vec<u8> {
+            let txn = store.db.begin_read().unwrap();
+            let table = txn.open_table(DOC_CHUNKS).unwrap();
+            table
+                .get((id.as_str(), 0))
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec()
+        };
+        let written = DocId::new_member([1; 8]);
+        store
+            .save(&written, &mut doc, &[], &summary(), &[], None)
+            .unwrap();
+        let stored = chunk0(&store, &written);
+        assert!(stored.starts_with(DEFLATED_CHUNK));
+        assert!(stored.len() < doc.save_nocompress().len() / 2, "deflated");
+        assert_eq!(
+            store.load(&written).unwrap().unwrap().get_heads(),
+            doc.get_heads()
+        );
+        // A chunk as builds before this one wrote it: automerge's own save, read as it is.
+        let earlier = DocId::new_member([2; 8]);
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(DOC_CHUNKS)
+            .unwrap()
+            .insert((earlier.as_str(), 0), doc.save().as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(
+            store.load(&earlier).unwrap().unwrap().get_heads(),
+            doc.get_heads()
+        );
+        // A deflated chunk that does not inflate, or inflates to damage, is the store's
+        // damage, not a crash.
+        let id = DocId::new_member([3; 8]);
+        for bad in [
+            &stored[..stored.len() - 8],
+            &[DEFLATED_CHUNK as &[u8], &[1, 2, 3]].concat(),
+        ] {
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(DOC_CHUNKS)
+                .unwrap()
+                .insert((id.as_str(), 0), bad)
+                .unwrap();
+            txn.commit().unwrap();
+            assert!(matches!(store.load(&id), Err(StoreError::Corrupt(..))));
+        }
     }
 
     #[test]
