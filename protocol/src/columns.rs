@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 
-use crate::syncmsg::SyncMessageError;
+use crate::syncmsg::{Cursor, SyncMessageError};
 
 /// Most ops one change may carry (a new case file has about thirty).
 pub const MAX_OPS: usize = 4096;
@@ -62,19 +62,19 @@ pub fn check_counts(body: &[u8]) -> Result<(), SyncMessageError> {
 /// The op columns of a change chunk's body, each as its spec and its data, past the header
 /// (dependencies, actor, seq, start op, time, message, other actors).
 fn op_columns(body: &[u8]) -> Result<Vec<(u32, &[u8])>, SyncMessageError> {
-    let mut r = Reader { buf: body };
+    let mut r = Cursor { buf: body };
     let deps = r.uleb()?;
-    r.skip(deps.checked_mul(32))?;
+    r.take_len(deps.saturating_mul(32))?;
     let actor = r.uleb()?;
-    r.skip(Some(actor))?;
+    r.take_len(actor)?;
     r.uleb()?; // seq
     r.uleb()?; // start op
     r.sleb()?; // timestamp
     let message = r.uleb()?;
-    r.skip(Some(message))?;
+    r.take_len(message)?;
     for _ in 0..r.uleb()? {
         let other_actor = r.uleb()?;
-        r.skip(Some(other_actor))?;
+        r.take_len(other_actor)?;
     }
     let columns = r.uleb()?;
     let (mut layout, mut specs) = (Vec::new(), HashSet::new());
@@ -91,14 +91,14 @@ fn op_columns(body: &[u8]) -> Result<Vec<(u32, &[u8])>, SyncMessageError> {
     }
     layout
         .into_iter()
-        .map(|(spec, len)| Ok((spec, r.take(len)?)))
+        .map(|(spec, len)| Ok((spec, r.take_len(len)?)))
         .collect()
 }
 
 /// Adds up a run-length-encoded column of unsigned integers, each entry weighted by
 /// `weight(value)` (a null weighs 1), stopping as soon as the sum passes `limit`.
 fn runs(data: &[u8], limit: u64, weight: impl Fn(u64) -> u64) -> Result<u64, SyncMessageError> {
-    let mut r = Reader { buf: data };
+    let mut r = Cursor { buf: data };
     let mut sum = 0u64;
     while !r.buf.is_empty() && sum <= limit {
         let count = r.sleb()?;
@@ -126,63 +126,6 @@ fn bad(why: &str) -> SyncMessageError {
     SyncMessageError::Chunk(why.to_owned())
 }
 
-/// LEB128 and byte runs, bounded by the input.
-struct Reader<'a> {
-    buf: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: u64) -> Result<&'a [u8], SyncMessageError> {
-        let n = usize::try_from(n).map_err(|_| SyncMessageError::Truncated)?;
-        if self.buf.len() < n {
-            return Err(SyncMessageError::Truncated);
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-
-    fn skip(&mut self, n: Option<u64>) -> Result<(), SyncMessageError> {
-        self.take(n.ok_or(SyncMessageError::Truncated)?).map(|_| ())
-    }
-
-    fn byte(&mut self) -> Result<u8, SyncMessageError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn uleb(&mut self) -> Result<u64, SyncMessageError> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let byte = self.byte()?;
-            let bits = u64::from(byte & 0x7f);
-            if i == 9 && bits > 1 {
-                return Err(SyncMessageError::Leb);
-            }
-            value |= bits << (7 * i);
-            if byte & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(SyncMessageError::Leb)
-    }
-
-    fn sleb(&mut self) -> Result<i64, SyncMessageError> {
-        let mut value = 0i64;
-        for i in 0..10 {
-            let byte = self.byte()?;
-            value |= i64::from(byte & 0x7f).wrapping_shl(7 * i);
-            if byte & 0x80 == 0 {
-                let shift = 7 * (i + 1);
-                if shift < 64 && byte & 0x40 != 0 {
-                    value |= -1i64 << shift; // sign-extend
-                }
-                return Ok(value);
-            }
-        }
-        Err(SyncMessageError::Leb)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,9 +135,9 @@ mod tests {
     /// The body of `change`'s chunk: past magic (4), checksum (4), type (1) and length.
     fn body(change: &automerge::Change) -> Vec<u8> {
         let raw = change.raw_bytes();
-        let mut r = Reader { buf: &raw[9..] };
+        let mut r = Cursor { buf: &raw[9..] };
         let len = r.uleb().unwrap();
-        r.take(len).unwrap().to_vec()
+        r.take_len(len).unwrap().to_vec()
     }
 
     fn inserts(n: usize) -> automerge::Change {
@@ -263,7 +206,7 @@ mod tests {
                     break;
                 }
             }
-            assert_eq!(Reader { buf: &out }.sleb().unwrap(), v, "{v}");
+            assert_eq!(Cursor { buf: &out }.sleb().unwrap(), v, "{v}");
         }
     }
 }

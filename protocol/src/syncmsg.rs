@@ -111,12 +111,14 @@ pub struct SyncMessage {
     pub changes: Vec<Vec<u8>>,
 }
 
-struct Cursor<'a> {
-    buf: &'a [u8],
+/// Reads automerge's encodings (LEB128 numbers, byte runs) from the front of `buf`, never
+/// past its end.
+pub(crate) struct Cursor<'a> {
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], SyncMessageError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], SyncMessageError> {
         if self.buf.len() < n {
             return Err(SyncMessageError::Truncated);
         }
@@ -125,7 +127,28 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
-    fn uleb(&mut self) -> Result<u64, SyncMessageError> {
+    /// [`Cursor::take`] of a length read from the bytes.
+    pub(crate) fn take_len(&mut self, n: u64) -> Result<&'a [u8], SyncMessageError> {
+        self.take(usize::try_from(n).map_err(|_| SyncMessageError::Truncated)?)
+    }
+
+    pub(crate) fn sleb(&mut self) -> Result<i64, SyncMessageError> {
+        let mut value = 0i64;
+        for i in 0..10 {
+            let byte = *self.take(1)?.first().ok_or(SyncMessageError::Truncated)?;
+            value |= i64::from(byte & 0x7f).wrapping_shl(7 * i);
+            if byte & 0x80 == 0 {
+                let shift = 7 * (i + 1);
+                if shift < 64 && byte & 0x40 != 0 {
+                    value |= -1i64 << shift; // sign-extend
+                }
+                return Ok(value);
+            }
+        }
+        Err(SyncMessageError::Leb)
+    }
+
+    pub(crate) fn uleb(&mut self) -> Result<u64, SyncMessageError> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let byte = *self.take(1)?.first().ok_or(SyncMessageError::Truncated)?;
