@@ -8,6 +8,7 @@
 //! [`MemStore::crash`] loses those written since.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use automerge::{AutoCommit, ChangeHash};
@@ -40,6 +41,8 @@ pub struct MemStore {
     /// While unflushed writes wait: what was durable before the first of them (a crash
     /// brings it back).
     before_unflushed: Mutex<Option<Inner>>,
+    /// Documents loaded from their saved bytes so far.
+    loads: AtomicUsize,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -50,6 +53,12 @@ impl MemStore {
     /// An empty store.
     pub fn new() -> MemStore {
         MemStore::default()
+    }
+
+    /// How many times a document was loaded from its saved bytes (what a load costs is
+    /// most of what an office spends sending a document).
+    pub fn loads(&self) -> usize {
+        self.loads.load(Ordering::Relaxed)
     }
 
     /// Power cut: what was not durable is gone.
@@ -124,6 +133,7 @@ impl Storage for MemStore {
         let bytes = guard(&self.durable).docs.get(id).cloned();
         bytes
             .map(|b| {
+                self.loads.fetch_add(1, Ordering::Relaxed);
                 AutoCommit::load(&b)
                     .map_err(|e| StorageError::Corrupt(id.to_string(), e.to_string()))
             })

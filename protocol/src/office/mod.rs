@@ -29,6 +29,7 @@
 pub mod carry;
 pub mod catchup;
 pub mod link;
+pub mod loaded;
 pub mod memstore;
 pub mod requests;
 pub mod signatures;
@@ -165,6 +166,8 @@ pub struct Office<S> {
     auth: Auth,
     signer: Arc<dyn Sign>,
     locks: Vec<Mutex<()>>,
+    /// Documents kept loaded from one message to the next ([`loaded`]).
+    loaded: loaded::Loaded,
     /// Send only the signature at the top of each run of an office's changes
     /// ([`signatures`]).
     chained_signatures: bool,
@@ -181,6 +184,7 @@ impl<S: Storage> Office<S> {
             auth,
             signer,
             locks: (0..LOCK_SHARDS).map(|_| Mutex::new(())).collect(),
+            loaded: loaded::Loaded::default(),
             chained_signatures: false,
         }
     }
@@ -222,6 +226,26 @@ impl<S: Storage> Office<S> {
             d.set_actor(self.actor.clone());
             d
         }))
+    }
+
+    /// `id` as the store holds it: the copy kept after the last message about it if the
+    /// store has not moved since ([`loaded`]), or loaded.
+    fn checkout(&self, id: &DocId) -> Result<Option<AutoCommit>, StorageError> {
+        if let Some(placement) = self.store.placement(id)
+            && let Some(doc) = self.loaded.take(id, &placement.digest)
+        {
+            return Ok(Some(doc));
+        }
+        self.load(id)
+    }
+
+    /// Keeps `doc` for the next message about `id`, if it is what the store holds now.
+    fn keep(&self, id: &DocId, mut doc: AutoCommit) {
+        if let Some(placement) = self.store.placement(id)
+            && heads_digest(&doc.get_heads()) == placement.digest
+        {
+            self.loaded.keep(id, placement.digest, doc);
+        }
     }
 
     fn fresh(&self) -> AutoCommit {
@@ -327,8 +351,9 @@ impl<S: Storage> Office<S> {
         let view = summary::view_of(id, self.store.placement(id).as_ref(), peer);
         let view = self.widened(id, view, sync.their_heads())?;
         let proofs = Proofs::for_view(&view);
+        let holds = view == View::Holds;
         let mut doc = match view {
-            View::Holds => self.load(id)?.unwrap_or_default(),
+            View::Holds => self.checkout(id)?.unwrap_or_default(),
             View::Exited(heads) => match self.load(id)?.map(|mut d| d.fork_at(&heads)) {
                 Some(Ok(fork)) => fork,
                 _ => return Ok((None, true)),
@@ -338,7 +363,11 @@ impl<S: Storage> Office<S> {
             View::Nothing | View::Unknown => AutoCommit::new(),
         };
         let message = self.outgoing(id, &mut doc, sync, proofs)?;
-        Ok((message, sync.in_sync(&doc.get_heads())))
+        let in_sync = sync.in_sync(&doc.get_heads());
+        if holds {
+            self.keep(id, doc);
+        }
+        Ok((message, in_sync))
     }
 
     /// The next message of `sync` from `doc` (the document, or the part of it the peer may
@@ -436,7 +465,7 @@ impl<S: Storage> Office<S> {
             };
             return Ok(received);
         }
-        let mut doc = self.load(id)?.unwrap_or_else(|| self.fresh());
+        let mut doc = self.checkout(id)?.unwrap_or_else(|| self.fresh());
         let heads_before = doc.get_heads();
         let mut reload = || match self.load(id) {
             Ok(Some(d)) => d,
@@ -536,6 +565,7 @@ impl<S: Storage> Office<S> {
                 sync.in_sync(&doc.get_heads()),
             ),
         };
+        self.keep(id, doc);
         let received = Received {
             reply,
             applied: admission.applied.len(),
