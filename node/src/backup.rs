@@ -325,6 +325,7 @@ mod tests {
         let summary = repo.store().summary(&unsigned).unwrap().unwrap();
         let summary = amphi_protocol::office::DocSummary {
             digest: heads_digest(&doc.get_heads()),
+            heads: doc.get_heads(),
             ..summary
         };
         repo.store()

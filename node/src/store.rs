@@ -1149,6 +1149,7 @@ mod tests {
             residence_org: None,
             scope: vec![],
             digest: [0; 16],
+            heads: vec![],
             exits: vec![],
             leaving: false,
             confirmed: vec![],

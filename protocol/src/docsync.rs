@@ -95,6 +95,54 @@ impl DocSync {
         self.refused.extend(hashes);
     }
 
+    /// True while nothing has passed with the peer about this document: no message sent or
+    /// received, and nothing persisted says what the peer holds.
+    pub fn is_fresh(&self) -> bool {
+        let s = &self.state;
+        !s.have_responded
+            && s.their_heads.is_none()
+            && s.their_have.is_none()
+            && s.shared_heads.is_empty()
+            && self.held_back.is_empty()
+    }
+
+    /// The first message to a peer that holds nothing of the document (reconciliation said
+    /// so): the document's `heads` and an empty Bloom filter, made without the document.
+    /// `None` unless this sync [`is_fresh`](DocSync::is_fresh) and `heads` is not empty.
+    ///
+    /// automerge's own first message carries a Bloom filter of every change the document
+    /// holds, and building it means loading the document: for a county offering thousands of
+    /// case files to a new mirror, a load per offer, before the mirror has asked for one. The
+    /// filter only lets the peer leave out what this office has of the peer's changes, and a
+    /// peer that holds nothing has none. If it came to hold some meanwhile, it sends them,
+    /// and they are taken as already held: bytes, never a wrong outcome. The state then
+    /// stands as automerge's own first message leaves it: heads sent, a message in flight.
+    pub fn offer_to_empty(&mut self, heads: &[ChangeHash]) -> Option<Outgoing> {
+        if !self.is_fresh() || heads.is_empty() {
+            return None;
+        }
+        let offer = sync::Message {
+            heads: heads.to_vec(),
+            need: Vec::new(),
+            have: vec![sync::Have {
+                last_sync: Vec::new(),
+                bloom: sync::BloomFilter::default(),
+            }],
+            changes: sync::ChunkList::empty(),
+            flags: None,
+            version: sync::MessageVersion::V1,
+        };
+        let encoded = offer.encode();
+        self.state.have_responded = true;
+        self.state.in_flight = true;
+        self.state.last_sent_heads = heads.to_vec();
+        self.last_sent = Some(Sha256::digest(&encoded).into());
+        Some(Outgoing {
+            message: encoded,
+            changes: Vec::new(),
+        })
+    }
+
     /// The next message to send for this document, or `None` if there is nothing new to
     /// say.
     pub fn generate(&mut self, doc: &mut AutoCommit) -> Option<Outgoing> {
@@ -236,5 +284,42 @@ impl DocSync {
     /// True when, as far as we know, the peer has exactly our heads.
     pub fn in_sync(&self, our_heads: &[ChangeHash]) -> bool {
         self.state.their_heads.as_deref() == Some(our_heads)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable as _;
+
+    #[test]
+    fn an_offer_to_an_empty_peer_is_automerge_s_first_message_without_the_filter() {
+        let mut doc = AutoCommit::new();
+        doc.put(automerge::ROOT, "name", "张三").unwrap();
+        doc.commit();
+        let heads = doc.get_heads();
+        let (mut light, mut usual) = (DocSync::default(), DocSync::default());
+        let offer = light.offer_to_empty(&heads).expect("a fresh sync offers");
+        let first = usual.generate(&mut doc).expect("automerge's first message");
+        let offer = sync::Message::decode(&offer.message).unwrap();
+        let first = sync::Message::decode(&first.message).unwrap();
+        assert_eq!(offer.heads, first.heads);
+        assert_eq!(offer.need, first.need);
+        assert!(offer.changes.is_empty() && first.changes.is_empty());
+        assert_eq!(offer.have.len(), 1);
+        assert_eq!(offer.have[0].last_sync, first.have[0].last_sync);
+        assert_ne!(first.have[0].bloom, sync::BloomFilter::default());
+        assert_eq!(offer.have[0].bloom, sync::BloomFilter::default());
+        // Both leave the state alike: heads sent, a message in flight, nothing more to say
+        // until the peer answers.
+        assert_eq!(light.state.last_sent_heads, usual.state.last_sent_heads);
+        assert_eq!(light.state.in_flight, usual.state.in_flight);
+        assert_eq!(light.state.have_responded, usual.state.have_responded);
+        assert!(light.generate(&mut doc).is_none() && usual.generate(&mut doc).is_none());
+        assert!(
+            light.offer_to_empty(&heads).is_none(),
+            "only a fresh sync offers so"
+        );
+        assert!(DocSync::default().offer_to_empty(&[]).is_none());
     }
 }

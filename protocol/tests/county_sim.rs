@@ -1967,3 +1967,51 @@ fn a_link_back_to_an_office_that_lost_its_copies_still_brings_it_everything() {
         );
     }
 }
+
+#[test]
+fn a_cold_sync_loads_each_file_once_at_the_office_that_sends_it() {
+    let keys = Arc::new(Keys::new());
+    let (v, t) = (fresh_office(4, &keys), fresh_office(1, &keys));
+    let ids: Vec<DocId> = (0..40)
+        .map(|n| {
+            v.create_member(&new_member(&format!("M{n}"), v.me()), T0)
+                .unwrap()
+                .0
+        })
+        .collect();
+    let loads_before = v.store().loads();
+    // The village's first message about each document, and every document it sent.
+    let mut first: HashMap<DocId, automerge::sync::Message> = HashMap::new();
+    run_link(&mut village_link(), [&v, &t], T0, &mut |side, f| {
+        if let (0, Frame::Sync { doc, message, .. }) = (side, f) {
+            first
+                .entry(doc.clone())
+                .or_insert_with(|| automerge::sync::Message::decode(message).unwrap());
+        }
+    });
+    let loads = v.store().loads() - loads_before;
+    for id in &ids {
+        assert_eq!(
+            heads_of(&t, id),
+            heads_of(&v, id),
+            "{id} reached the township"
+        );
+        let offer = &first[id];
+        assert!(
+            offer.changes.is_empty() && offer.have.len() == 1,
+            "{id}: the village offered it first"
+        );
+        assert_eq!(
+            offer.have[0].bloom,
+            automerge::sync::BloomFilter::default(),
+            "{id}: an offer to an office that holds nothing carries no filter"
+        );
+    }
+    // Each document is loaded once, to answer the township's request; its offer needed no
+    // load, and the township's acknowledgement found it still loaded.
+    assert!(
+        loads <= first.len(),
+        "{loads} loads for {} documents sent",
+        first.len()
+    );
+}

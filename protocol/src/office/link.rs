@@ -135,7 +135,9 @@ impl Delivery {
 pub struct Link {
     session: PeerSession,
     dialed: bool,
-    to_offer: VecDeque<DocId>,
+    /// Documents to offer, each with whether the peer holds nothing of it
+    /// ([`Office::offer_to_empty`]).
+    to_offer: VecDeque<(DocId, bool)>,
     requests: Requests,
     /// Requests that went unanswered in this session.
     unanswered: u64,
@@ -220,15 +222,17 @@ impl Link {
         if office.me().parent().as_ref() == Some(self.peer()) {
             // Documents leaving this office wait for the parent to hold them: a sync round
             // settles that even when reconciliation finds nothing different.
-            self.to_offer.extend(office.awaiting_upstream());
+            self.to_offer
+                .extend(office.awaiting_upstream().into_iter().map(|d| (d, false)));
         }
         let inventory = office.inventory_for(self.peer());
         let changed = office.changed_since_synced(self.peer(), &inventory);
-        let queued: std::collections::HashSet<DocId> = self.to_offer.iter().cloned().collect();
-        let fresh: Vec<DocId> = changed
+        let queued: std::collections::HashSet<DocId> =
+            self.to_offer.iter().map(|(d, _)| d.clone()).collect();
+        let fresh: Vec<(DocId, bool)> = changed
             .iter()
             .filter(|d| !queued.contains(*d))
-            .cloned()
+            .map(|d| (d.clone(), false))
             .collect();
         self.to_offer.extend(fresh);
         if !changed.is_empty() {
@@ -303,7 +307,8 @@ impl Link {
                         self.requests.forget(&doc);
                         continue;
                     }
-                    self.to_offer.push_back(doc);
+                    let lacks = peer_lacks.contains(&doc);
+                    self.to_offer.push_back((doc, lacks));
                 }
             }
             Step::Left(doc) => {
@@ -451,7 +456,7 @@ impl Link {
                 self.session.forget(&notice.doc);
                 self.requests.forget(&notice.doc);
                 self.catch_up.settled(&notice.doc, now_ms);
-                self.to_offer.retain(|d| *d != notice.doc);
+                self.to_offer.retain(|(d, _)| *d != notice.doc);
                 fx.frames.push(Frame::Left {
                     doc: notice.doc.clone(),
                 });
@@ -471,8 +476,12 @@ impl Link {
         self.release_requests(office, now_ms, &mut fx);
         self.end_catch_up(office, now_ms, &mut fx);
         let n = OFFER_BATCH.min(self.to_offer.len());
-        for doc in self.to_offer.drain(..n).collect::<Vec<_>>() {
-            self.offer(office, &doc, now_ms, &mut fx)?;
+        for (doc, peer_lacks) in self.to_offer.drain(..n).collect::<Vec<_>>() {
+            if peer_lacks {
+                self.offer_to_empty(office, &doc, now_ms, &mut fx)?;
+            } else {
+                self.offer(office, &doc, now_ms, &mut fx)?;
+            }
         }
         Ok(fx)
     }
@@ -499,6 +508,29 @@ impl Link {
             self.send_sync(office, doc.clone(), message, now_ms, fx);
         }
         Ok(())
+    }
+
+    /// Offers `doc` to a peer that holds nothing of it without loading it
+    /// ([`Office::offer_to_empty`]), or as [`Link::offer`] does when that does not apply.
+    fn offer_to_empty<S: Storage>(
+        &mut self,
+        office: &Office<S>,
+        doc: &DocId,
+        now_ms: i64,
+        fx: &mut Effects,
+    ) -> Result<(), LinkError> {
+        let peer = self.peer().clone();
+        let ds = self
+            .session
+            .doc_sync(doc, || office.resume_sync(doc, &peer));
+        match office.offer_to_empty(doc, &peer, ds) {
+            Some(message) => {
+                self.session.mark(doc, false);
+                self.send_sync(office, doc.clone(), message, now_ms, fx);
+                Ok(())
+            }
+            None => self.offer(office, doc, now_ms, fx),
+        }
     }
 
     /// Queues a sync message, preceded by any author certificate the peer has not been sent

@@ -370,6 +370,28 @@ impl<S: Storage> Office<S> {
         Ok((message, in_sync))
     }
 
+    /// The first message of `id` to `peer`, which holds nothing of it (reconciliation said
+    /// so), made without loading the document ([`DocSync::offer_to_empty`], from the heads
+    /// its placement keeps). `None` when that does not apply: the peer may not hold all of
+    /// the document, the sync is not fresh, or the summary predates stored heads; the caller
+    /// then generates as usual.
+    pub fn offer_to_empty(
+        &self,
+        id: &DocId,
+        peer: &OrgPath,
+        sync: &mut DocSync,
+    ) -> Option<Outbound> {
+        let placement = self.store.placement(id)?;
+        if summary::view_of(id, Some(&placement), peer) != View::Holds {
+            return None;
+        }
+        let offer = sync.offer_to_empty(&placement.heads)?;
+        Some(Outbound {
+            message: offer.message,
+            attestations: Vec::new(),
+        })
+    }
+
     /// The next message of `sync` from `doc` (the document, or the part of it the peer may
     /// be sent), with what goes beside its changes ([`signatures`]).
     fn outgoing(

@@ -36,6 +36,11 @@ pub struct DocSummary {
     /// Digest of the heads ([`heads_digest`]), hex.
     #[serde(with = "hex_digest")]
     pub digest: [u8; 16],
+    /// The heads themselves, so that an offer to a peer that holds nothing of the document
+    /// is made without loading it ([`super::Office::offer_to_empty`]). Empty in summaries
+    /// written by earlier builds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub heads: Vec<ChangeHash>,
     /// Orgs that left the document's scope, with the heads at which they left: their offices
     /// may still sync up to those heads, so they learn that they left (and purge).
     #[serde(default)]
@@ -121,6 +126,8 @@ mod hex_digest {
 pub struct Placement {
     /// Digest of the document's heads.
     pub digest: [u8; 16],
+    /// The heads, when the summary names them and they match the digest; else empty.
+    pub heads: Vec<ChangeHash>,
     /// The document's scope.
     pub scope: Vec<OrgPath>,
     /// Orgs that left the scope, with the heads when they left.
@@ -136,6 +143,11 @@ impl Placement {
     pub fn of(s: &DocSummary) -> Placement {
         Placement {
             digest: s.digest,
+            heads: if heads_digest(&s.heads) == s.digest {
+                s.heads.clone()
+            } else {
+                Vec::new()
+            },
             scope: s.scope.clone(),
             exits: s
                 .exits
@@ -150,13 +162,15 @@ impl Placement {
 
 /// The summary the store keeps of a document (kind, names, scope, digest).
 pub fn summarise(id: &DocId, doc: &mut AutoCommit) -> DocSummary {
+    let heads = doc.get_heads();
     let mut summary = DocSummary {
         kind: id.kind(),
         name: String::new(),
         home_org: None,
         residence_org: None,
         scope: Vec::new(),
-        digest: heads_digest(&doc.get_heads()),
+        digest: heads_digest(&heads),
+        heads,
         exits: Vec::new(),
         leaving: false,
         confirmed: Vec::new(),
