@@ -449,7 +449,7 @@ impl Link {
                 if notice.cause.as_ref() != Some(self.peer())
                     && office.offers_to(&notice.doc, self.peer())
                 {
-                    self.offer(office, &notice.doc, now_ms, &mut fx)?;
+                    self.offer(office, &notice.doc, false, now_ms, &mut fx)?;
                 }
             }
             NoticeKind::Left => {
@@ -477,20 +477,19 @@ impl Link {
         self.end_catch_up(office, now_ms, &mut fx);
         let n = OFFER_BATCH.min(self.to_offer.len());
         for (doc, peer_lacks) in self.to_offer.drain(..n).collect::<Vec<_>>() {
-            if peer_lacks {
-                self.offer_to_empty(office, &doc, now_ms, &mut fx)?;
-            } else {
-                self.offer(office, &doc, now_ms, &mut fx)?;
-            }
+            self.offer(office, &doc, peer_lacks, now_ms, &mut fx)?;
         }
         Ok(fx)
     }
 
-    /// Generates and queues the next sync message for `doc`, if any.
+    /// Generates and queues the next sync message for `doc`, if any: to a peer that holds
+    /// nothing of it (`peer_lacks`), without loading it where it can
+    /// ([`Office::offer_to_empty`]).
     fn offer<S: Storage>(
         &mut self,
         office: &Office<S>,
         doc: &DocId,
+        peer_lacks: bool,
         now_ms: i64,
         fx: &mut Effects,
     ) -> Result<(), LinkError> {
@@ -498,7 +497,13 @@ impl Link {
         let ds = self
             .session
             .doc_sync(doc, || office.resume_sync(doc, &peer));
-        let (message, in_sync) = office.generate(doc, &peer, ds)?;
+        let offer = peer_lacks
+            .then(|| office.offer_to_empty(doc, &peer, ds))
+            .flatten();
+        let (message, in_sync) = match offer {
+            Some(offer) => (Some(offer), false),
+            None => office.generate(doc, &peer, ds)?,
+        };
         self.session.mark(doc, in_sync);
         if in_sync {
             self.catch_up.settled(doc, now_ms);
@@ -508,29 +513,6 @@ impl Link {
             self.send_sync(office, doc.clone(), message, now_ms, fx);
         }
         Ok(())
-    }
-
-    /// Offers `doc` to a peer that holds nothing of it without loading it
-    /// ([`Office::offer_to_empty`]), or as [`Link::offer`] does when that does not apply.
-    fn offer_to_empty<S: Storage>(
-        &mut self,
-        office: &Office<S>,
-        doc: &DocId,
-        now_ms: i64,
-        fx: &mut Effects,
-    ) -> Result<(), LinkError> {
-        let peer = self.peer().clone();
-        let ds = self
-            .session
-            .doc_sync(doc, || office.resume_sync(doc, &peer));
-        match office.offer_to_empty(doc, &peer, ds) {
-            Some(message) => {
-                self.session.mark(doc, false);
-                self.send_sync(office, doc.clone(), message, now_ms, fx);
-                Ok(())
-            }
-            None => self.offer(office, doc, now_ms, fx),
-        }
     }
 
     /// Queues a sync message, preceded by any author certificate the peer has not been sent
