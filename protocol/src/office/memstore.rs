@@ -8,7 +8,6 @@
 //! [`MemStore::crash`] loses those written since.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use automerge::{AutoCommit, ChangeHash};
@@ -41,8 +40,8 @@ pub struct MemStore {
     /// While unflushed writes wait: what was durable before the first of them (a crash
     /// brings it back).
     before_unflushed: Mutex<Option<Inner>>,
-    /// Documents loaded from their saved bytes so far.
-    loads: AtomicUsize,
+    /// How many times each document was loaded from its saved bytes.
+    loads: Mutex<BTreeMap<DocId, usize>>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,10 +54,10 @@ impl MemStore {
         MemStore::default()
     }
 
-    /// How many times a document was loaded from its saved bytes (what a load costs is
-    /// most of what an office spends sending a document).
-    pub fn loads(&self) -> usize {
-        self.loads.load(Ordering::Relaxed)
+    /// How many times `id` was loaded from its saved bytes (what a load costs is most of
+    /// what an office spends sending a document).
+    pub fn loads(&self, id: &DocId) -> usize {
+        guard(&self.loads).get(id).copied().unwrap_or(0)
     }
 
     /// Power cut: what was not durable is gone.
@@ -133,7 +132,7 @@ impl Storage for MemStore {
         let bytes = guard(&self.durable).docs.get(id).cloned();
         bytes
             .map(|b| {
-                self.loads.fetch_add(1, Ordering::Relaxed);
+                *guard(&self.loads).entry(id.clone()).or_default() += 1;
                 AutoCommit::load(&b)
                     .map_err(|e| StorageError::Corrupt(id.to_string(), e.to_string()))
             })
