@@ -7,7 +7,7 @@
 //! its answer to the peer's request, the peer's acknowledgement — and each time loaded the
 //! document again.
 //!
-//! The office now keeps the case files it last worked on, at most [`KEPT_DOCUMENTS`], each
+//! The office now keeps the documents it last worked on, at most [`KEPT_DOCUMENTS`], each
 //! with the digest of its heads. A kept copy is handed out only while that digest is the one
 //! the store holds for the document (kept in memory with its placement, so checking costs no
 //! read): a write by any path, a purge or a rebuild leaves the copy stale, and a stale copy is

@@ -57,7 +57,7 @@ use crate::roster;
 use crate::stamp::{self, Stamp};
 use crate::visibility::{may_hold, scope};
 use crate::wire::Digest;
-use crate::{DocId, DocKind, OrgPath};
+use crate::{DocId, OrgPath};
 
 pub use memstore::MemStore;
 pub use storage::{DocWrite, Evidence, QuarantineRecord, Storage, StorageError};
@@ -239,12 +239,9 @@ impl<S: Storage> Office<S> {
         self.load(id)
     }
 
-    /// Keeps `doc` for the next message about `id`, if it is a case file and what the store
-    /// holds now. Rosters are few, and grow with their org: kept, a county of 250,000
-    /// members held ~45 MiB more at its peak.
+    /// Keeps `doc` for the next message about `id`, if it is what the store holds now.
     fn keep(&self, id: &DocId, mut doc: AutoCommit) {
-        if id.kind() == DocKind::Member
-            && let Some(placement) = self.store.placement(id)
+        if let Some(placement) = self.store.placement(id)
             && heads_digest(&doc.get_heads()) == placement.digest
         {
             self.loaded.keep(id, placement.digest, doc);
