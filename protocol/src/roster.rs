@@ -104,19 +104,13 @@ pub fn add_history(doc: &mut AutoCommit, line: &HistoryLine) -> Result<(), Autom
 pub fn read(doc: &AutoCommit) -> Roster {
     let reader = Reader::now(doc);
     let mut roster = Roster::default();
-    for key in reader.keys(&ROOT) {
+    for (key, v) in reader.str_fields(&ROOT) {
         if let Some(field) = key.strip_prefix(PROFILE_PREFIX) {
-            if let Some(v) = reader.str(&ROOT, &key) {
-                roster.profile.insert(field.to_owned(), v);
-            }
+            roster.profile.insert(field.to_owned(), v);
         } else if let Some(grid) = key.strip_prefix(GRID_PREFIX) {
-            if let Some(v) = reader.str(&ROOT, &key) {
-                roster.grids.insert(grid.to_owned(), v);
-            }
+            roster.grids.insert(grid.to_owned(), v);
         } else if key.starts_with(HISTORY_PREFIX)
-            && let Some(line) = reader
-                .str(&ROOT, &key)
-                .and_then(|v| serde_json::from_str(&v).ok())
+            && let Ok(line) = serde_json::from_str(&v)
         {
             roster.history.push(line);
         }

@@ -146,10 +146,9 @@ pub fn entries(reader: &Reader<'_>) -> Vec<Entry> {
         return Vec::new();
     };
     reader
-        .keys(&map)
-        .iter()
-        .filter_map(|k| reader.obj(&map, k))
-        .filter_map(|e| {
+        .objects(&map)
+        .into_iter()
+        .filter_map(|(_, e)| {
             let text = |k: &str| reader.str(&e, k);
             let decisions = Decision::ALL
                 .into_iter()

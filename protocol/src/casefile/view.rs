@@ -181,7 +181,7 @@ impl CaseFile {
         });
         let entries = |key: &str| -> Vec<ObjId> {
             r.obj(&ROOT, key)
-                .map(|m| r.keys(&m).iter().filter_map(|k| r.obj(&m, k)).collect())
+                .map(|m| r.objects(&m).into_iter().map(|(_, e)| e).collect())
                 .unwrap_or_default()
         };
         let mut activities: Vec<Activity> = entries(ACTIVITIES)
@@ -247,10 +247,10 @@ impl CaseFile {
         let contact = r.obj(&ROOT, CONTACTS).map(|c| {
             let person = r.str(&c, CONTACT_PERSON);
             let last = r
-                .keys(&c)
-                .iter()
-                .filter(|k| k.as_str() != CONTACT_PERSON)
-                .filter_map(|k| r.str(&c, k))
+                .str_fields(&c)
+                .into_iter()
+                .filter(|(k, _)| k != CONTACT_PERSON)
+                .map(|(_, at)| at)
                 .max();
             Contact {
                 person,
@@ -290,13 +290,12 @@ pub fn assignments(reader: &Reader<'_>) -> Vec<Assignment> {
         return Vec::new();
     };
     reader
-        .keys(&map)
-        .iter()
-        .filter_map(|k| Some((k, reader.obj(&map, k)?)))
+        .objects(&map)
+        .into_iter()
         .filter_map(|(k, e)| {
             let at = reader.str(&e, "at")?;
             Some(Assignment {
-                id: k.clone(),
+                id: k,
                 org: reader.str(&e, "org"),
                 since: reader.str(&e, "since"),
                 until: reader.str(&e, "until"),

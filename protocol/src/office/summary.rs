@@ -262,17 +262,16 @@ fn listing(
         .collect();
     lines.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
     let activity_dates = r.obj(&ROOT, ACTIVITIES).map(|m| {
-        r.keys(&m)
+        r.objects(&m)
             .iter()
-            .filter_map(|k| r.obj(&m, k))
-            .map(|e| r.str(&e, "date").unwrap_or_default())
+            .map(|(_, e)| r.str(e, "date").unwrap_or_default())
             .max()
     });
     let last_contact = r.obj(&ROOT, CONTACTS).and_then(|c| {
-        r.keys(&c)
-            .iter()
-            .filter(|k| k.as_str() != CONTACT_PERSON)
-            .filter_map(|k| r.str(&c, k))
+        r.str_fields(&c)
+            .into_iter()
+            .filter(|(k, _)| k != CONTACT_PERSON)
+            .map(|(_, at)| at)
             .max()
     });
     let reported_in = affiliation
