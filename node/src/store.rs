@@ -9,8 +9,10 @@
 //! one chunk, so the store does not grow without bound. Every document write commits with
 //! `Durability::Immediate` (fsync) before it returns, but for a session's received case
 //! files ([`Store::save_unflushed`]), which are made durable together by one
-//! [`Store::flush`] before anything of them is acknowledged (group commit); sync-state-only
-//! writes ride along with the next durable commit.
+//! [`Store::flush`] before anything of them is acknowledged (group commit). Sync-state-only
+//! writes (a peer's acknowledgement) wait in memory and go in with the next flush, or
+//! [`SYNC_STATES_WAITING`] at once: losing them costs a peer a longer next sync, never a
+//! wrong one.
 //!
 //! The quarantine is bounded: a refused change is kept once per (document, change hash), or
 //! once per (document, peer, reason) when it has no hash; a repeat only bumps the record's
@@ -241,7 +243,14 @@ pub struct Store {
     /// commit since covers ([`Store::flush`]).
     unflushed: AtomicU64,
     flushed: Mutex<u64>,
+    /// Sync-state-only writes not yet in a transaction, by (document, peer).
+    waiting_sync_states: Mutex<BTreeMap<(DocId, String), Vec<u8>>>,
 }
+
+/// Sync-state-only writes that wait in memory at most; then they are written together.
+/// Writing each in a transaction of its own was 8 % of a sending county's CPU during a cold
+/// replication (one per acknowledged case file).
+pub const SYNC_STATES_WAITING: usize = 256;
 
 impl Store {
     /// Opens (or creates) the store at `path`, checking it belongs to `org`.
@@ -381,6 +390,7 @@ impl Store {
             totals: Mutex::new(totals),
             unflushed: AtomicU64::new(0),
             flushed: Mutex::new(0),
+            waiting_sync_states: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -396,6 +406,7 @@ impl Store {
     /// synced from scratch, which fetches what the office wrote after the backup). Durable
     /// when it returns.
     pub fn restored(self) -> Result<(), StoreError> {
+        self.waiting_sync_states().clear();
         let txn = self.db.begin_write()?;
         {
             let fresh = hex::encode(rand::random::<[u8; INCARNATION_BYTES]>());
@@ -588,18 +599,60 @@ impl Store {
     /// Makes every write committed before this call durable: one durable commit for all the
     /// unflushed writes made so far by every thread (group commit). Returns at once when a
     /// durable commit since has covered them; several callers at once wait for one commit.
+    /// The sync states waiting go in with it (without forcing the disk if nothing else waits).
     pub fn flush(&self) -> Result<(), StoreError> {
         let wanted = self.unflushed.load(AtomicOrdering::SeqCst);
         let mut flushed = self.flushed.lock().unwrap_or_else(PoisonError::into_inner);
-        if *flushed >= wanted {
+        let durable = *flushed < wanted;
+        if !durable && self.waiting_sync_states().is_empty() {
             return Ok(());
         }
         // Read before the commit begins: every write counted here committed before it, so
         // the durable commit covers them (later ones may ride along uncounted).
         let covers = self.unflushed.load(AtomicOrdering::SeqCst);
-        self.db.begin_write()?.commit()?;
-        *flushed = covers;
+        let mut txn = self.db.begin_write()?;
+        if !durable {
+            txn.set_durability(Durability::None)?;
+        }
+        self.write_waiting_sync_states(&txn)?;
+        txn.commit()?;
+        if durable {
+            *flushed = covers;
+        }
         Ok(())
+    }
+
+    fn waiting_sync_states(&self) -> std::sync::MutexGuard<'_, BTreeMap<(DocId, String), Vec<u8>>> {
+        self.waiting_sync_states
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves every waiting sync state into `txn`.
+    fn write_waiting_sync_states(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let waiting = std::mem::take(&mut *self.waiting_sync_states());
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let mut table = txn.open_table(SYNC_STATES)?;
+        for ((id, peer), state) in &waiting {
+            table.insert((id.as_str(), peer.as_str()), state.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Writes every waiting sync state in a transaction of their own.
+    fn commit_waiting_sync_states(&self, durability: Durability) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability)?;
+        self.write_waiting_sync_states(&txn)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Forgets the waiting sync states of a document whose stored ones are being dropped.
+    fn drop_waiting_sync_states(&self, id: &DocId) {
+        self.waiting_sync_states().retain(|(doc, _), _| doc != id);
     }
 
     fn save_with(
@@ -614,6 +667,9 @@ impl Store {
         let mut changes = SummaryChanges::default();
         save_in(&txn, write, &mut changes)?;
         if let Some((peer, state)) = sync_state {
+            // This one is newer than any waiting for the same peer.
+            self.waiting_sync_states()
+                .remove(&(id.clone(), peer.to_owned()));
             txn.open_table(SYNC_STATES)?
                 .insert((id.as_str(), peer), state)?;
         }
@@ -633,6 +689,7 @@ impl Store {
         (added, proofs): (&[Attestation], &[Proof]),
         removed: &[ChangeHash],
     ) -> Result<(), StoreError> {
+        self.drop_waiting_sync_states(id);
         let txn = self.db.begin_write()?;
         let mut changes = SummaryChanges::default();
         {
@@ -699,6 +756,7 @@ impl Store {
     /// Purges `id` and makes `also` (e.g. the roster's history line about it) in one durable
     /// transaction: a crash cannot leave one without the other.
     pub fn purge_with(&self, id: &DocId, also: Option<DocWrite<'_>>) -> Result<(), StoreError> {
+        self.drop_waiting_sync_states(id);
         let txn = self.db.begin_write()?;
         let mut changes = SummaryChanges::default();
         {
@@ -743,19 +801,29 @@ impl Store {
         Ok(out)
     }
 
-    /// Stores a peer's sync state for a document, without forcing it to disk (it is
-    /// flushed with the next durable commit; losing it costs only a re-check).
+    /// Keeps a peer's sync state for a document: it waits in memory and is written with the
+    /// next [`Store::flush`], or with the others once [`SYNC_STATES_WAITING`] wait, and
+    /// reaches the disk with the next durable commit (losing it costs only a longer sync).
     pub fn save_sync_state(&self, id: &DocId, peer: &str, state: &[u8]) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
-        txn.open_table(SYNC_STATES)?
-            .insert((id.as_str(), peer), state)?;
-        txn.commit()?;
+        let full = {
+            let mut waiting = self.waiting_sync_states();
+            waiting.insert((id.clone(), peer.to_owned()), state.to_vec());
+            waiting.len() >= SYNC_STATES_WAITING
+        };
+        if full {
+            self.commit_waiting_sync_states(Durability::None)?;
+        }
         Ok(())
     }
 
-    /// A peer's persisted sync state for a document.
+    /// A peer's persisted sync state for a document (a waiting one first).
     pub fn sync_state(&self, id: &DocId, peer: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(state) = self
+            .waiting_sync_states()
+            .get(&(id.clone(), peer.to_owned()))
+        {
+            return Ok(Some(state.clone()));
+        }
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SYNC_STATES)?;
         Ok(table.get((id.as_str(), peer))?.map(|v| v.value().to_vec()))
@@ -1135,6 +1203,19 @@ impl Storage for Store {
     }
 }
 
+/// A node that stops keeps what its peers acknowledged: the sync states still waiting are
+/// written, durably.
+impl Drop for Store {
+    fn drop(&mut self) {
+        if self.waiting_sync_states().is_empty() {
+            return;
+        }
+        if let Err(e) = self.commit_waiting_sync_states(Durability::Immediate) {
+            tracing::warn!(error = %e, "the peers' latest sync states were not written; the next syncs check more");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1159,6 +1240,128 @@ mod tests {
             conflicts: vec![],
             last_seen: None,
         }
+    }
+
+    /// The sync state the store's table holds, not counting one waiting in memory.
+    fn written_sync_state(store: &Store, id: &DocId, peer: &str) -> Option<Vec<u8>> {
+        let txn = store.db.begin_read().unwrap();
+        let table = txn.open_table(SYNC_STATES).unwrap();
+        table
+            .get((id.as_str(), peer))
+            .unwrap()
+            .map(|v| v.value().to_vec())
+    }
+
+    const PEER: &str = "hoboksar/tw01";
+
+    #[test]
+    fn an_acknowledgement_s_sync_state_waits_for_the_next_flush_and_is_read_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), "hoboksar").unwrap();
+        let id = DocId::new_member([1; 8]);
+        store.save_sync_state(&id, PEER, b"acknowledged").unwrap();
+        assert_eq!(written_sync_state(&store, &id, PEER), None);
+        assert_eq!(
+            store.sync_state(&id, PEER).unwrap().as_deref(),
+            Some(&b"acknowledged"[..])
+        );
+        store.flush().unwrap();
+        assert_eq!(
+            written_sync_state(&store, &id, PEER).as_deref(),
+            Some(&b"acknowledged"[..])
+        );
+    }
+
+    #[test]
+    fn sync_states_are_written_together_once_enough_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), "hoboksar").unwrap();
+        let ids: Vec<DocId> = (0..SYNC_STATES_WAITING)
+            .map(|n| DocId::new_member((n as u64).to_be_bytes()))
+            .collect();
+        for id in &ids[..SYNC_STATES_WAITING - 1] {
+            store.save_sync_state(id, PEER, b"s").unwrap();
+        }
+        assert_eq!(written_sync_state(&store, &ids[0], PEER), None);
+        store
+            .save_sync_state(&ids[SYNC_STATES_WAITING - 1], PEER, b"s")
+            .unwrap();
+        for id in &ids {
+            assert!(
+                written_sync_state(&store, id, PEER).is_some(),
+                "{id} not written"
+            );
+        }
+    }
+
+    #[test]
+    fn a_purged_document_s_waiting_sync_state_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let id = DocId::new_member([2; 8]);
+        {
+            let store = Store::open(&path, "hoboksar").unwrap();
+            let mut doc = AutoCommit::new();
+            doc.put(automerge::ROOT, "n", 1).unwrap();
+            doc.commit();
+            store
+                .save(&id, &mut doc, &[], &summary(), &[], None)
+                .unwrap();
+            store
+                .save_sync_state(&id, PEER, b"before the purge")
+                .unwrap();
+            store.purge(&id).unwrap();
+            assert_eq!(store.sync_state(&id, PEER).unwrap(), None);
+            store.flush().unwrap();
+        }
+        let store = Store::open(&path, "hoboksar").unwrap();
+        assert_eq!(store.sync_state(&id, PEER).unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_closed_writes_its_waiting_sync_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let id = DocId::new_member([3; 8]);
+        {
+            let store = Store::open(&path, "hoboksar").unwrap();
+            store.save_sync_state(&id, PEER, b"at shutdown").unwrap();
+        }
+        let store = Store::open(&path, "hoboksar").unwrap();
+        assert_eq!(
+            written_sync_state(&store, &id, PEER).as_deref(),
+            Some(&b"at shutdown"[..])
+        );
+    }
+
+    #[test]
+    fn a_sync_state_written_with_its_document_is_not_overwritten_by_an_older_waiting_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), "hoboksar").unwrap();
+        let id = DocId::new_member([4; 8]);
+        store.save_sync_state(&id, PEER, b"older").unwrap();
+        let mut doc = AutoCommit::new();
+        doc.put(automerge::ROOT, "n", 1).unwrap();
+        doc.commit();
+        store
+            .save(
+                &id,
+                &mut doc,
+                &[],
+                &summary(),
+                &[],
+                Some((PEER, &b"newer"[..])),
+            )
+            .unwrap();
+        store.flush().unwrap();
+        assert_eq!(
+            store.sync_state(&id, PEER).unwrap().as_deref(),
+            Some(&b"newer"[..])
+        );
+        assert_eq!(
+            written_sync_state(&store, &id, PEER).as_deref(),
+            Some(&b"newer"[..])
+        );
     }
 
     #[test]
