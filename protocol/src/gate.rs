@@ -630,6 +630,10 @@ fn admit(
                 .push(RefusedChange::unreadable(Refusal::Malformed(e.to_string()))),
         }
     }
+    if changes.is_empty() {
+        // An acknowledgement: nothing to judge, and no history to read for it.
+        return Ok(admission);
+    }
     let mut history = History::of(doc);
     let was_empty = doc.get_heads().is_empty();
     changes.retain(|c| !history.contains(&c.hash()));
