@@ -321,13 +321,27 @@ fn apply_pending(doc: &mut AutoCommit, pending: &mut Pending) -> Result<(), Agai
     }
     let changes = pending.take();
     match contain("applying a message's changes", || {
-        doc.apply_changes(changes)
+        apply_changes(doc, changes)
     }) {
         Ok(Ok(())) => Ok(()),
         // The message is taken again one change at a time, where the engine's failure is
         // settled on the change it failed on.
         Ok(Err(_)) | Err(_) => Err(Again::OneAtATime),
     }
+}
+
+/// Applies changes the gate passed. automerge (0.12) records every op a batch applies in the
+/// document's patch log even while the log is off, and only clears it for a diff this node
+/// never asks for: a case file of 32 changes applied so held 133 KB against 35 KB loaded,
+/// and a document kept in memory grew with every message it took. The log is emptied after
+/// each apply.
+pub fn apply_changes(
+    doc: &mut AutoCommit,
+    changes: impl IntoIterator<Item = Change> + Clone,
+) -> Result<(), automerge::AutomergeError> {
+    let applied = doc.apply_changes(changes);
+    doc.reset_diff_cursor();
+    applied
 }
 
 /// Orders `changes` so that each comes after those of its dependencies that are in the
@@ -377,7 +391,7 @@ fn rebuild_without(
     let mut fresh = AutoCommit::new().with_actor(doc.get_actor().clone());
     contain(
         "rebuilding a document without an equivocating change",
-        || fresh.apply_changes(kept),
+        || apply_changes(&mut fresh, kept),
     )?
     .map_err(|e| crate::contain::EngineFault {
         what: "rebuilding a document",
@@ -747,7 +761,7 @@ fn admit(
             history.add(&change);
             pending.add(change, writes);
         } else {
-            match contain("applying a change", || doc.apply_changes([change.clone()])) {
+            match contain("applying a change", || apply_changes(doc, [change.clone()])) {
                 Ok(Ok(())) => {
                     history.add(&change);
                     pending.restart(doc);
