@@ -610,12 +610,10 @@ impl Store {
         // Read before the commit begins: every write counted here committed before it, so
         // the durable commit covers them (later ones may ride along uncounted).
         let covers = self.unflushed.load(AtomicOrdering::SeqCst);
-        let mut txn = self.db.begin_write()?;
-        if !durable {
-            txn.set_durability(Durability::None)?;
-        }
-        self.write_waiting_sync_states(&txn)?;
-        txn.commit()?;
+        self.commit_waiting_sync_states(match durable {
+            true => Durability::Immediate,
+            false => Durability::None,
+        })?;
         if durable {
             *flushed = covers;
         }
