@@ -5,7 +5,7 @@
 //! its mmap threshold each time a large block is freed, so later large blocks (loaded
 //! documents, store pages, reconciliation sets) are carved from the heap instead, and what
 //! is freed there is rarely trimmed back. Fixing the thresholds keeps large blocks in their
-//! own mappings (unmapped when freed) and trims the heap's free top; two arenas keep the
+//! own mappings (unmapped when freed) and trims the heap's free top; a cap on arenas keeps the
 //! blocking pool's threads from each holding an arena of free memory of its own. The same run
 //! then peaked at 215 MiB (`docs/benchmarks.md`).
 //!
@@ -16,14 +16,22 @@
 //! with the county's peak RSS unchanged (134–139 MiB), and automerge alone (B0) runs three
 //! times faster in the same process.
 //!
+//! The cap was two arenas until the threads receiving case files were left waiting on each
+//! other's arena lock: `perf` found futex waits and wakes under malloc at ~10 % of a mirror's
+//! CPU in a 20,000-member cold replication. It is now one arena per case file a session
+//! receives at once: the mirror received 16 % more case files a second (448 → 518, medians of
+//! three) with 11 % less CPU, for 3 MiB more at the county's peak (152 → 155 MiB) and 63 MiB
+//! more at the mirror's (214 → 277 MiB). Eight arenas were no faster and held more.
+//!
 //! Other C libraries (musl) and other systems keep their defaults.
 
 /// Where blocks of this size and larger get their own mapping, and how much free memory at
 /// the heap's top is trimmed back.
 pub const THRESHOLD_BYTES: i32 = 1024 * 1024;
 
-/// Malloc arenas at most (glibc's default is eight per core).
-pub const ARENAS: i32 = 2;
+/// Malloc arenas at most (glibc's default is eight per core): one for each case file a
+/// session receives at once.
+pub const ARENAS: i32 = crate::peer::RECEIVING_AT_ONCE as i32;
 
 /// Applies the settings above (each one, even if another is refused). Call once, at the
 /// start of `main`. Returns false if the C library refused one of them (the node runs on

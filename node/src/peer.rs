@@ -48,8 +48,8 @@ const READ_AHEAD_FRAMES: usize = 256;
 /// [`amphi_protocol::wire::MAX_FRAME`], so one always fits).
 pub const READ_AHEAD_BYTES: usize = 16 * 1024 * 1024;
 /// Sync messages of different case files received at once in one session, at most: enough
-/// to keep every core busy.
-const RECEIVING_AT_ONCE: usize = 4;
+/// to keep every core busy. Malloc has as many arenas ([`crate::memory::ARENAS`]).
+pub(crate) const RECEIVING_AT_ONCE: usize = 4;
 /// Received case files whose writes wait for one durable commit together, at most: a flush
 /// starts when this many wait, or when nothing else is being received.
 pub const GROUP_COMMIT: usize = 16;
