@@ -464,11 +464,11 @@ pub fn change_chunk(data: &[u8]) {
 /// see [`CONTAINED`]). Afterwards the document still saves and loads to the same heads,
 /// everything applied is in it, and the same message again applies nothing. And the gate's
 /// way of applying the changes that pass together ends exactly as applying each on its own
-/// (`gate::receive` against `gate::receive_one_at_a_time`), with every signature good and
+/// (`gate::Taking::Together` against `gate::Taking::OneAtATime`), with every signature good and
 /// again with each change signed well, forged or not at all (chained signatures, `vouch`).
 pub fn sync_message(data: &[u8]) {
     use amphi_protocol::docsync::DocSync;
-    use amphi_protocol::gate::Inbound;
+    use amphi_protocol::gate::{Inbound, Taking};
     let_contained_panics_unwind();
     let f = gate_fixture();
     let (county, township) = (
@@ -485,10 +485,11 @@ pub fn sync_message(data: &[u8]) {
         auth: &AnySignature,
         attestations: &[],
     };
-    let taken = |receive: amphi_protocol::gate::Receive, cx: &Inbound<'_>| {
+    let taken = |taking: Taking, cx: &Inbound<'_>| {
         let mut doc = AutoCommit::load(&f.saved).unwrap();
         let (mut state, mut held) = (sync::State::new(), Vec::new());
-        let admission = receive(
+        let admission = amphi_protocol::gate::receive_taking(
+            taking,
             &mut doc,
             &mut state,
             data,
@@ -511,8 +512,8 @@ pub fn sync_message(data: &[u8]) {
     };
     for cx in [&cx, &checked] {
         assert_eq!(
-            taken(amphi_protocol::gate::receive, cx),
-            taken(amphi_protocol::gate::receive_one_at_a_time, cx),
+            taken(Taking::Together, cx),
+            taken(Taking::OneAtATime, cx),
             "taking the changes together ended otherwise than one at a time"
         );
     }

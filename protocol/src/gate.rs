@@ -420,7 +420,7 @@ const KEPT_OPS: usize = 65_536;
 /// sender's scope).
 ///
 /// Changes that saw everything before them are applied together, after their checks
-/// ([`crate::pending`]). The outcome is exactly [`receive_one_at_a_time`]'s: builds with
+/// ([`crate::pending`]). The outcome is exactly [`Taking::OneAtATime`]'s: builds with
 /// debug assertions (every test) take each message both ways and panic if the two differ
 /// in anything, and the `sync_message` fuzz target compares them.
 pub fn receive(
@@ -435,7 +435,8 @@ pub fn receive(
     #[cfg(debug_assertions)]
     let reference = {
         let (mut doc, mut state, mut held_back) = (doc.clone(), state.clone(), held_back.clone());
-        let admission = receive_one_at_a_time(
+        let admission = receive_taking(
+            Taking::OneAtATime,
             &mut doc,
             &mut state,
             bytes,
@@ -446,11 +447,8 @@ pub fn receive(
         );
         Taken::of(&admission, &mut doc, &state, &held_back)
     };
-    let how = How {
-        every_signature: false,
-        together: true,
-    };
-    let admission = receive_as(
+    let admission = receive_taking(
+        Taking::Together,
         doc,
         state,
         bytes,
@@ -458,7 +456,6 @@ pub fn receive(
         refused_before,
         held_back,
         reload,
-        how,
     );
     #[cfg(debug_assertions)]
     assert_eq!(
@@ -469,44 +466,17 @@ pub fn receive(
     admission
 }
 
-/// [`receive`] with each change applied on its own as soon as it passed: the reference
-/// [`receive`] is held to (slower: automerge splices every change into the document's
-/// columns by itself).
-pub fn receive_one_at_a_time(
-    doc: &mut AutoCommit,
-    state: &mut sync::State,
-    bytes: &[u8],
-    cx: &Inbound<'_>,
-    refused_before: &HashSet<ChangeHash>,
-    held_back: &mut Vec<HeldBack>,
-    reload: &mut dyn FnMut() -> AutoCommit,
-) -> Admission {
-    let how = How {
-        every_signature: false,
-        together: false,
-    };
-    receive_as(
-        doc,
-        state,
-        bytes,
-        cx,
-        refused_before,
-        held_back,
-        reload,
-        how,
-    )
+/// How [`receive_taking`] applies the changes that pass their checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taking {
+    /// Changes that saw everything before them wait and are applied together
+    /// ([`crate::pending`]), as [`receive`] takes them.
+    Together,
+    /// Each change is applied on its own as soon as it passed: the reference [`receive`] is
+    /// held to (slower: automerge splices every change into the document's columns by
+    /// itself).
+    OneAtATime,
 }
-
-/// [`receive`] or [`receive_one_at_a_time`], to take a message either way.
-pub type Receive = fn(
-    &mut AutoCommit,
-    &mut sync::State,
-    &[u8],
-    &Inbound<'_>,
-    &HashSet<ChangeHash>,
-    &mut Vec<HeldBack>,
-    &mut dyn FnMut() -> AutoCommit,
-) -> Admission;
 
 /// How many times [`receive`] takes each message: twice in builds with debug assertions
 /// (one at a time first, as the reference), once otherwise. What an [`Authenticator`] is
@@ -535,8 +505,10 @@ impl Taken {
     }
 }
 
+/// [`receive`] taking the changes as `taking` says, without comparing the two ways.
 #[allow(clippy::too_many_arguments)]
-fn receive_as(
+pub fn receive_taking(
+    taking: Taking,
     doc: &mut AutoCommit,
     state: &mut sync::State,
     bytes: &[u8],
@@ -544,8 +516,11 @@ fn receive_as(
     refused_before: &HashSet<ChangeHash>,
     held_back: &mut Vec<HeldBack>,
     reload: &mut dyn FnMut() -> AutoCommit,
-    mut how: How,
 ) -> Admission {
+    let mut how = How {
+        every_signature: false,
+        together: taking == Taking::Together,
+    };
     let message = match SyncMessage::decode(bytes) {
         Ok(m) => m,
         Err(e) => return Admission::refused_whole(Refusal::Malformed(e.to_string())),
