@@ -610,9 +610,10 @@ impl Store {
         // Read before the commit begins: every write counted here committed before it, so
         // the durable commit covers them (later ones may ride along uncounted).
         let covers = self.unflushed.load(AtomicOrdering::SeqCst);
-        self.commit_waiting_sync_states(match durable {
-            true => Durability::Immediate,
-            false => Durability::None,
+        self.commit_waiting_sync_states(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
         })?;
         if durable {
             *flushed = covers;

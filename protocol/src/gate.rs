@@ -519,7 +519,7 @@ pub fn receive_taking(
 ) -> Admission {
     let mut how = How {
         every_signature: false,
-        together: taking == Taking::Together,
+        taking,
     };
     let message = match SyncMessage::decode(bytes) {
         Ok(m) => m,
@@ -534,7 +534,9 @@ pub fn receive_taking(
         match admit(doc, &message, cx, refused_before, held_back, reload, how) {
             Ok(admission) => break admission,
             Err(Again::CheckEverySignature) if !how.every_signature => how.every_signature = true,
-            Err(Again::OneAtATime) if how.together => how.together = false,
+            Err(Again::OneAtATime) if how.taking == Taking::Together => {
+                how.taking = Taking::OneAtATime;
+            }
             Err(_) => unreachable!("taken one at a time with every signature, nothing is retried"),
         }
         // Taken again from the start: the document as stored, what waited as it waited.
@@ -551,9 +553,8 @@ struct How {
     /// Every signature that came is checked on its own; only changes that came without one
     /// are taken on their voucher's word ([`crate::vouch`]).
     every_signature: bool,
-    /// Changes that saw everything before them wait and are applied together
-    /// ([`crate::pending`]).
-    together: bool,
+    /// Whether changes that saw everything before them wait and are applied together.
+    taking: Taking,
 }
 
 /// Why a message must be taken again, and how.
@@ -658,7 +659,7 @@ fn admit(
             .map(|(_, facts)| facts);
         // A change that saw everything before it may wait to be applied with the next ones;
         // any other is judged against the document, with what was pending applied first.
-        let together = how.together && pending.seen_whole_by(change.deps());
+        let together = how.taking == Taking::Together && pending.seen_whole_by(change.deps());
         if !together {
             apply_pending(doc, &mut pending)?;
         }
