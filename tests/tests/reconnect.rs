@@ -1,9 +1,14 @@
 //! Reconnecting costs what changed, not what is held: with set reconciliation, a reconnect
-//! that finds nothing changed exchanges no per-document sync messages at all.
+//! that finds nothing changed exchanges no per-document sync messages at all. And a link that
+//! drops loses nothing already sent on it: a change taken just as it went down still travels
+//! on to the office's other links.
 
 use std::time::Duration;
 
+use amphi_cluster_tests::hostile::{self, ChangeBuilder, HostilePeer, RawSyncMessage};
 use amphi_cluster_tests::{County, eventually};
+use amphi_protocol::DocId;
+use automerge::{ROOT, ReadDoc, ScalarValue};
 
 const WAIT: Duration = Duration::from_secs(30);
 const BAYIN: &str = "hoboksar/chagantolgay/bayin";
@@ -94,5 +99,73 @@ async fn a_reconnect_with_nothing_changed_sends_no_document_messages() {
         settled,
         "quiet after syncing a change"
     );
+    county.shutdown().await;
+}
+
+/// The node's side of what the county simulator found (seed 367): a delivery still being
+/// received when its session ends is made durable, and the office's other sessions hear of
+/// the change, though no reply goes back on the link that dropped. Before, its notices were
+/// dropped with it, and the county lacked the change until the township and the county next
+/// reconnected (there is no other reconciliation while a link stays up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_taken_as_its_link_goes_down_still_travels_on() {
+    let mut county = County::new();
+    county.start_all(&["county", "chagantolgay", "bayin"]).await;
+    let id = county.office("bayin").create_member("Oyun").await;
+    let doc_id = DocId::parse(&id).unwrap();
+    for office in ["chagantolgay", "county"] {
+        let office = county.office(office);
+        eventually(
+            WAIT,
+            "the member reaches the township and the county",
+            || async { office.case_file(&id).await.map(|_| ()) },
+        )
+        .await;
+    }
+
+    // Bayin's link is now a peer speaking with Bayin's certificate: it sends one honest,
+    // signed rename and at once ends the stream, so the township's session ends while the
+    // rename is still being received.
+    county.stop("bayin").await;
+    let bayin = county.office("bayin").identity();
+    let township = county.office("chagantolgay");
+    let mut peer = HostilePeer::connect(&bayin, township).await.unwrap();
+    peer.expect_hello(WAIT).await.unwrap();
+    let mut doc = peer.fetch(&doc_id, WAIT).await.unwrap();
+    let (_, identity) = doc.get(ROOT, "identity").unwrap().expect("identity map");
+    let name_ops = doc
+        .get_all(&identity, "name")
+        .unwrap()
+        .into_iter()
+        .map(|(_, op)| hostile::op_id(&op))
+        .collect();
+    let base = doc.get_heads();
+    let change = ChangeBuilder::following(&mut doc, &bayin)
+        .op(hostile::put(
+            hostile::object(&identity),
+            "name",
+            ScalarValue::from("Oyunchimeg"),
+            name_ops,
+        ))
+        .build();
+    let message = RawSyncMessage::carrying(&base, [&change]).encode();
+    peer.send_sync(&doc_id, message, vec![hostile::sign(&bayin, &change)])
+        .await
+        .unwrap();
+    peer.finish();
+
+    let township = county.office("chagantolgay");
+    eventually(WAIT, "the township kept the rename", || async {
+        (township.case_file(&id).await?["name"] == "Oyunchimeg").then_some(())
+    })
+    .await;
+    // The township's link to the county stayed up the whole time: only the notice can bring
+    // the rename there.
+    let county_office = county.office("county");
+    eventually(WAIT, "the county gets the rename", || async {
+        (county_office.case_file(&id).await?["name"] == "Oyunchimeg").then_some(())
+    })
+    .await;
+    drop(peer);
     county.shutdown().await;
 }
