@@ -19,7 +19,8 @@
 //!   heads, a message with an unknown version byte or trailing bytes.
 //! - **Changes, byte by byte.** [`ChangeBuilder`] makes an automerge change with any actor,
 //!   seq, start op, dependencies, time, author claim and operations (objects, keys and
-//!   predecessors that need not exist), through automerge's legacy `ExpandedChange`.
+//!   predecessors that need not exist), through automerge's legacy `ExpandedChange`;
+//!   [`rename`] is the honest change most tests start from (a home office renaming its member).
 //!   [`Chunk`] writes storage chunks by hand: a change, a document, a compressed change, and
 //!   a compressed change whose DEFLATE body inflates to gigabytes ([`Chunk::deflate_bomb`]).
 //! - **Signatures.** [`sign`] makes the [`Attestation`] an office expects beside a change,
@@ -51,10 +52,12 @@ use amphi_node::trust::Signer;
 use amphi_protocol::attest::Attestation;
 use amphi_protocol::session::PeerSession;
 use amphi_protocol::wire::{DecodeError, Frame, FrameDecoder};
-use amphi_protocol::{DocId, OrgPath, gate};
+use amphi_protocol::{DocId, OrgPath, casefile, gate};
 use automerge::legacy::{self, ObjectId, OpId, OpType, SortedVec};
 use automerge::sync::{self, SyncDoc};
-use automerge::{ActorId, AutoCommit, Change, ChangeHash, ExpandedChange, ObjId, ScalarValue};
+use automerge::{
+    ActorId, AutoCommit, Change, ChangeHash, ExpandedChange, ObjId, ReadDoc, ScalarValue,
+};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -209,6 +212,25 @@ pub fn sign(identity: &NodeIdentity, change: &Change) -> Attestation {
         .sign(&change.hash())
 }
 
+/// The change `identity`'s node would make renaming the member of case file `doc`, honestly
+/// ([`ChangeBuilder::following`]): one put of `name` in the identity map over every name
+/// value `doc` shows. Two calls on the same `doc` make two changes with one (actor, seq).
+pub fn rename(doc: &mut AutoCommit, identity: &NodeIdentity, name: &str) -> Change {
+    let (_, map) = doc
+        .get(automerge::ROOT, casefile::keys::IDENTITY)
+        .expect("the document reads")
+        .expect("a case file has an identity map");
+    let seen = doc
+        .get_all(&map, "name")
+        .expect("the document reads")
+        .into_iter()
+        .map(|(_, op)| op_id(&op))
+        .collect();
+    ChangeBuilder::following(doc, identity)
+        .op(put(object(&map), "name", ScalarValue::from(name), seen))
+        .build()
+}
+
 /// The automerge actor of every change a node with `identity` makes.
 pub fn actor_of(identity: &NodeIdentity) -> ActorId {
     ActorId::from(identity.actor_id())
@@ -243,6 +265,21 @@ impl fmt::Debug for HostilePeer {
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl HostilePeer {
+    /// Stops office `name` of `county` and speaks for it to office `to` with its certificate
+    /// and key (a compromised office, or its link taken over): connected, both hellos said.
+    /// Gives back the identity, to sign with.
+    pub async fn stand_in_for(
+        county: &mut crate::County,
+        name: &str,
+        to: &str,
+    ) -> Result<(NodeIdentity, Self), HostileError> {
+        county.stop(name).await;
+        let identity = county.office(name).identity();
+        let mut peer = Self::connect(&identity, county.office(to)).await?;
+        peer.expect_hello(CONNECT_TIMEOUT).await?;
+        Ok((identity, peer))
+    }
+
     /// Dials `office` as `identity`, opens the session stream and sends `Frame::Hello` naming
     /// the identity's org (what an honest node says first). The office's own hello is left
     /// unread: read it with [`HostilePeer::recv`] or [`HostilePeer::expect_hello`].

@@ -159,31 +159,16 @@ async fn an_equivocation_keeps_the_lower_hash_with_evidence_and_names_the_certif
     let (mut county, id) = township_holding_a_member().await;
     let doc_id = DocId::parse(&id).unwrap();
     // Bayin's node is compromised: its key signs two different renames with one seq.
-    county.stop("bayin").await;
-    let bayin = county.office("bayin").identity();
+    let (bayin, mut peer) = HostilePeer::stand_in_for(&mut county, "bayin", "chagantolgay")
+        .await
+        .unwrap();
     let township = county.office("chagantolgay");
-    let mut peer = HostilePeer::connect(&bayin, township).await.unwrap();
-    peer.expect_hello(WAIT).await.unwrap();
     let mut doc = peer.fetch(&doc_id, WAIT).await.unwrap();
     let base = doc.get_heads();
-    let (_, identity) = doc.get(ROOT, "identity").unwrap().unwrap();
-    let name_ops: Vec<_> = doc
-        .get_all(&identity, "name")
-        .unwrap()
-        .into_iter()
-        .map(|(_, op)| hostile::op_id(&op))
-        .collect();
-    let rename = |doc: &mut automerge::AutoCommit, to: &str| {
-        ChangeBuilder::following(doc, &bayin)
-            .op(hostile::put(
-                hostile::object(&identity),
-                "name",
-                ScalarValue::from(to),
-                name_ops.clone(),
-            ))
-            .build()
-    };
-    let (x, y) = (rename(&mut doc, "Oyun A"), rename(&mut doc, "Oyun B"));
+    let (x, y) = (
+        hostile::rename(&mut doc, &bayin, "Oyun A"),
+        hostile::rename(&mut doc, &bayin, "Oyun B"),
+    );
     assert_eq!((x.seq(), x.deps()), (y.seq(), y.deps()));
     for change in [&x, &y] {
         let message = RawSyncMessage::carrying(&base, [change]).encode();

@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use amphi_cluster_tests::hostile::{self, ChangeBuilder, HostilePeer, RawSyncMessage};
+use amphi_cluster_tests::hostile::{self, HostilePeer, RawSyncMessage};
 use amphi_cluster_tests::{County, eventually};
 use amphi_protocol::DocId;
-use automerge::{ROOT, ReadDoc, ScalarValue};
 
 const WAIT: Duration = Duration::from_secs(30);
 const BAYIN: &str = "hoboksar/chagantolgay/bayin";
@@ -126,28 +125,12 @@ async fn a_change_taken_as_its_link_goes_down_still_travels_on() {
     // Bayin's link is now a peer speaking with Bayin's certificate: it sends one honest,
     // signed rename and at once ends the stream, so the township's session ends while the
     // rename is still being received.
-    county.stop("bayin").await;
-    let bayin = county.office("bayin").identity();
-    let township = county.office("chagantolgay");
-    let mut peer = HostilePeer::connect(&bayin, township).await.unwrap();
-    peer.expect_hello(WAIT).await.unwrap();
+    let (bayin, mut peer) = HostilePeer::stand_in_for(&mut county, "bayin", "chagantolgay")
+        .await
+        .unwrap();
     let mut doc = peer.fetch(&doc_id, WAIT).await.unwrap();
-    let (_, identity) = doc.get(ROOT, "identity").unwrap().expect("identity map");
-    let name_ops = doc
-        .get_all(&identity, "name")
-        .unwrap()
-        .into_iter()
-        .map(|(_, op)| hostile::op_id(&op))
-        .collect();
     let base = doc.get_heads();
-    let change = ChangeBuilder::following(&mut doc, &bayin)
-        .op(hostile::put(
-            hostile::object(&identity),
-            "name",
-            ScalarValue::from("Oyunchimeg"),
-            name_ops,
-        ))
-        .build();
+    let change = hostile::rename(&mut doc, &bayin, "Oyunchimeg");
     let message = RawSyncMessage::carrying(&base, [&change]).encode();
     peer.send_sync(&doc_id, message, vec![hostile::sign(&bayin, &change)])
         .await
