@@ -369,6 +369,20 @@ impl HostilePeer {
         .await
     }
 
+    /// Sends `change` to `doc` as an honest node would: one sync message carrying it, from
+    /// heads `base`, with its signature by `identity`.
+    pub async fn send_signed(
+        &mut self,
+        doc: &DocId,
+        base: &[ChangeHash],
+        change: &Change,
+        identity: &NodeIdentity,
+    ) -> Result<(), HostileError> {
+        let message = RawSyncMessage::carrying(base, [change]).encode();
+        self.send_sync(doc, message, vec![sign(identity, change)])
+            .await
+    }
+
     /// Finishes this side of the stream (a clean end of what the peer has to say).
     pub fn finish(&mut self) {
         let _ = self.send.finish();

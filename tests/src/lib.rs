@@ -359,6 +359,23 @@ impl County {
 }
 
 /// How long [`County::two_dwelling_member`] waits for the file to reach the community.
+/// A county of three offices (county, Chagantolgay township, its village Bayin) where Bayin
+/// has registered one member, Oyun, and the case file has reached the township and the
+/// county. Gives the county and the case file's id.
+pub async fn township_holding_a_member() -> (County, String) {
+    let mut county = County::new();
+    county.start_all(&["county", "chagantolgay", "bayin"]).await;
+    let id = county.office("bayin").create_member("Oyun").await;
+    for office in ["chagantolgay", "county"] {
+        let o = county.office(office);
+        eventually(TWO_DWELLING_WAIT, "the file reaches the county", || async {
+            o.case_file(&id).await.map(|_| ())
+        })
+        .await;
+    }
+    (county, id)
+}
+
 const TWO_DWELLING_WAIT: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.

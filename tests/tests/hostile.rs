@@ -10,7 +10,9 @@ use std::time::Duration;
 use amphi_cluster_tests::hostile::{
     self, ChangeBuilder, Chunk, HostilePeer, RawBloom, RawHave, RawSyncMessage,
 };
-use amphi_cluster_tests::{County, Office, eventually, parse_prometheus};
+use amphi_cluster_tests::{
+    County, Office, eventually, parse_prometheus, township_holding_a_member,
+};
 use amphi_protocol::wire::Frame;
 use amphi_protocol::{DocId, OrgPath};
 use automerge::{ObjType, ROOT, ReadDoc, ScalarValue};
@@ -20,20 +22,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A county with a village whose member the township holds; the village then stops, and
 /// someone holding a certificate speaks to the township instead.
-async fn township_holding_a_member() -> (County, String) {
-    let mut county = County::new();
-    county.start_all(&["county", "chagantolgay", "bayin"]).await;
-    let id = county.office("bayin").create_member("Oyun").await;
-    for office in ["chagantolgay", "county"] {
-        let o = county.office(office);
-        eventually(WAIT, "the file reaches the county", || async {
-            o.case_file(&id).await.map(|_| ())
-        })
-        .await;
-    }
-    (county, id)
-}
-
 async fn metrics(office: &Office) -> std::collections::BTreeMap<String, f64> {
     let (_, body) = office.get("/metrics").await;
     parse_prometheus(body.as_str().expect("metrics text")).expect("valid metrics")
@@ -171,8 +159,7 @@ async fn an_equivocation_keeps_the_lower_hash_with_evidence_and_names_the_certif
     );
     assert_eq!((x.seq(), x.deps()), (y.seq(), y.deps()));
     for change in [&x, &y] {
-        let message = RawSyncMessage::carrying(&base, [change]).encode();
-        peer.send_sync(&doc_id, message, vec![hostile::sign(&bayin, change)])
+        peer.send_signed(&doc_id, &base, change, &bayin)
             .await
             .unwrap();
     }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use amphi_cluster_tests::hostile::{self, HostilePeer, RawSyncMessage, RecvError};
+use amphi_cluster_tests::hostile::{self, HostilePeer, RecvError};
 use amphi_cluster_tests::{County, eventually};
 use amphi_protocol::DocId;
 use amphi_protocol::wire::MAX_FRAME;
@@ -42,8 +42,7 @@ async fn an_honest_crafted_change_signed_by_a_child_office_is_applied_and_relaye
     // The home office renames its own member: within its authority, signed with its key.
     let base = doc.get_heads();
     let change = hostile::rename(&mut doc, &bayin, "Oyunchimeg");
-    let message = RawSyncMessage::carrying(&base, [&change]).encode();
-    peer.send_sync(&doc_id, message, vec![hostile::sign(&bayin, &change)])
+    peer.send_signed(&doc_id, &base, &change, &bayin)
         .await
         .unwrap();
 

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use amphi_cluster_tests::hostile::{self, HostilePeer, RawSyncMessage};
-use amphi_cluster_tests::{County, eventually};
+use amphi_cluster_tests::hostile::{self, HostilePeer};
+use amphi_cluster_tests::{County, eventually, township_holding_a_member};
 use amphi_protocol::DocId;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -108,19 +108,8 @@ async fn a_reconnect_with_nothing_changed_sends_no_document_messages() {
 /// reconnected (there is no other reconciliation while a link stays up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_taken_as_its_link_goes_down_still_travels_on() {
-    let mut county = County::new();
-    county.start_all(&["county", "chagantolgay", "bayin"]).await;
-    let id = county.office("bayin").create_member("Oyun").await;
+    let (mut county, id) = township_holding_a_member().await;
     let doc_id = DocId::parse(&id).unwrap();
-    for office in ["chagantolgay", "county"] {
-        let office = county.office(office);
-        eventually(
-            WAIT,
-            "the member reaches the township and the county",
-            || async { office.case_file(&id).await.map(|_| ()) },
-        )
-        .await;
-    }
 
     // Bayin's link is now a peer speaking with Bayin's certificate: it sends one honest,
     // signed rename and at once ends the stream, so the township's session ends while the
@@ -131,8 +120,7 @@ async fn a_change_taken_as_its_link_goes_down_still_travels_on() {
     let mut doc = peer.fetch(&doc_id, WAIT).await.unwrap();
     let base = doc.get_heads();
     let change = hostile::rename(&mut doc, &bayin, "Oyunchimeg");
-    let message = RawSyncMessage::carrying(&base, [&change]).encode();
-    peer.send_sync(&doc_id, message, vec![hostile::sign(&bayin, &change)])
+    peer.send_signed(&doc_id, &base, &change, &bayin)
         .await
         .unwrap();
     peer.finish();
