@@ -171,14 +171,22 @@ impl DocCounts {
 #[derive(Default)]
 struct SummaryChanges(Vec<(DocId, Option<DocSummary>, Option<DocSummary>)>);
 
+/// A document's chunks as the read transaction `txn` sees them, as stored (deflated where
+/// the store deflated them), in order.
+fn chunks_in(txn: &redb::ReadTransaction, id: &DocId) -> Result<Vec<Vec<u8>>, StoreError> {
+    let table = txn.open_table(DOC_CHUNKS)?;
+    let mut chunks = Vec::new();
+    for entry in table.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
+        chunks.push(entry?.1.value().to_vec());
+    }
+    Ok(chunks)
+}
+
 /// A document's body as the read transaction `txn` sees it.
 fn load_in(txn: &redb::ReadTransaction, id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
-    let table = txn.open_table(DOC_CHUNKS)?;
     let mut bytes = Vec::new();
-    for entry in table.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
-        let (_, v) = entry?;
-        let chunk =
-            read_chunk(v.value()).map_err(|why| StoreError::Corrupt(id.to_string(), why))?;
+    for stored in chunks_in(txn, id)? {
+        let chunk = read_chunk(&stored).map_err(|why| StoreError::Corrupt(id.to_string(), why))?;
         bytes.extend_from_slice(&chunk);
     }
     if bytes.is_empty() {
@@ -513,6 +521,12 @@ impl Store {
     /// Loads a document, or `None` if the store does not hold it.
     pub fn load(&self, id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
         load_in(&self.db.begin_read()?, id)
+    }
+
+    /// A document's chunks as stored, without loading it: what a sender could pass on as
+    /// they are (read each with [`read_chunk`]). Empty: not held.
+    pub fn stored_chunks(&self, id: &DocId) -> Result<Vec<Vec<u8>>, StoreError> {
+        chunks_in(&self.db.begin_read()?, id)
     }
 
     /// A document as one read snapshot holds it: its body, its summary, and the attestations
@@ -1035,7 +1049,7 @@ const MAX_CHUNK_BYTES: usize = 64 << 20;
 /// one fast stream. automerge's `save` deflates each large column on its own, starting a new
 /// deflate stream for each: most of a received case file's store write (benchmarks.md,
 /// sixteenth step).
-fn whole_chunk(doc: &mut AutoCommit) -> Vec<u8> {
+pub fn whole_chunk(doc: &mut AutoCommit) -> Vec<u8> {
     use std::io::Write as _;
     let plain = doc.save_nocompress();
     let mut out = DEFLATED_CHUNK.to_vec();
@@ -1363,20 +1377,26 @@ mod tests {
         );
     }
 
+    /// A document of `keys` keys, each put and stored on its own.
+    fn saved_one_key_at_a_time(store: &Store, id: &DocId, keys: u64) -> AutoCommit {
+        let mut doc = AutoCommit::new();
+        for n in 0..keys {
+            let before = doc.get_heads();
+            doc.put(automerge::ROOT, format!("k{n}"), n as i64).unwrap();
+            doc.commit();
+            store
+                .save(id, &mut doc, &before, &summary(), &[], None)
+                .unwrap();
+        }
+        doc
+    }
+
     #[test]
     fn many_small_writes_are_compacted_and_read_back_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), "hoboksar").unwrap();
         let id = DocId::new_member([1; 8]);
-        let mut doc = AutoCommit::new();
-        for n in 0..(COMPACT_AFTER * 2 + 5) {
-            let before = doc.get_heads();
-            doc.put(automerge::ROOT, format!("k{n}"), n as i64).unwrap();
-            doc.commit();
-            store
-                .save(&id, &mut doc, &before, &summary(), &[], None)
-                .unwrap();
-        }
+        let mut doc = saved_one_key_at_a_time(&store, &id, COMPACT_AFTER * 2 + 5);
         let txn = store.db.begin_read().unwrap();
         let chunks = txn
             .open_table(DOC_CHUNKS)
@@ -1393,6 +1413,31 @@ mod tests {
         assert_eq!(
             automerge::ReadDoc::keys(&loaded, automerge::ROOT).count(),
             (COMPACT_AFTER * 2 + 5) as usize
+        );
+    }
+
+    /// What a sender could pass on without loading: the whole body and the increments after
+    /// it, as stored, which read back as the document.
+    #[test]
+    fn stored_chunks_read_back_as_the_document_without_loading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), "hoboksar").unwrap();
+        let id = DocId::new_member([2; 8]);
+        assert!(store.stored_chunks(&id).unwrap().is_empty());
+        let mut doc = saved_one_key_at_a_time(&store, &id, 3);
+        let chunks = store.stored_chunks(&id).unwrap();
+        assert_eq!(chunks.len(), 3, "a body and two increments");
+        assert!(
+            chunks[0].starts_with(DEFLATED_CHUNK),
+            "the body as the store deflated it"
+        );
+        let mut plain = Vec::new();
+        for chunk in &chunks {
+            plain.extend_from_slice(&read_chunk(chunk).unwrap());
+        }
+        assert_eq!(
+            decode_document(&plain).unwrap().get_heads(),
+            doc.get_heads()
         );
     }
 
