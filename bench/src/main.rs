@@ -19,6 +19,7 @@ mod net;
 mod phases;
 mod progress;
 mod report;
+mod whole;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -328,6 +329,13 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         "  gate+sync {:.2} ms, store write {:.2} ms per doc: ceiling {:.0} docs/s",
         cost.gate_sync_ms, cost.store_save_ms, cost.ceiling_docs_per_s
     );
+    section("a cold case file sent whole (a lever not built yet), one thread");
+    let whole = whole::measure(&store, &engine::sample(&ids, 200))?;
+    eprintln!(
+        "  today {:.2} ms, whole {:.2} ms per case file at both ends",
+        whole.today_ms(),
+        whole.whole_ms()
+    );
     drop(store);
     std::fs::copy(&gen_store_path, &store_path)?;
     std::fs::File::open(&store_path)?.sync_all()?;
@@ -550,6 +558,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         generation,
         b0,
         cost_model: cost,
+        whole_case_file: whole,
         b1,
         b1_over_b0,
         b3_unchanged,

@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::engine::{CostModel, EngineSync};
 use crate::phases::{Propagation, Reconnect, Replication};
+use crate::whole::WholeCaseFile;
 
 /// The machine the run was on.
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +125,8 @@ pub struct Report {
     pub b0: EngineSync,
     /// Where a receiving node's time goes, per document.
     pub cost_model: CostModel,
+    /// What sending a cold case file whole would save (not built).
+    pub whole_case_file: WholeCaseFile,
     /// B1.
     pub b1: Replication,
     /// B1 docs/s over B0 docs/s.
@@ -359,6 +362,27 @@ impl Report {
                     true => " (chained: only the top of each office's run goes)",
                     false => "",
                 }
+            ),
+            None,
+        );
+        let w = &self.whole_case_file;
+        row(
+            "B1",
+            "cold case file: today vs sent whole (not built)",
+            format!(
+                "today {:.2} ms (sender load+rebuild {:.2}, read+canonical {:.2}, apply {:.2}, save {:.2}); whole {:.2} ms (sender read {:.2}, load {:.2}, rebuild changes {:.2}, ops {:.2}); {} B changes vs {} B stored",
+                w.today_ms(),
+                w.send_changes_ms,
+                w.read_changes_ms,
+                w.apply_ms,
+                w.save_ms,
+                w.whole_ms(),
+                w.send_whole_ms,
+                w.load_whole_ms,
+                w.changes_of_whole_ms,
+                w.ops_ms,
+                n0(w.change_bytes),
+                n0(w.whole_bytes)
             ),
             None,
         );
