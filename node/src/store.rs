@@ -171,24 +171,28 @@ impl DocCounts {
 #[derive(Default)]
 struct SummaryChanges(Vec<(DocId, Option<DocSummary>, Option<DocSummary>)>);
 
-/// A document's chunks as the read transaction `txn` sees them, as stored (deflated where
-/// the store deflated them), in order.
-fn chunks_in(txn: &redb::ReadTransaction, id: &DocId) -> Result<Vec<Vec<u8>>, StoreError> {
+/// Passes each of a document's chunks, as the read transaction `txn` sees them and as stored
+/// (deflated where the store deflated them), in order, to `each`.
+fn for_each_chunk(
+    txn: &redb::ReadTransaction,
+    id: &DocId,
+    mut each: impl FnMut(&[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let table = txn.open_table(DOC_CHUNKS)?;
-    let mut chunks = Vec::new();
     for entry in table.range((id.as_str(), 0)..=(id.as_str(), u64::MAX))? {
-        chunks.push(entry?.1.value().to_vec());
+        each(entry?.1.value())?;
     }
-    Ok(chunks)
+    Ok(())
 }
 
 /// A document's body as the read transaction `txn` sees it.
 fn load_in(txn: &redb::ReadTransaction, id: &DocId) -> Result<Option<AutoCommit>, StoreError> {
     let mut bytes = Vec::new();
-    for stored in chunks_in(txn, id)? {
-        let chunk = read_chunk(&stored).map_err(|why| StoreError::Corrupt(id.to_string(), why))?;
+    for_each_chunk(txn, id, |stored| {
+        let chunk = read_chunk(stored).map_err(|why| StoreError::Corrupt(id.to_string(), why))?;
         bytes.extend_from_slice(&chunk);
-    }
+        Ok(())
+    })?;
     if bytes.is_empty() {
         return Ok(None);
     }
@@ -526,7 +530,12 @@ impl Store {
     /// A document's chunks as stored, without loading it: what a sender could pass on as
     /// they are (read each with [`read_chunk`]). Empty: not held.
     pub fn stored_chunks(&self, id: &DocId) -> Result<Vec<Vec<u8>>, StoreError> {
-        chunks_in(&self.db.begin_read()?, id)
+        let mut chunks = Vec::new();
+        for_each_chunk(&self.db.begin_read()?, id, |stored| {
+            chunks.push(stored.to_vec());
+            Ok(())
+        })?;
+        Ok(chunks)
     }
 
     /// A document as one read snapshot holds it: its body, its summary, and the attestations

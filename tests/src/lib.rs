@@ -358,7 +358,6 @@ impl County {
     }
 }
 
-/// How long [`County::two_dwelling_member`] waits for the file to reach the community.
 /// A county of three offices (county, Chagantolgay township, its village Bayin) where Bayin
 /// has registered one member, Oyun, and the case file has reached the township and the
 /// county. Gives the county and the case file's id.
@@ -376,6 +375,8 @@ pub async fn township_holding_a_member() -> (County, String) {
     (county, id)
 }
 
+/// How long [`County::two_dwelling_member`] (and [`township_holding_a_member`]) waits for
+/// the file to reach an office.
 const TWO_DWELLING_WAIT: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
