@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("change_chunk", change_chunk),
     ("bundle", bundle),
     ("dashboard_input", dashboard_input),
+    ("whole_case_file", whole_case_file),
 ];
 
 /// `frame`: the wire codec on bytes from a peer.
@@ -456,6 +457,54 @@ pub fn change_chunk(data: &[u8]) {
     let kept = decode_change_with_ops(data).expect("decodes as decode_change did");
     assert_eq!(kept.change.hash(), change.hash());
     assert_eq!(kept.ops, ops);
+}
+
+/// `whole_case_file`: a case file sent whole, as a peer's store would hold it
+/// (`amphi_protocol::whole::read_whole`), cut into up to three chunks where the first two
+/// bytes say.
+///
+/// Reading never panics nor aborts (automerge's panics inside it are contained: counted, not
+/// findings). What reads has at most `MAX_DOC_OPS` ops in all the changes it rebuilds; they
+/// apply to an empty document, contained, to exactly the heads the chunks declare; and that
+/// document can be passed on: saved as a store saves it, it reads back whole to the same
+/// heads and changes.
+pub fn whole_case_file(data: &[u8]) {
+    use amphi_protocol::columns::MAX_DOC_OPS;
+    use amphi_protocol::whole::{deflated_document, read_whole};
+    use std::collections::BTreeSet;
+    let_contained_panics_unwind();
+    let (cuts, rest) = data.split_at(data.len().min(2));
+    let mut chunks: Vec<&[u8]> = Vec::new();
+    let mut left = rest;
+    for cut in cuts {
+        let (chunk, after) = left.split_at(usize::from(*cut).min(left.len()));
+        chunks.push(chunk);
+        left = after;
+    }
+    chunks.push(left);
+    chunks.retain(|c| !c.is_empty());
+    let Ok(whole) = read_whole(&chunks) else {
+        return;
+    };
+    let ops: usize = whole.changes.iter().map(|c| c.len()).sum();
+    assert!(ops as u64 <= MAX_DOC_OPS, "{ops} ops");
+    let hashes: BTreeSet<ChangeHash> = whole.changes.iter().map(|c| c.hash()).collect();
+    let mut doc = AutoCommit::new();
+    let applied = amphi_protocol::contain::contain("applying a case file's changes", || {
+        doc.apply_changes(whole.changes)
+    });
+    let Ok(Ok(())) = applied else {
+        return;
+    };
+    assert_eq!(
+        doc.get_heads(),
+        whole.heads,
+        "its changes make the heads it declared"
+    );
+    let again = read_whole(&[deflated_document(&mut doc)]).expect("passed on whole, it reads");
+    assert_eq!(again.heads, whole.heads);
+    let rebuilt: BTreeSet<ChangeHash> = again.changes.iter().map(|c| c.hash()).collect();
+    assert_eq!(rebuilt, hashes, "passed on whole, the same changes come");
 }
 
 /// `sync_message`: a peer's sync message through the gate into a real case file, exactly as

@@ -1048,35 +1048,22 @@ pub fn decode_document(bytes: &[u8]) -> Result<AutoCommit, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The first bytes of a document chunk the store deflated itself ([`whole_chunk`]); an
-/// automerge chunk starts with automerge's magic bytes instead.
-const DEFLATED_CHUNK: &[u8; 4] = b"amZ1";
+/// The first bytes of a document chunk the store deflated itself ([`whole_chunk`]).
+pub use amphi_protocol::whole::DEFLATED_CHUNK;
 /// Most bytes a deflated chunk may inflate to.
 const MAX_CHUNK_BYTES: usize = 64 << 20;
 
-/// A whole document as one chunk: automerge's save without its own compression, deflated in
-/// one fast stream. automerge's `save` deflates each large column on its own, starting a new
-/// deflate stream for each: most of a received case file's store write (benchmarks.md,
-/// sixteenth step).
+/// A whole document as one chunk, as the store writes a body: the form a case file is sent
+/// whole in too ([`amphi_protocol::whole::deflated_document`]).
 pub fn whole_chunk(doc: &mut AutoCommit) -> Vec<u8> {
-    use std::io::Write as _;
-    let plain = doc.save_nocompress();
-    let mut out = DEFLATED_CHUNK.to_vec();
-    let mut deflate = flate2::write::DeflateEncoder::new(&mut out, flate2::Compression::fast());
-    deflate.write_all(&plain).expect("deflating into memory");
-    deflate.finish().expect("deflating into memory");
-    out
+    amphi_protocol::whole::deflated_document(doc)
 }
 
 /// A stored chunk as automerge reads it: inflated (at most [`MAX_CHUNK_BYTES`]) if the store
 /// deflated it ([`whole_chunk`]), else as stored.
 pub fn read_chunk(stored: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
-    match stored.strip_prefix(DEFLATED_CHUNK) {
-        None => Ok(std::borrow::Cow::Borrowed(stored)),
-        Some(deflated) => amphi_protocol::inflate::inflate_at_most(deflated, MAX_CHUNK_BYTES)
-            .map(std::borrow::Cow::Owned)
-            .map_err(|e| format!("a deflated chunk does not inflate: {e:?}")),
-    }
+    amphi_protocol::whole::inflate_chunk(stored, MAX_CHUNK_BYTES)
+        .map_err(|e| format!("a deflated chunk does not inflate: {e:?}"))
 }
 
 /// A document as one read snapshot holds it ([`Store::load_whole`]).

@@ -1,9 +1,9 @@
-//! Counting a change's ops before automerge reads them.
+//! Counting a change's or a document's ops before automerge reads them.
 //!
-//! automerge stores a change's ops in run-length-encoded columns, so a change of a hundred
-//! bytes can declare a billion ops, or one op with a billion predecessors. automerge's parser
-//! walks every op it is told of, and decoding them asks for memory in proportion: far more
-//! than the machine has, which aborts the node (an allocation failure is not a panic, so
+//! automerge stores ops in run-length-encoded columns, so a change of a hundred bytes can
+//! declare a billion ops, or one op with a billion predecessors. automerge's parser walks
+//! every op it is told of, and decoding them asks for memory in proportion: far more than the
+//! machine has, which aborts the node (an allocation failure is not a panic, so
 //! [`crate::contain`] cannot catch it). So before automerge sees a change, [`check_counts`]
 //! reads its header and column layout (automerge 0.12's format: `storage/change.rs`,
 //! `storage/columns`, `columnar/encoding/rle.rs`) and adds up the runs of the two columns
@@ -12,7 +12,12 @@
 //! - the action column: one entry per op, at most [`MAX_OPS`];
 //! - the predecessors' group column: one count per op, at most [`MAX_PREDS`] in all.
 //!
-//! It refuses what automerge itself never writes — a compressed column, the same column
+//! A whole document chunk (a case file sent whole, [`crate::whole`]) is held the same way by
+//! [`check_document`], with the columns of its change graph too (`change_graph.rs`,
+//! `op_set2/columns.rs`): how many changes, how many dependencies, and how high a change's
+//! last op counter and its sequence number go.
+//!
+//! Both refuse what automerge itself never writes — a compressed column, the same column
 //! twice — so the columns counted here are the ones automerge reads. Everything else is
 //! left to automerge's parser and to the canonical-encoding check after it.
 
@@ -26,12 +31,36 @@ pub const MAX_OPS: usize = 4096;
 /// overwrites).
 pub const MAX_PREDS: usize = 65_536;
 
-/// Column id of the ops' actions (`storage/change/change_op_columns.rs`).
+/// Most ops a document sent whole may hold (a case file holds about a thousand after
+/// years of use): past it, the sender sends the changes one by one.
+pub const MAX_DOC_OPS: u64 = 1 << 18;
+/// Most changes a document sent whole may hold (as many as one sync message may carry).
+pub const MAX_DOC_CHANGES: u64 = crate::syncmsg::MAX_CHANGES as u64;
+/// Most dependencies over all the changes of a document sent whole (a change names one per
+/// concurrent head it saw).
+pub const MAX_DOC_DEPS: u64 = 4 * MAX_DOC_CHANGES;
+/// Most actors a document sent whole may name.
+pub const MAX_DOC_ACTORS: u64 = 4096;
+/// Longest actor id in a document sent whole (a node's is 24 bytes).
+pub const MAX_ACTOR_BYTES: u64 = 128;
+
+/// Column id and type of the ops' actions, in a change (`storage/change/change_op_columns.rs`)
+/// and in a document (`op_set2/columns.rs`).
 const ACTION: (u32, u8) = (4, TYPE_INTEGER);
-/// Column id of the predecessors' counts.
+/// Column id of a change's predecessors' counts.
 const PRED_GROUP: (u32, u8) = (7, TYPE_GROUP);
+/// Column id of a document's successors' counts (the predecessors, seen from the other end).
+const SUCC_GROUP: (u32, u8) = (8, TYPE_GROUP);
+/// Columns of a document's change graph (`change_graph.rs`): the author of each change (one
+/// entry per change), its sequence number, its last op counter, its dependencies' counts.
+const CHANGE_ACTOR: (u32, u8) = (0, TYPE_ACTOR);
+const CHANGE_SEQ: (u32, u8) = (0, TYPE_DELTA);
+const CHANGE_MAX_OP: (u32, u8) = (1, TYPE_DELTA);
+const CHANGE_DEPS_GROUP: (u32, u8) = (4, TYPE_GROUP);
 const TYPE_GROUP: u8 = 0;
+const TYPE_ACTOR: u8 = 1;
 const TYPE_INTEGER: u8 = 2;
+const TYPE_DELTA: u8 = 3;
 /// The bit of a column spec that says its data is deflated.
 const DEFLATE: u32 = 0b1000;
 
@@ -76,23 +105,171 @@ fn op_columns(body: &[u8]) -> Result<Vec<(u32, &[u8])>, SyncMessageError> {
         let other_actor = r.uleb()?;
         r.take_len(other_actor)?;
     }
+    let layout = layout(&mut r, "a change")?;
+    columns(&mut r, layout)
+}
+
+/// A column layout — a count, then each column's spec and length — as automerge writes it:
+/// no compressed column, no column twice. `of` names what it lays out, for the error.
+fn layout(r: &mut Cursor<'_>, of: &str) -> Result<Vec<(u32, u64)>, SyncMessageError> {
     let columns = r.uleb()?;
     let (mut layout, mut specs) = (Vec::new(), HashSet::new());
     for _ in 0..columns {
         let spec = u32::try_from(r.uleb()?).map_err(|_| bad("a column spec past 32 bits"))?;
         let len = r.uleb()?;
         if spec & DEFLATE != 0 {
-            return Err(bad("a compressed column in a change"));
+            return Err(bad(&format!("a compressed column in {of}")));
         }
         if !specs.insert(spec) {
-            return Err(bad("the same column twice in a change"));
+            return Err(bad(&format!("the same column twice in {of}")));
         }
         layout.push((spec, len));
     }
+    Ok(layout)
+}
+
+/// The data of each column of `layout`, read from `r` in order.
+fn columns<'a>(
+    r: &mut Cursor<'a>,
+    layout: Vec<(u32, u64)>,
+) -> Result<Vec<(u32, &'a [u8])>, SyncMessageError> {
     layout
         .into_iter()
         .map(|(spec, len)| Ok((spec, r.take_len(len)?)))
         .collect()
+}
+
+/// The column `(id, type)` of `columns`, if it is there.
+fn column<'a>(columns: &[(u32, &'a [u8])], (id, kind): (u32, u8)) -> Option<&'a [u8]> {
+    columns
+        .iter()
+        .find(|(spec, _)| (spec >> 4, (spec & 0b111) as u8) == (id, kind))
+        .map(|(_, data)| *data)
+}
+
+/// What a document chunk declares ([`check_document`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentCounts {
+    /// Its changes.
+    pub changes: u64,
+    /// Its ops.
+    pub ops: u64,
+}
+
+/// Reads the body of an (uncompressed) document chunk — what follows its magic bytes,
+/// checksum, type and length — and refuses it if it declares more than [`MAX_DOC_ACTORS`]
+/// actors (or one longer than [`MAX_ACTOR_BYTES`]), more heads than a sync message may name,
+/// more than [`MAX_DOC_OPS`] ops or successors, more than [`MAX_DOC_CHANGES`] changes or
+/// [`MAX_DOC_DEPS`] dependencies, a change whose last op counter is past the ops the
+/// document holds or whose sequence number is past its changes (automerge sizes a change's
+/// ops from its counters), or a layout automerge would not write.
+pub fn check_document(body: &[u8]) -> Result<DocumentCounts, SyncMessageError> {
+    let mut r = Cursor { buf: body };
+    let actors = r.uleb()?;
+    if actors > MAX_DOC_ACTORS {
+        return Err(too_many("actors in a document", actors, MAX_DOC_ACTORS));
+    }
+    for _ in 0..actors {
+        let len = r.uleb()?;
+        if len > MAX_ACTOR_BYTES {
+            return Err(too_many("bytes of an actor id", len, MAX_ACTOR_BYTES));
+        }
+        r.take_len(len)?;
+    }
+    let heads = r.uleb()?;
+    let most_heads = crate::syncmsg::MAX_HEADS as u64;
+    if heads > most_heads {
+        return Err(too_many("heads of a document", heads, most_heads));
+    }
+    r.take_len(heads * 32)?;
+    let change_layout = layout(&mut r, "a document's changes")?;
+    let op_layout = layout(&mut r, "a document's ops")?;
+    let change_columns = columns(&mut r, change_layout)?;
+    let op_columns = columns(&mut r, op_layout)?;
+    let count = |columns: &[(u32, &[u8])], id, limit, weight: fn(u64) -> u64, what| {
+        let sum = column(columns, id).map_or(Ok(0), |data| runs(data, limit, weight))?;
+        if sum > limit {
+            return Err(too_many(what, sum, limit));
+        }
+        Ok(sum)
+    };
+    let one = |_| 1;
+    let each = |n| n;
+    let ops = count(&op_columns, ACTION, MAX_DOC_OPS, one, "ops in a document")?;
+    count(
+        &op_columns,
+        SUCC_GROUP,
+        MAX_DOC_OPS,
+        each,
+        "successors in a document",
+    )?;
+    let changes = count(
+        &change_columns,
+        CHANGE_ACTOR,
+        MAX_DOC_CHANGES,
+        one,
+        "changes in a document",
+    )?;
+    count(
+        &change_columns,
+        CHANGE_DEPS_GROUP,
+        MAX_DOC_DEPS,
+        each,
+        "dependencies in a document",
+    )?;
+    let highest = |id, what| -> Result<(), SyncMessageError> {
+        let limit = if id == CHANGE_MAX_OP { ops } else { changes };
+        let top = column(&change_columns, id).map_or(Ok(0), |data| highest_delta(data, changes))?;
+        if top > i128::from(limit) {
+            return Err(bad(&format!(
+                "a change's {what} of {top} in a document of {ops} ops and {changes} changes"
+            )));
+        }
+        Ok(())
+    };
+    highest(CHANGE_MAX_OP, "last op counter")?;
+    highest(CHANGE_SEQ, "sequence number")?;
+    Ok(DocumentCounts { changes, ops })
+}
+
+/// The highest value of a delta-encoded column (a run-length-encoded column of signed steps,
+/// each value the one before plus its step), reading at most `entries` entries: past them,
+/// the column is longer than the document it belongs to.
+fn highest_delta(data: &[u8], entries: u64) -> Result<i128, SyncMessageError> {
+    let mut r = Cursor { buf: data };
+    let (mut value, mut top, mut read) = (0i128, 0i128, 0u64);
+    while !r.buf.is_empty() {
+        let count = r.sleb()?;
+        let n = if count > 0 {
+            let step = i128::from(r.sleb()?);
+            let n = count as u64;
+            // The run's values go one way: its highest is its first or its last.
+            let run = step.saturating_mul(i128::from(n));
+            top = top
+                .max(value.saturating_add(step))
+                .max(value.saturating_add(run));
+            value = value.saturating_add(run);
+            n
+        } else if count < 0 {
+            let n = count.unsigned_abs();
+            for _ in 0..n.min(entries.saturating_add(1)) {
+                value = value.saturating_add(i128::from(r.sleb()?));
+                top = top.max(value);
+            }
+            n
+        } else {
+            r.uleb()? // a run of nulls
+        };
+        read = read.saturating_add(n);
+        if read > entries {
+            return Err(bad("a change graph column longer than its changes"));
+        }
+    }
+    Ok(top)
+}
+
+fn too_many(what: &'static str, got: u64, limit: u64) -> SyncMessageError {
+    SyncMessageError::TooMany { what, got, limit }
 }
 
 /// Adds up a run-length-encoded column of unsigned integers, each entry weighted by
@@ -196,16 +373,8 @@ mod tests {
             i64::MAX,
             i64::MIN,
         ] {
-            let (mut out, mut rest) = (Vec::new(), v);
-            loop {
-                let byte = (rest & 0x7f) as u8;
-                rest >>= 7;
-                let done = (rest == 0 && byte & 0x40 == 0) || (rest == -1 && byte & 0x40 != 0);
-                out.push(if done { byte } else { byte | 0x80 });
-                if done {
-                    break;
-                }
-            }
+            let mut out = Vec::new();
+            crate::syncmsg::write_sleb(&mut out, v);
             assert_eq!(Cursor { buf: &out }.sleb().unwrap(), v, "{v}");
         }
     }

@@ -48,6 +48,7 @@ pub mod transfer;
 pub mod validate;
 pub mod visibility;
 pub mod vouch;
+pub mod whole;
 pub mod wire;
 
 pub use ids::{DocId, DocKind};

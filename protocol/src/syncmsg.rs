@@ -191,7 +191,8 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn write_uleb(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as automerge writes an unsigned number (LEB128).
+pub(crate) fn write_uleb(out: &mut Vec<u8>, mut v: u64) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -200,6 +201,21 @@ fn write_uleb(out: &mut Vec<u8>, mut v: u64) {
             return;
         }
         out.push(byte | 0x80);
+    }
+}
+
+/// Appends `v` as automerge writes a signed number (LEB128), for tests that write
+/// automerge's columns by hand.
+#[cfg(test)]
+pub(crate) fn write_sleb(out: &mut Vec<u8>, mut v: i64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        let done = (v == 0 && byte & 0x40 == 0) || (v == -1 && byte & 0x40 != 0);
+        out.push(if done { byte } else { byte | 0x80 });
+        if done {
+            return;
+        }
     }
 }
 
