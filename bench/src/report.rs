@@ -368,19 +368,19 @@ impl Report {
         let w = &self.whole_case_file;
         row(
             "B1",
-            "cold case file: today vs sent whole (not built)",
+            "cold case file: today vs sent whole (reader built, wire not)",
             format!(
-                "today {:.2} ms (sender load+rebuild {:.2}, read+canonical {:.2}, apply {:.2}, save {:.2}); whole {:.2} ms (sender read {:.2}, load {:.2}, rebuild changes {:.2}, ops {:.2}); {} B changes vs {} B stored",
+                "today {:.2} ms (sender load+rebuild {:.2}, read+canonical {:.2}, apply {:.2}, save {:.2}); whole, changes applied {:.2} ms (sender read {:.2}, read_whole {:.2}, ops {:.2}, apply and save as today); whole, loaded kept (unsafe) {:.2} ms; {} B changes vs {} B stored",
                 w.today_ms(),
                 w.send_changes_ms,
                 w.read_changes_ms,
                 w.apply_ms,
                 w.save_ms,
-                w.whole_ms(),
+                w.whole_applied_ms(),
                 w.send_whole_ms,
-                w.load_whole_ms,
-                w.changes_of_whole_ms,
+                w.read_whole_ms,
                 w.ops_ms,
+                w.whole_ms(),
                 n0(w.change_bytes),
                 n0(w.whole_bytes)
             ),
