@@ -303,12 +303,11 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
 
     section("B0: engine sync (automerge alone, one thread)");
     let b0_sample = engine::sample(&ids, cli.b0_sample);
-    let b0 = engine::engine_sync(&store, &b0_sample, engine::Speaking::Automerge)?;
+    let [b0, b0_changes] = engine::engine_sync(&store, &b0_sample)?;
     eprintln!(
         "  {:.0} docs/s, {:.0} B/doc",
         b0.docs_per_s, b0.bytes_per_doc
     );
-    let b0_changes = engine::engine_sync(&store, &b0_sample, engine::Speaking::Changes)?;
     eprintln!(
         "  as changes (version 1, as a node's peers speak): {:.0} docs/s, {:.0} B/doc",
         b0_changes.docs_per_s, b0_changes.bytes_per_doc

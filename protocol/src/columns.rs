@@ -32,7 +32,7 @@ pub const MAX_OPS: usize = 4096;
 pub const MAX_PREDS: usize = 65_536;
 
 /// Most ops a document sent whole may hold (a case file holds about a thousand after
-/// years of use): past it, the sender sends the changes one by one.
+/// years of use).
 pub const MAX_DOC_OPS: u64 = 1 << 18;
 /// Most changes a document sent whole may hold (as many as one sync message may carry).
 pub const MAX_DOC_CHANGES: u64 = crate::syncmsg::MAX_CHANGES as u64;
@@ -68,15 +68,10 @@ const DEFLATE: u32 = 0b1000;
 /// checksum, type and length — and refuses it if it declares more than [`MAX_OPS`] ops or
 /// [`MAX_PREDS`] predecessors, or a layout automerge would not write.
 pub fn check_counts(body: &[u8]) -> Result<(), SyncMessageError> {
-    let (mut ops, mut preds) = (0u64, 0u64);
-    for (spec, data) in op_columns(body)? {
-        let column = (spec >> 4, (spec & 0b111) as u8);
-        if column == ACTION {
-            ops = runs(data, MAX_OPS as u64, |_| 1)?;
-        } else if column == PRED_GROUP {
-            preds = runs(data, MAX_PREDS as u64, |count| count)?;
-        }
-    }
+    let columns = op_columns(body)?;
+    let ops = column(&columns, ACTION).map_or(Ok(0), |data| runs(data, MAX_OPS as u64, |_| 1))?;
+    let preds = column(&columns, PRED_GROUP)
+        .map_or(Ok(0), |data| runs(data, MAX_PREDS as u64, |count| count))?;
     if ops > MAX_OPS as u64 {
         return Err(bad(&format!("more than {MAX_OPS} ops in one change")));
     }
@@ -217,8 +212,7 @@ pub fn check_document(body: &[u8]) -> Result<DocumentCounts, SyncMessageError> {
         each,
         "dependencies in a document",
     )?;
-    let highest = |id, what| -> Result<(), SyncMessageError> {
-        let limit = if id == CHANGE_MAX_OP { ops } else { changes };
+    let highest = |id, limit: u64, what| -> Result<(), SyncMessageError> {
         let top = column(&change_columns, id).map_or(Ok(0), |data| highest_delta(data, changes))?;
         if top > i128::from(limit) {
             return Err(bad(&format!(
@@ -227,8 +221,8 @@ pub fn check_document(body: &[u8]) -> Result<DocumentCounts, SyncMessageError> {
         }
         Ok(())
     };
-    highest(CHANGE_MAX_OP, "last op counter")?;
-    highest(CHANGE_SEQ, "sequence number")?;
+    highest(CHANGE_MAX_OP, ops, "last op counter")?;
+    highest(CHANGE_SEQ, changes, "sequence number")?;
     Ok(DocumentCounts { changes, ops })
 }
 

@@ -28,6 +28,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::contain::contain;
 use crate::gate::{self, Admission, Inbound};
+use crate::syncmsg;
 
 /// `state` (as decoded from its persisted form) believing the peer holds exactly the shared
 /// heads, as if it had said so: its first message carries the changes made since them.
@@ -183,9 +184,7 @@ impl DocSync {
             message.need = gate::missing_from(doc, &their_heads, &self.held_back);
         }
         message.need.retain(|h| !self.refused.contains(h));
-        message.flags = None;
-        message.version = sync::MessageVersion::V1;
-        let encoded = message.encode();
+        let encoded = syncmsg::as_changes(message).encode();
         let digest: [u8; 32] = Sha256::digest(&encoded).into();
         if self.last_sent == Some(digest) {
             return None;

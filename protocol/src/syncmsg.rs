@@ -48,6 +48,14 @@ const CHUNK_DOCUMENT: u8 = 0;
 const CHUNK_CHANGE: u8 = 1;
 const CHUNK_COMPRESSED: u8 = 2;
 
+/// `message` as a node speaks it: version 1, with no capability flags, so the peer never
+/// learns that this side could take a whole document and never sends one.
+pub fn as_changes(mut message: sync::Message) -> sync::Message {
+    message.flags = None;
+    message.version = sync::MessageVersion::V1;
+    message
+}
+
 /// Why a sync message or a change chunk is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyncMessageError {
@@ -473,11 +481,8 @@ mod tests {
         let mut b = AutoCommit::new();
         let (mut sa, mut sb) = (sync::State::new(), sync::State::new());
         let mut saw_changes = false;
-        // Without flags (as DocSync sends them), automerge never switches to version 2.
-        let strip = |mut m: sync::Message| {
-            m.flags = None;
-            m
-        };
+        // Spoken as DocSync speaks, automerge never switches to version 2.
+        let strip = as_changes;
         for _ in 0..10 {
             if let Some(m) = a.sync().generate_sync_message(&mut sa).map(strip) {
                 let bytes = m.clone().encode();
