@@ -334,7 +334,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         "  gate+sync {:.2} ms, store write {:.2} ms per doc: ceiling {:.0} docs/s",
         cost.gate_sync_ms, cost.store_save_ms, cost.ceiling_docs_per_s
     );
-    section("a cold case file sent whole (a lever not built yet), one thread");
+    section("a cold case file sent whole (reader built, wire not), one thread");
     let whole = whole::measure(&store, &engine::sample(&ids, 200))?;
     eprintln!(
         "  today {:.2} ms, whole {:.2} ms per case file at both ends",
