@@ -68,7 +68,12 @@ const DEFLATE: u32 = 0b1000;
 /// checksum, type and length — and refuses it if it declares more than [`MAX_OPS`] ops or
 /// [`MAX_PREDS`] predecessors, or a layout automerge would not write.
 pub fn check_counts(body: &[u8]) -> Result<(), SyncMessageError> {
-    let columns = op_columns(body)?;
+    let (actors, columns) = op_columns(body)?;
+    for (spec, data) in &columns {
+        if (spec & 0b111) as u8 == TYPE_ACTOR {
+            check_actors(data, actors)?;
+        }
+    }
     let ops = column(&columns, ACTION).map_or(Ok(0), |data| runs(data, MAX_OPS as u64, |_| 1))?;
     let preds = column(&columns, PRED_GROUP)
         .map_or(Ok(0), |data| runs(data, MAX_PREDS as u64, |count| count))?;
@@ -83,9 +88,10 @@ pub fn check_counts(body: &[u8]) -> Result<(), SyncMessageError> {
     Ok(())
 }
 
-/// The op columns of a change chunk's body, each as its spec and its data, past the header
-/// (dependencies, actor, seq, start op, time, message, other actors).
-fn op_columns(body: &[u8]) -> Result<Vec<(u32, &[u8])>, SyncMessageError> {
+/// The actors a change chunk's body names (its author and the others its ops name) and its
+/// op columns, each as its spec and its data, past the header (dependencies, actor, seq,
+/// start op, time, message, other actors).
+fn op_columns(body: &[u8]) -> Result<(u64, Columns<'_>), SyncMessageError> {
     let mut r = Cursor { buf: body };
     let deps = r.uleb()?;
     r.take_len(deps.saturating_mul(32))?;
@@ -96,12 +102,42 @@ fn op_columns(body: &[u8]) -> Result<Vec<(u32, &[u8])>, SyncMessageError> {
     r.sleb()?; // timestamp
     let message = r.uleb()?;
     r.take_len(message)?;
-    for _ in 0..r.uleb()? {
+    let others = r.uleb()?;
+    for _ in 0..others {
         let other_actor = r.uleb()?;
         r.take_len(other_actor)?;
     }
     let layout = layout(&mut r, "a change")?;
-    columns(&mut r, layout)
+    Ok((others.saturating_add(1), columns(&mut r, layout)?))
+}
+
+/// Refuses an actor column (a run-length-encoded column of indices into the change's
+/// actors) that names an actor past the `actors` the change lists: automerge 0.12's change
+/// decoder panics on one (`Change::decode`, found by the `sync_message` fuzz target).
+fn check_actors(data: &[u8], actors: u64) -> Result<(), SyncMessageError> {
+    let mut r = Cursor { buf: data };
+    let named = |index: u64| {
+        if index >= actors {
+            return Err(bad(&format!(
+                "an op names actor {index} of a change that lists {actors}"
+            )));
+        }
+        Ok(())
+    };
+    while !r.buf.is_empty() {
+        let count = r.sleb()?;
+        if count > 0 {
+            named(r.uleb()?)?;
+        } else if count < 0 {
+            // Each value is in the data: the loop ends with the data at the latest.
+            for _ in 0..count.unsigned_abs() {
+                named(r.uleb()?)?;
+            }
+        } else {
+            r.uleb()?; // a run of nulls
+        }
+    }
+    Ok(())
 }
 
 /// A column layout — a count, then each column's spec and length — as automerge writes it:
@@ -123,11 +159,14 @@ fn layout(r: &mut Cursor<'_>, of: &str) -> Result<Vec<(u32, u64)>, SyncMessageEr
     Ok(layout)
 }
 
+/// Columns as read: each one's spec and its data.
+type Columns<'a> = Vec<(u32, &'a [u8])>;
+
 /// The data of each column of `layout`, read from `r` in order.
 fn columns<'a>(
     r: &mut Cursor<'a>,
     layout: Vec<(u32, u64)>,
-) -> Result<Vec<(u32, &'a [u8])>, SyncMessageError> {
+) -> Result<Columns<'a>, SyncMessageError> {
     layout
         .into_iter()
         .map(|(spec, len)| Ok((spec, r.take_len(len)?)))
@@ -303,6 +342,9 @@ mod tests {
     use automerge::transaction::Transactable;
     use automerge::{AutoCommit, ObjType, ROOT, ScalarValue};
 
+    /// The column of the objects' actors, in a change.
+    const OBJ_ACTOR: (u32, u8) = (0, TYPE_ACTOR);
+
     /// The body of `change`'s chunk: past magic (4), checksum (4), type (1) and length.
     fn body(change: &automerge::Change) -> Vec<u8> {
         let raw = change.raw_bytes();
@@ -343,13 +385,43 @@ mod tests {
         doc.commit();
         let change = doc.get_last_local_change().unwrap().clone();
         let body = body(&change);
-        let columns = op_columns(&body).unwrap();
+        let (_, columns) = op_columns(&body).unwrap();
         let group = columns
             .iter()
             .find(|(spec, _)| (spec >> 4, (spec & 0b111) as u8) == PRED_GROUP);
         let preds = group.map(|(_, data)| runs(data, MAX_PREDS as u64, |c| c).unwrap());
         assert_eq!(preds, Some(10), "ten overwrites, one predecessor each");
         assert!(check_counts(&body).is_ok());
+    }
+
+    #[test]
+    fn an_op_may_name_every_actor_its_change_lists_and_no_other() {
+        // An insert into a list another actor made: its object is actor 1 of two listed.
+        let mut a = AutoCommit::new();
+        let list = a.put_object(ROOT, "l", ObjType::List).unwrap();
+        a.commit();
+        let mut b = a.fork();
+        b.insert(&list, 0, ScalarValue::Null).unwrap();
+        b.commit();
+        let honest = body(&b.get_last_local_change().unwrap());
+        let (actors, columns) = op_columns(&honest).unwrap();
+        assert_eq!(actors, 2);
+        // A literal run (count -1) of one value: actor 1.
+        assert_eq!(column(&columns, OBJ_ACTOR), Some(&[0x7f, 1][..]));
+        assert!(check_counts(&honest).is_ok());
+
+        // The same op's object made to name actor 2, which the change does not list.
+        let mut forged = honest.clone();
+        let data = column(&columns, OBJ_ACTOR).unwrap();
+        let at = data.as_ptr() as usize - honest.as_ptr() as usize;
+        forged[at + 1] = 2;
+        let refused = check_counts(&forged).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("names actor 2 of a change that lists 2"),
+            "{refused}"
+        );
     }
 
     #[test]

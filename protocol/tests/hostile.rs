@@ -475,6 +475,36 @@ fn a_change_in_a_non_canonical_encoding_is_refused() {
 }
 
 #[test]
+fn an_op_naming_an_actor_its_change_does_not_list_is_refused_before_automerge_reads_it() {
+    // Found by the sync_message fuzz target: an op whose actor index is past the actors its
+    // change lists. automerge 0.12 parses the change, then panics decoding its ops
+    // (`Change::decode`, an `unwrap` on the actor lookup); the panic was contained and the
+    // change refused. Now the op columns are read for their actor indices first.
+    let bytes = include_bytes!("../../fuzz/artifacts/sync_message/contained-decode-actor-index");
+    let message = amphi_protocol::syncmsg::SyncMessage::decode(bytes).unwrap();
+    let panics = panics_on_this_thread();
+    let refusals: Vec<String> = message
+        .changes
+        .iter()
+        .filter_map(|c| amphi_protocol::syncmsg::decode_change(c).err())
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(
+        panics_on_this_thread(),
+        panics,
+        "refused before automerge decoded its ops (no panic, even contained)"
+    );
+    // Its other change is cut short, and refused as such.
+    assert_eq!(
+        refusals,
+        [
+            "an op names actor 8 of a change that lists 1",
+            "sync message truncated"
+        ]
+    );
+}
+
+#[test]
 fn a_relay_that_switched_to_the_other_change_of_an_equivocation_brings_its_peers_along() {
     // The township relays the village's change X to the county; then the other change Y
     // (same actor and seq, lower hash) reaches the township, which drops X. The county, which
