@@ -44,11 +44,20 @@ pub const MAX_DOC_ACTORS: u64 = 4096;
 /// Longest actor id in a document sent whole (a node's is 24 bytes).
 pub const MAX_ACTOR_BYTES: u64 = 128;
 
+/// Highest op counter automerge 0.12 holds: `OpId` keeps a counter in 32 bits, and its
+/// change decoder panics on one past it (`types.rs`, `OpId::new`).
+const MAX_COUNTER: i128 = u32::MAX as i128;
+
 /// Column id and type of the ops' actions, in a change (`storage/change/change_op_columns.rs`)
 /// and in a document (`op_set2/columns.rs`).
 const ACTION: (u32, u8) = (4, TYPE_INTEGER);
 /// Column id of a change's predecessors' counts.
 const PRED_GROUP: (u32, u8) = (7, TYPE_GROUP);
+/// Columns of a change's op counters: each op's object, the list element it names, and its
+/// predecessors (`storage/change/change_op_columns.rs`).
+const OBJ_COUNTER: (u32, u8) = (0, TYPE_INTEGER);
+const KEY_COUNTER: (u32, u8) = (1, TYPE_DELTA);
+const PRED_COUNTER: (u32, u8) = (7, TYPE_DELTA);
 /// Column id of a document's successors' counts (the predecessors, seen from the other end).
 const SUCC_GROUP: (u32, u8) = (8, TYPE_GROUP);
 /// Columns of a document's change graph (`change_graph.rs`): the author of each change (one
@@ -68,10 +77,10 @@ const DEFLATE: u32 = 0b1000;
 /// checksum, type and length — and refuses it if it declares more than [`MAX_OPS`] ops or
 /// [`MAX_PREDS`] predecessors, or a layout automerge would not write.
 pub fn check_counts(body: &[u8]) -> Result<(), SyncMessageError> {
-    let (actors, columns) = op_columns(body)?;
+    let (header, columns) = op_columns(body)?;
     for (spec, data) in &columns {
         if (spec & 0b111) as u8 == TYPE_ACTOR {
-            check_actors(data, actors)?;
+            check_actors(data, header.actors)?;
         }
     }
     let ops = column(&columns, ACTION).map_or(Ok(0), |data| runs(data, MAX_OPS as u64, |_| 1))?;
@@ -85,20 +94,66 @@ pub fn check_counts(body: &[u8]) -> Result<(), SyncMessageError> {
             "more than {MAX_PREDS} predecessors in one change"
         )));
     }
+    check_counters(header.start_op, ops, &columns)
+}
+
+/// Refuses a change whose own ops, or the objects, elements or predecessors they name, have
+/// an op counter past [`MAX_COUNTER`] (found by the `change_chunk` fuzz target).
+fn check_counters(
+    start_op: u64,
+    ops: u64,
+    columns: &[(u32, &[u8])],
+) -> Result<(), SyncMessageError> {
+    let past = |what: &str, counter: i128| {
+        bad(&format!(
+            "{what} with op counter {counter}, past automerge's {MAX_COUNTER}"
+        ))
+    };
+    let last_own = i128::from(start_op) + i128::from(ops) - 1;
+    if last_own > MAX_COUNTER {
+        return Err(past("an op", last_own));
+    }
+    if let Some(data) = column(columns, OBJ_COUNTER) {
+        let mut highest = 0;
+        each_value(data, |counter| {
+            highest = highest.max(counter);
+            Ok(())
+        })?;
+        if i128::from(highest) > MAX_COUNTER {
+            return Err(past("an op's object", highest.into()));
+        }
+    }
+    for (id, entries, what) in [
+        (KEY_COUNTER, MAX_OPS, "an op's list element"),
+        (PRED_COUNTER, MAX_PREDS, "an op's predecessor"),
+    ] {
+        let highest =
+            column(columns, id).map_or(Ok(0), |data| highest_delta(data, entries as u64))?;
+        if highest > MAX_COUNTER {
+            return Err(past(what, highest));
+        }
+    }
     Ok(())
 }
 
-/// The actors a change chunk's body names (its author and the others its ops name) and its
-/// op columns, each as its spec and its data, past the header (dependencies, actor, seq,
-/// start op, time, message, other actors).
-fn op_columns(body: &[u8]) -> Result<(u64, Columns<'_>), SyncMessageError> {
+/// What a change chunk's header says that its op columns are checked against.
+struct ChangeHeader {
+    /// The actors it lists: its author and the others its ops name.
+    actors: u64,
+    /// The op counter of its first op.
+    start_op: u64,
+}
+
+/// A change chunk's header and its op columns, each as its spec and its data, past the
+/// header (dependencies, actor, seq, start op, time, message, other actors).
+fn op_columns(body: &[u8]) -> Result<(ChangeHeader, Columns<'_>), SyncMessageError> {
     let mut r = Cursor { buf: body };
     let deps = r.uleb()?;
     r.take_len(deps.saturating_mul(32))?;
     let actor = r.uleb()?;
     r.take_len(actor)?;
     r.uleb()?; // seq
-    r.uleb()?; // start op
+    let start_op = r.uleb()?;
     r.sleb()?; // timestamp
     let message = r.uleb()?;
     r.take_len(message)?;
@@ -108,30 +163,42 @@ fn op_columns(body: &[u8]) -> Result<(u64, Columns<'_>), SyncMessageError> {
         r.take_len(other_actor)?;
     }
     let layout = layout(&mut r, "a change")?;
-    Ok((others.saturating_add(1), columns(&mut r, layout)?))
+    let header = ChangeHeader {
+        actors: others.saturating_add(1),
+        start_op,
+    };
+    Ok((header, columns(&mut r, layout)?))
 }
 
 /// Refuses an actor column (a run-length-encoded column of indices into the change's
 /// actors) that names an actor past the `actors` the change lists: automerge 0.12's change
 /// decoder panics on one (`Change::decode`, found by the `sync_message` fuzz target).
 fn check_actors(data: &[u8], actors: u64) -> Result<(), SyncMessageError> {
-    let mut r = Cursor { buf: data };
-    let named = |index: u64| {
+    each_value(data, |index| {
         if index >= actors {
             return Err(bad(&format!(
                 "an op names actor {index} of a change that lists {actors}"
             )));
         }
         Ok(())
-    };
+    })
+}
+
+/// Calls `f` on each distinct value of a run-length-encoded column of unsigned integers
+/// (once per run, once per literal; nulls skipped).
+fn each_value(
+    data: &[u8],
+    mut f: impl FnMut(u64) -> Result<(), SyncMessageError>,
+) -> Result<(), SyncMessageError> {
+    let mut r = Cursor { buf: data };
     while !r.buf.is_empty() {
         let count = r.sleb()?;
         if count > 0 {
-            named(r.uleb()?)?;
+            f(r.uleb()?)?;
         } else if count < 0 {
             // Each value is in the data: the loop ends with the data at the latest.
             for _ in 0..count.unsigned_abs() {
-                named(r.uleb()?)?;
+                f(r.uleb()?)?;
             }
         } else {
             r.uleb()?; // a run of nulls
@@ -267,7 +334,7 @@ pub fn check_document(body: &[u8]) -> Result<DocumentCounts, SyncMessageError> {
 
 /// The highest value of a delta-encoded column (a run-length-encoded column of signed steps,
 /// each value the one before plus its step), reading at most `entries` entries: past them,
-/// the column is longer than the document it belongs to.
+/// the column is longer than the document or change it belongs to.
 fn highest_delta(data: &[u8], entries: u64) -> Result<i128, SyncMessageError> {
     let mut r = Cursor { buf: data };
     let (mut value, mut top, mut read) = (0i128, 0i128, 0u64);
@@ -295,7 +362,9 @@ fn highest_delta(data: &[u8], entries: u64) -> Result<i128, SyncMessageError> {
         };
         read = read.saturating_add(n);
         if read > entries {
-            return Err(bad("a change graph column longer than its changes"));
+            return Err(bad(&format!(
+                "a delta column longer than its {entries} entries"
+            )));
         }
     }
     Ok(top)
@@ -341,6 +410,8 @@ mod tests {
     use super::*;
     use automerge::transaction::Transactable;
     use automerge::{AutoCommit, ObjType, ROOT, ScalarValue};
+
+    use crate::syncmsg::write_uleb;
 
     /// The column of the objects' actors, in a change.
     const OBJ_ACTOR: (u32, u8) = (0, TYPE_ACTOR);
@@ -404,8 +475,8 @@ mod tests {
         b.insert(&list, 0, ScalarValue::Null).unwrap();
         b.commit();
         let honest = body(&b.get_last_local_change().unwrap());
-        let (actors, columns) = op_columns(&honest).unwrap();
-        assert_eq!(actors, 2);
+        let (header, columns) = op_columns(&honest).unwrap();
+        assert_eq!(header.actors, 2);
         // A literal run (count -1) of one value: actor 1.
         assert_eq!(column(&columns, OBJ_ACTOR), Some(&[0x7f, 1][..]));
         assert!(check_counts(&honest).is_ok());
@@ -422,6 +493,86 @@ mod tests {
                 .contains("names actor 2 of a change that lists 2"),
             "{refused}"
         );
+    }
+
+    /// `body` with the data of its op column `id` replaced by `data` (its layout rewritten).
+    fn with_column(body: &[u8], id: (u32, u8), data: &[u8]) -> Vec<u8> {
+        let (_, columns) = op_columns(body).unwrap();
+        let offset = |d: &[u8]| d.as_ptr() as usize - body.as_ptr() as usize;
+        let mut layout = Vec::new();
+        write_uleb(&mut layout, columns.len() as u64);
+        for (spec, d) in &columns {
+            write_uleb(&mut layout, u64::from(*spec));
+            write_uleb(&mut layout, d.len() as u64);
+        }
+        let start = offset(columns[0].1) - layout.len();
+        let (_, last) = columns.last().unwrap();
+        let end = offset(last) + last.len();
+        let replaced: Vec<(u32, &[u8])> = columns
+            .iter()
+            .map(|&(spec, d)| {
+                let hit = (spec >> 4, (spec & 0b111) as u8) == id;
+                (spec, if hit { data } else { d })
+            })
+            .collect();
+        let mut out = body[..start].to_vec();
+        write_uleb(&mut out, replaced.len() as u64);
+        for (spec, d) in &replaced {
+            write_uleb(&mut out, u64::from(*spec));
+            write_uleb(&mut out, d.len() as u64);
+        }
+        for (_, d) in &replaced {
+            out.extend_from_slice(d);
+        }
+        out.extend_from_slice(&body[end..]);
+        out
+    }
+
+    /// A literal run of one value, as automerge writes a column of one op: unsigned in an
+    /// integer column, a signed step in a delta column.
+    fn one_value((_, kind): (u32, u8), value: u64) -> Vec<u8> {
+        let mut out = vec![0x7f];
+        if kind == TYPE_DELTA {
+            crate::syncmsg::write_sleb(&mut out, value as i64);
+        } else {
+            write_uleb(&mut out, value);
+        }
+        out
+    }
+
+    #[test]
+    fn counters_past_what_automerge_holds_are_refused() {
+        // One op overwriting a key another op of the same actor wrote: its predecessor.
+        let mut doc = AutoCommit::new();
+        let list = doc.put_object(ROOT, "l", ObjType::List).unwrap();
+        doc.insert(&list, 0, 1).unwrap();
+        doc.commit();
+        doc.put(&list, 0, 2).unwrap();
+        doc.commit();
+        let honest = body(&doc.get_last_local_change().unwrap());
+        assert!(check_counts(&honest).is_ok());
+        let (_, columns) = op_columns(&honest).unwrap();
+        for id in [OBJ_COUNTER, KEY_COUNTER, PRED_COUNTER] {
+            assert!(column(&columns, id).is_some(), "{id:?} is written");
+        }
+        // The same change rewritten to be read by the fuzz target's finding: a value past
+        // 32 bits, in each counter column (a delta column's first value is its first step).
+        let past = u64::from(u32::MAX) + 1;
+        for (id, what) in [
+            (OBJ_COUNTER, "an op's object"),
+            (KEY_COUNTER, "an op's list element"),
+            (PRED_COUNTER, "an op's predecessor"),
+        ] {
+            let forged = with_column(&honest, id, &one_value(id, past));
+            let refused = check_counts(&forged).unwrap_err().to_string();
+            assert!(
+                refused.contains(&format!("{what} with op counter {past}")),
+                "{refused}"
+            );
+            // One below the limit is not refused for its counter.
+            let at_limit = with_column(&honest, id, &one_value(id, past - 1));
+            assert!(check_counts(&at_limit).is_ok(), "{id:?}");
+        }
     }
 
     #[test]
