@@ -454,19 +454,25 @@ fn an_equivocation_keeps_the_lower_hash_everywhere_and_independent_work_flows() 
     );
 }
 
+/// Why each change of the sync message `bytes` is refused, in order, as the gate's decoder
+/// reads them (changes it would take are left out).
+fn refusals_of(bytes: &[u8]) -> Vec<String> {
+    let message = amphi_protocol::syncmsg::SyncMessage::decode(bytes).unwrap();
+    message
+        .changes
+        .iter()
+        .filter_map(|c| amphi_protocol::syncmsg::decode_change(c).err())
+        .map(|e| e.to_string())
+        .collect()
+}
+
 #[test]
 fn a_change_in_a_non_canonical_encoding_is_refused() {
     // Found by the sync_message fuzz target: a message whose first change parses but is not
     // encoded as automerge encodes it. Applied, it was stored under one hash and rebuilt
     // under another, and the document could no longer produce its own history.
     let bytes = include_bytes!("../../fuzz/artifacts/sync_message/non-canonical-change-encoding");
-    let message = amphi_protocol::syncmsg::SyncMessage::decode(bytes).unwrap();
-    let refusals: Vec<String> = message
-        .changes
-        .iter()
-        .filter_map(|c| amphi_protocol::syncmsg::decode_change(c).err())
-        .map(|e| e.to_string())
-        .collect();
+    let refusals = refusals_of(bytes);
     assert_eq!(refusals.len(), 1, "{refusals:?}");
     assert!(
         refusals.iter().all(|r| r.contains("canonical")),
@@ -481,14 +487,8 @@ fn an_op_naming_an_actor_its_change_does_not_list_is_refused_before_automerge_re
     // (`Change::decode`, an `unwrap` on the actor lookup); the panic was contained and the
     // change refused. Now the op columns are read for their actor indices first.
     let bytes = include_bytes!("../../fuzz/artifacts/sync_message/contained-decode-actor-index");
-    let message = amphi_protocol::syncmsg::SyncMessage::decode(bytes).unwrap();
     let panics = panics_on_this_thread();
-    let refusals: Vec<String> = message
-        .changes
-        .iter()
-        .filter_map(|c| amphi_protocol::syncmsg::decode_change(c).err())
-        .map(|e| e.to_string())
-        .collect();
+    let refusals = refusals_of(bytes);
     assert_eq!(
         panics_on_this_thread(),
         panics,
